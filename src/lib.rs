@@ -1,4 +1,5 @@
 //! visitcounter: a Kubernetes operator that runs visit-counter web apps as StatefulSets.
 
+pub mod build;
 pub mod crd;
 pub mod resource;

@@ -1,0 +1,204 @@
+//! Pure builders: from one `VisitCounterApp` to the children the operator
+//! applies. No client, no clock, no I/O, so each builder is unit-tested and
+//! `render` prints exactly what the operator would apply.
+
+mod configmap;
+mod service;
+mod statefulset;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{apps::v1::StatefulSet, core::v1::ConfigMap, core::v1::Service},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::Resource;
+
+use crate::resource::VisitCounterApp;
+
+pub use configmap::{CONFIG_JSON_KEY, desired_config_map};
+pub use service::{desired_headless_service, desired_service};
+pub use statefulset::{CONFIG_MOUNT_PATH, DATA_VOLUME, desired_statefulset};
+
+/// Image of the apps whose spec names none: this operator's own image, which
+/// runs `visitcounter serve`.
+pub const DEFAULT_APP_IMAGE: &str = concat!("visitcounter/visitcounter:", env!("CARGO_PKG_VERSION"));
+
+/// `app.kubernetes.io/name` of every app's children.
+pub const APP_NAME_LABEL_VALUE: &str = "visitcounter";
+/// `app.kubernetes.io/managed-by` of every app's children.
+pub const MANAGED_BY: &str = "visitcounter-operator";
+
+/// Settings that come from the operator, not from the app.
+#[derive(Clone, Debug)]
+pub struct BuildSettings {
+    /// Image of apps whose spec names none.
+    pub default_image: String,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        Self {
+            default_image: DEFAULT_APP_IMAGE.into(),
+        }
+    }
+}
+
+/// Why an app's children cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    #[error("metadata.name is required")]
+    MissingName,
+    #[error("spec.config.json must be a JSON object")]
+    ConfigNotAnObject,
+}
+
+/// Everything the operator keeps for one app, in the order it applies them:
+/// what the pods mount and the Services they are reached by come before the
+/// StatefulSet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub service: Service,
+    pub stateful_set: StatefulSet,
+}
+
+/// Builds all the children of `app`.
+pub fn desired_children(app: &VisitCounterApp, settings: &BuildSettings) -> Result<Children, BuildError> {
+    Ok(Children {
+        config_map: desired_config_map(app)?,
+        headless_service: desired_headless_service(app)?,
+        service: desired_service(app)?,
+        stateful_set: desired_statefulset(app, settings)?,
+    })
+}
+
+/// The app's name, which every child name derives from.
+pub fn app_name(app: &VisitCounterApp) -> Result<&str, BuildError> {
+    app.metadata
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or(BuildError::MissingName)
+}
+
+/// Name of the headless Service that gives each pod its DNS name.
+pub fn headless_service_name(app: &str) -> String {
+    format!("{app}-headless")
+}
+
+/// Name of the app's ConfigMap.
+pub fn config_map_name(app: &str) -> String {
+    format!("{app}-config")
+}
+
+/// Labels that never change for the life of the app: the StatefulSet selector
+/// and the Services' selectors use these and nothing else, because a
+/// StatefulSet's selector is immutable.
+pub fn selector_labels(app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), APP_NAME_LABEL_VALUE.to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), app.to_owned()),
+    ])
+}
+
+/// Labels of every child object.
+pub fn common_labels(app: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(app);
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    labels
+}
+
+/// The selector of the app's pods as a label-selector string, for the scale
+/// subresource.
+pub fn selector_string(app: &str) -> String {
+    selector_labels(app)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Metadata of a child named `name`: same namespace as the app, the common
+/// labels, and a controller owner reference once the app has a uid (it has none
+/// when rendered from a file).
+fn child_meta(app: &VisitCounterApp, name: String) -> Result<ObjectMeta, BuildError> {
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: app.metadata.namespace.clone(),
+        labels: Some(common_labels(app_name(app)?)),
+        owner_references: owner_reference(app).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    })
+}
+
+fn owner_reference(app: &VisitCounterApp) -> Option<OwnerReference> {
+    app.metadata.uid.as_ref()?;
+    app.controller_owner_ref(&())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::resource::VisitCounterAppSpec;
+
+    /// An app as the API server would hand it over: every schema default
+    /// applied, with a uid.
+    pub fn app(name: &str, spec: serde_json::Value) -> VisitCounterApp {
+        let spec: VisitCounterAppSpec = serde_json::from_value(spec).expect("test spec deserializes");
+        let mut app = VisitCounterApp::new(name, spec);
+        app.metadata.namespace = Some("shop".into());
+        app.metadata.uid = Some("0d9c5b41-2f0b-4c39-a0f3-7d7d5a1c2f10".into());
+        app
+    }
+
+    #[test]
+    fn every_child_is_owned_by_the_app_when_it_has_a_uid() {
+        let children = desired_children(&app("web", serde_json::json!({})), &BuildSettings::default()).unwrap();
+        let metas = [
+            &children.config_map.metadata,
+            &children.headless_service.metadata,
+            &children.service.metadata,
+            &children.stateful_set.metadata,
+        ];
+        for meta in metas {
+            let owners = meta.owner_references.as_ref().expect("owner references");
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].kind, "VisitCounterApp");
+            assert_eq!(owners[0].name, "web");
+            assert_eq!(owners[0].controller, Some(true));
+            assert_eq!(meta.namespace.as_deref(), Some("shop"));
+            assert_eq!(
+                meta.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+                MANAGED_BY
+            );
+        }
+    }
+
+    #[test]
+    fn an_app_without_uid_gets_no_owner_reference() {
+        let mut app = app("web", serde_json::json!({}));
+        app.metadata.uid = None;
+        let children = desired_children(&app, &BuildSettings::default()).unwrap();
+        assert_eq!(children.stateful_set.metadata.owner_references, None);
+    }
+
+    #[test]
+    fn an_app_without_name_is_an_error_not_a_panic() {
+        let mut app = app("web", serde_json::json!({}));
+        app.metadata.name = None;
+        assert_eq!(
+            desired_children(&app, &BuildSettings::default()),
+            Err(BuildError::MissingName)
+        );
+    }
+
+    #[test]
+    fn selector_string_lists_only_the_stable_labels() {
+        assert_eq!(
+            selector_string("web"),
+            "app.kubernetes.io/instance=web,app.kubernetes.io/name=visitcounter"
+        );
+    }
+}
