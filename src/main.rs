@@ -1,9 +1,20 @@
-fn main() {
-    match visitcounter::crd::yaml() {
-        Ok(yaml) => print!("{yaml}"),
+use std::{io::Write, process::ExitCode};
+
+use clap::Parser;
+use visitcounter::cli::{Cli, run};
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(output) => match std::io::stdout().lock().write_all(output.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write to stdout: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::exit(1);
+            ExitCode::FAILURE
         }
     }
 }

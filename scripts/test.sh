@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's one test command, for a new user and for CI alike.
+# 1. cargo test: unit, snapshot and CLI tests, the CRD drift check.
+# 2. The rendered examples and the CRD against Kubernetes' own schemas, with
+#    Python tools installed into .venv on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --locked
+
+venv=.venv
+if ! "$venv/bin/python" -c 'import kubernetes_validate, yaml' 2>/dev/null; then
+  echo "setting up $venv (kubernetes-validate) ..."
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+fi
+cargo build --locked --quiet
+"$venv/bin/python" tests/kubernetes_schemas.py target/debug/visitcounter

@@ -1,0 +1,149 @@
+//! `visitcounter render` through the real binary: good input prints the
+//! children; bad input exits non-zero, prints nothing on stdout, and names the
+//! field and the rule on stderr.
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+};
+
+fn render_stdin(input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
+        .args(["render", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Asserts the render failed cleanly and returns its stderr.
+fn refused(input: &str) -> String {
+    let output = render_stdin(input);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!output.status.success(), "accepted:\n{input}");
+    assert!(
+        output.stdout.is_empty(),
+        "printed on stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+const HEAD: &str = "apiVersion: visitcounter.dev/v1alpha1\nkind: VisitCounterApp\nmetadata:\n  name: web\n";
+
+#[test]
+fn renders_a_file_and_stdin_alike() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal.yaml");
+    let from_file = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
+        .args(["render", "-f", path])
+        .output()
+        .unwrap();
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    let from_stdin = render_stdin(&std::fs::read_to_string(path).unwrap());
+    assert!(from_stdin.status.success());
+    assert_eq!(from_file.stdout, from_stdin.stdout);
+    let text = String::from_utf8(from_file.stdout).unwrap();
+    let kinds: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("kind: ")).collect();
+    assert_eq!(kinds, ["ConfigMap", "Service", "Service", "StatefulSet"]);
+    assert_eq!(text.matches("\n---\n").count(), 3);
+}
+
+#[test]
+fn renders_every_app_of_a_stream() {
+    let input = format!("{HEAD}spec: {{}}\n---\n{}spec: {{}}\n", HEAD.replace("web", "shop"));
+    let output = render_stdin(&input);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(text.matches("kind: StatefulSet").count(), 2);
+    assert!(text.contains("name: shop-headless"));
+}
+
+#[test]
+fn partition_above_replicas_names_the_field_and_the_rule() {
+    let stderr = refused(&format!(
+        "{HEAD}spec:\n  replicas: 3\n  updateStrategy:\n    rollingUpdate:\n      partition: 5\n"
+    ));
+    assert!(
+        stderr.contains("spec.updateStrategy.rollingUpdate.partition: 5 is greater than spec.replicas (3)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let stderr = refused(&format!("{HEAD}spec:\n  replica: 3\n  storage:\n    sise: 1Gi\n"));
+    assert!(stderr.contains("spec.replica: unknown field"), "{stderr}");
+    assert!(stderr.contains("spec.storage.sise: unknown field"), "{stderr}");
+}
+
+#[test]
+fn text_that_is_not_yaml_is_refused() {
+    let stderr = refused("spec: [unclosed\n  - {\n");
+    assert!(stderr.contains("<stdin>: not valid YAML"), "{stderr}");
+}
+
+#[test]
+fn another_kind_is_refused() {
+    let stderr = refused("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n");
+    assert!(
+        stderr.contains("apiVersion: expected visitcounter.dev/v1alpha1, found apps/v1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("kind: expected VisitCounterApp, found Deployment"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_scalar_or_empty_input_is_refused() {
+    assert!(refused("just some words\n").contains("expected a VisitCounterApp object, found a string"));
+    assert!(refused("").contains("no VisitCounterApp found"));
+}
+
+#[test]
+fn type_and_range_errors_name_their_field() {
+    let stderr = refused(&format!("{HEAD}spec:\n  replicas: three\n  port: 70000\n"));
+    assert!(
+        stderr.contains("spec.replicas: \"three\" is not of type \"integer\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("spec.port: 70000 is greater than the maximum of 65535"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn one_bad_app_in_a_stream_prints_nothing_at_all() {
+    let input = format!(
+        "{HEAD}spec: {{}}\n---\n{}spec:\n  replicas: -1\n",
+        HEAD.replace("web", "shop")
+    );
+    let stderr = refused(&input);
+    assert!(stderr.contains("document 2 (\"shop\")"), "{stderr}");
+    assert!(
+        stderr.contains("spec.replicas: -1 is less than the minimum of 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
+        .args(["render", "-f", "/nonexistent/app.yaml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot read /nonexistent/app.yaml"), "{stderr}");
+}
