@@ -1,6 +1,6 @@
 //! The command line: one binary, one verb per job.
 
-use std::{io::Read, path::PathBuf};
+use std::{io::Read, net::IpAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -9,6 +9,7 @@ use crate::{
     build::{BuildSettings, DEFAULT_APP_IMAGE},
     crd,
     render::{RenderError, render},
+    serve::{CommitMode, ServeError, ServeSettings, serve, stop_signal},
 };
 
 /// A Kubernetes operator that runs visit-counter web apps as StatefulSets.
@@ -39,6 +40,40 @@ pub enum Command {
         #[arg(long, value_name = "IMAGE", env = "VISITCOUNTER_DEFAULT_IMAGE", default_value = DEFAULT_APP_IMAGE)]
         default_image: String,
     },
+    /// Run the visit-counter web app: `GET /` counts a visit, durably.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "VISITCOUNTER_LISTEN", default_value = "0.0.0.0")]
+    pub listen: IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "VISITCOUNTER_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Directory that holds visits.json (the pod's own volume).
+    #[arg(long, env = "VISITCOUNTER_DATA_DIR", default_value = "/data")]
+    pub data_dir: PathBuf,
+    /// JSON config file, served at /config.
+    #[arg(long, env = "VISITCOUNTER_CONFIG", default_value = "/config.json")]
+    pub config: PathBuf,
+    /// Name shown on the page (the pod's name in Kubernetes).
+    #[arg(long, env = "VISITCOUNTER_POD_NAME", default_value = "visitcounter")]
+    pub pod_name: String,
+    /// How visits reach the disk; `per-visit` exists for benchmarks.
+    #[arg(long, env = "VISITCOUNTER_COMMIT", value_enum, default_value = "group", hide = true)]
+    pub commit: CommitMode,
+    /// Log format.
+    #[arg(long, env = "VISITCOUNTER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Why a verb failed; printed on stderr with a non-zero exit.
@@ -54,10 +89,12 @@ pub enum CliError {
     Render(#[from] RenderError),
     #[error("cannot write the CRD as YAML: {0}")]
     Crd(#[from] serde_saphyr::SerializeError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
-/// Runs a verb that prints its result, and returns what to print on stdout.
-pub fn run(cli: Cli) -> Result<String, CliError> {
+/// Runs a verb, and returns what to print on stdout.
+pub async fn run(cli: Cli) -> Result<String, CliError> {
     match cli.command {
         Command::Crd => Ok(crd::yaml()?),
         Command::Render { file, default_image } => {
@@ -65,7 +102,34 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
             let settings = BuildSettings { default_image };
             Ok(render(&input, &source, &Admission::new(), &settings)?)
         }
+        Command::Serve(args) => {
+            init_logs(args.log_format);
+            let settings = ServeSettings {
+                listen: args.listen,
+                port: args.port,
+                data_dir: args.data_dir,
+                config: args.config,
+                pod_name: args.pod_name,
+                commit: args.commit,
+            };
+            serve(settings, stop_signal()).await?;
+            Ok(String::new())
+        }
     }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    // A second initialisation (in tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 fn read_input(file: &PathBuf) -> Result<(String, String), CliError> {

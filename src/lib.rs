@@ -11,3 +11,4 @@ pub mod cli;
 pub mod crd;
 pub mod render;
 pub mod resource;
+pub mod serve;

@@ -3,8 +3,9 @@ use std::{io::Write, process::ExitCode};
 use clap::Parser;
 use visitcounter::cli::{Cli, run};
 
-fn main() -> ExitCode {
-    match run(Cli::parse()) {
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
         Ok(output) => match std::io::stdout().lock().write_all(output.as_bytes()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,0 +1,186 @@
+//! The visit count on disk: `<data dir>/visits.json`, holding `{"visits": N}`.
+//!
+//! A new count replaces the old one atomically: write a temporary file, fsync
+//! it, rename it over `visits.json`, fsync the directory. A crash at any moment
+//! leaves either the old file or the new one, both of which parse.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+};
+
+use serde_json::Value;
+
+/// Name of the count's file in the data directory.
+pub const VISITS_FILE: &str = "visits.json";
+const TEMP_FILE: &str = ".visits.json.tmp";
+
+/// Why the store cannot start. Each names the path and the problem; none
+/// touches `visits.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data directory {path} does not exist: mount the app's volume there or pass --data-dir")]
+    MissingDir { path: PathBuf },
+    #[error("data directory {path} is not a directory")]
+    NotADir { path: PathBuf },
+    #[error("data directory {path} is not writable: {source}")]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not valid JSON ({source}); refusing to start rather than reset the count to zero")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path} holds {found}, not a count: expected {{\"visits\": N}} with N a whole number of at least 0; refusing to start rather than reset the count to zero"
+    )]
+    BadCount { path: PathBuf, found: String },
+}
+
+/// Where the count lives.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens the data directory and reads the count: 0 when `visits.json` does
+    /// not exist yet, an error when anything else is off.
+    pub fn open(dir: &Path) -> Result<(Self, u64), StoreError> {
+        let metadata = match fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingDir { path: dir.into() });
+            }
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: dir.into(),
+                    source,
+                });
+            }
+        };
+        if !metadata.is_dir() {
+            return Err(StoreError::NotADir { path: dir.into() });
+        }
+        let store = Self { dir: dir.into() };
+        let count = store.read_count()?;
+        store.check_writable()?;
+        Ok((store, count))
+    }
+
+    /// Path of `visits.json`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(VISITS_FILE)
+    }
+
+    fn read_count(&self) -> Result<u64, StoreError> {
+        let path = self.path();
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(StoreError::Read { path, source }),
+        };
+        let value: Value = serde_json::from_slice(&bytes).map_err(|source| StoreError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        value
+            .get("visits")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| StoreError::BadCount {
+                path,
+                found: value.to_string(),
+            })
+    }
+
+    /// Proves the directory takes a new file (the temporary one), so a
+    /// read-only volume fails at start and not on the first visit.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        let temp = self.dir.join(TEMP_FILE);
+        let result = File::create(&temp).and_then(|f| f.sync_all());
+        let _ = fs::remove_file(&temp);
+        result.map_err(|source| StoreError::NotWritable {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Makes `count` the durable count. Blocking: call it off the async runtime.
+    pub fn write(&self, count: u64) -> io::Result<()> {
+        let temp = self.dir.join(TEMP_FILE);
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp)?;
+        file.write_all(serde_json::json!({ "visits": count }).to_string().as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, self.path())?;
+        // The rename is durable only once the directory entry is.
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(contents: Option<&str>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(contents) = contents {
+            fs::write(dir.path().join(VISITS_FILE), contents).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn an_absent_file_starts_at_zero_and_a_written_count_reads_back() {
+        let dir = dir_with(None);
+        let (store, count) = Store::open(dir.path()).unwrap();
+        assert_eq!(count, 0);
+        store.write(42).unwrap();
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), r#"{"visits":42}"#);
+        assert_eq!(Store::open(dir.path()).unwrap().1, 42);
+        assert!(!dir.path().join(TEMP_FILE).exists());
+    }
+
+    #[test]
+    fn the_seed_python_format_reads() {
+        let dir = dir_with(Some(r#"{"visits": 790}"#));
+        assert_eq!(Store::open(dir.path()).unwrap().1, 790);
+    }
+
+    #[test]
+    fn bad_counts_are_refused_and_named() {
+        for contents in [
+            r#"{"visits":"513"}"#,
+            r#"{"visits":-3}"#,
+            r#"{"visits":1.5}"#,
+            r#"{"count":1}"#,
+            "[]",
+        ] {
+            let dir = dir_with(Some(contents));
+            let error = Store::open(dir.path()).unwrap_err().to_string();
+            assert!(error.contains("visits.json holds"), "{contents}: {error}");
+            assert!(error.contains("refusing to start"), "{contents}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_file_data_dir_is_refused() {
+        let dir = dir_with(None);
+        let missing = dir.path().join("nope");
+        assert!(matches!(Store::open(&missing), Err(StoreError::MissingDir { .. })));
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+        assert!(matches!(Store::open(&file), Err(StoreError::NotADir { .. })));
+    }
+}

@@ -1,0 +1,156 @@
+//! Runs `visitcounter serve` as a child process on 127.0.0.1 and talks HTTP to it.
+
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A port free on 127.0.0.1 at the time of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A data directory and a config file for one server.
+pub struct Fixture {
+    pub root: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("data")).unwrap();
+        std::fs::write(root.path().join("config.json"), r#"{"greeting": "hi"}"#).unwrap();
+        Self { root }
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.path().join("config.json")
+    }
+    pub fn visits_file(&self) -> PathBuf {
+        self.data_dir().join("visits.json")
+    }
+    /// The count on disk; panics when the file does not parse.
+    pub fn count_on_disk(&self) -> u64 {
+        let text = std::fs::read_to_string(self.visits_file()).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("visits.json does not parse ({e}): {text:?}"));
+        value["visits"].as_u64().unwrap_or_else(|| panic!("no count in {text}"))
+    }
+}
+
+/// `visitcounter serve` with the given data dir and config, stderr captured.
+pub fn serve_command(data_dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_visitcounter"));
+    command
+        .args(["serve", "--listen", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--config")
+        .arg(config)
+        .args(["--pod-name", "web-0"])
+        .args(extra)
+        .env_remove("VISITCOUNTER_PORT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub async fn start(fixture: &Fixture) -> Self {
+        Self::start_with(fixture, &[]).await
+    }
+
+    pub async fn start_with(fixture: &Fixture, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = serve_command(&fixture.data_dir(), &fixture.config(), port, extra)
+            .spawn()
+            .unwrap();
+        let server = Self { child, port };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = get(&client, self.port, "/readyz").await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server on port {} never became ready",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.wait().unwrap()
+    }
+
+    /// kill -9, and reap.
+    pub fn crash(mut self) {
+        self.signal(libc::SIGKILL);
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `path`; the status and body.
+pub async fn get(client: &HttpClient, port: u16, path: &str) -> Result<(u16, String), String> {
+    let uri: hyper::Uri = format!("http://127.0.0.1:{port}{path}").parse().unwrap();
+    let response = client.get(uri).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The visit number on a `GET /` page.
+pub fn visit_number(page: &str) -> u64 {
+    let start = page.find("<h1>Visits: ").expect("a visit page") + "<h1>Visits: ".len();
+    let end = start + page[start..].find('<').unwrap();
+    page[start..end].parse().unwrap()
+}
