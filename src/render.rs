@@ -19,7 +19,7 @@ pub enum RenderError {
     Yaml { input: String, message: String },
     #[error("{input}: no VisitCounterApp found (the input is empty)")]
     Empty { input: String },
-    #[error("{input}: {document} is not a valid VisitCounterApp:\n{rejected}")]
+    #[error("{input}: {document} is not a valid VisitCounterApp:\n{}", indented(.rejected))]
     Rejected {
         input: String,
         document: String,
@@ -59,7 +59,7 @@ pub fn render(
         let app = admission.admit(document).map_err(|rejected| RenderError::Rejected {
             input: source.into(),
             document: label.clone(),
-            rejected: indent(rejected),
+            rejected,
         })?;
         let children = desired_children(&app, settings).map_err(|error| RenderError::Build {
             input: source.into(),
@@ -93,19 +93,8 @@ fn describe_document(index: usize, count: usize, document: &Value) -> String {
     }
 }
 
-fn indent(rejected: Rejected) -> Rejected {
-    Rejected(
-        rejected
-            .0
-            .into_iter()
-            .map(|mut p| {
-                if p.path.is_empty() {
-                    p.message = format!("  {}", p.message);
-                } else {
-                    p.path = format!("  {}", p.path);
-                }
-                p
-            })
-            .collect(),
-    )
+/// One problem a line, indented under the document it belongs to.
+fn indented(rejected: &Rejected) -> String {
+    let lines: Vec<String> = rejected.0.iter().map(|p| format!("  {p}")).collect();
+    lines.join("\n")
 }

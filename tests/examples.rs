@@ -28,6 +28,18 @@ fn app_examples() -> Vec<PathBuf> {
     files
 }
 
+/// Every document of every app example, with the file it came from.
+fn app_documents() -> Vec<(PathBuf, Value)> {
+    app_examples()
+        .into_iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+            documents.into_iter().map(move |d| (path.clone(), d))
+        })
+        .collect()
+}
+
 #[test]
 fn the_three_examples_are_there() {
     let names: Vec<String> = app_examples()
@@ -42,29 +54,21 @@ fn the_three_examples_are_there() {
 #[test]
 fn every_example_validates_against_the_crd_schema_as_written() {
     let validator = jsonschema::validator_for(&to_json_schema(&crd::openapi_schema())).unwrap();
-    for path in app_examples() {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-        for document in documents {
-            let errors: Vec<String> = validator
-                .iter_errors(&document)
-                .map(|e| format!("{}: {e}", e.instance_path()))
-                .collect();
-            assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
-        }
+    for (path, document) in app_documents() {
+        let errors: Vec<String> = validator
+            .iter_errors(&document)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
     }
 }
 
 #[test]
 fn every_example_passes_admission_and_the_cel_rules() {
     let admission = Admission::new();
-    for path in app_examples() {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-        for document in documents {
-            if let Err(rejected) = admission.admit(&document) {
-                panic!("{}: {rejected}", path.display());
-            }
+    for (path, document) in app_documents() {
+        if let Err(rejected) = admission.admit(&document) {
+            panic!("{}: {rejected}", path.display());
         }
     }
 }
