@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The project's one test command, for a new user and for CI alike.
-# 1. cargo test: unit, snapshot and CLI tests, the CRD drift check.
+# 1. cargo test: unit, snapshot and CLI tests, the CRD drift check, the
+#    controller against the stand-in API server (tests/e2e.rs skips itself
+#    unless VISITCOUNTER_E2E=1).
 # 2. The rendered examples and the CRD against Kubernetes' own schemas, with
 #    Python tools installed into .venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --locked
+cargo test --workspace --locked
 
 venv=.venv
 if ! "$venv/bin/python" -c 'import kubernetes_validate, yaml' 2>/dev/null; then

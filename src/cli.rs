@@ -1,13 +1,20 @@
 //! The command line: one binary, one verb per job.
 
-use std::{io::Read, net::IpAddr, path::PathBuf};
+use std::{
+    io::Read,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 
 use crate::{
     admission::Admission,
     build::{BuildSettings, DEFAULT_APP_IMAGE},
+    controller::ControllerSettings,
     crd,
+    operator::{LeaseSettings, Operator, OperatorError, OperatorSettings},
     render::{RenderError, render},
     serve::{CommitMode, ServeError, ServeSettings, serve, stop_signal},
 };
@@ -42,6 +49,51 @@ pub enum Command {
     },
     /// Run the visit-counter web app: `GET /` counts a visit, durably.
     Serve(ServeArgs),
+    /// Run the operator against the cluster of KUBECONFIG, or the one it runs in.
+    Operator(OperatorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OperatorArgs {
+    /// Namespace whose apps to manage; all namespaces when not given.
+    #[arg(long, env = "VISITCOUNTER_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "VISITCOUNTER_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub admin_address: SocketAddr,
+    /// Elect one leader among replicas with a Lease; turn off only for a
+    /// single replica.
+    #[arg(long, env = "VISITCOUNTER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "VISITCOUNTER_LEASE_NAME", default_value = "visitcounter-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease; the client's namespace when not given (the
+    /// pod's own namespace in a cluster).
+    #[arg(long, env = "VISITCOUNTER_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and in Events.
+    #[arg(long, env = "VISITCOUNTER_POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a leader's claim lasts after its last renewal.
+    #[arg(long, env = "VISITCOUNTER_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Seconds before expiry the leader renews its claim.
+    #[arg(long, env = "VISITCOUNTER_LEASE_GRACE_SECONDS", default_value_t = 5)]
+    pub lease_grace_seconds: u64,
+    /// Apps reconciled at once.
+    #[arg(long, env = "VISITCOUNTER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+    /// Seconds after which every app is reconciled again (a converged app
+    /// costs no write).
+    #[arg(long, env = "VISITCOUNTER_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Image of apps whose spec names none.
+    #[arg(long, value_name = "IMAGE", env = "VISITCOUNTER_DEFAULT_IMAGE", default_value = DEFAULT_APP_IMAGE)]
+    pub default_image: String,
+    /// Log format.
+    #[arg(long, env = "VISITCOUNTER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +143,12 @@ pub enum CliError {
     Crd(#[from] serde_saphyr::SerializeError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("cannot reach a cluster (from KUBECONFIG, ~/.kube/config or the pod's service account): {0}")]
+    Kube(#[source] kube::Error),
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+    #[error("a second signal: stopped without waiting for reconciles to finish")]
+    Aborted,
 }
 
 /// Runs a verb, and returns what to print on stdout.
@@ -115,6 +173,51 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             serve(settings, stop_signal()).await?;
             Ok(String::new())
         }
+        Command::Operator(args) => {
+            init_logs(args.log_format);
+            run_operator(args).await?;
+            Ok(String::new())
+        }
+    }
+}
+
+async fn run_operator(args: OperatorArgs) -> Result<(), CliError> {
+    let client = kube::Client::try_default().await.map_err(CliError::Kube)?;
+    let identity = args
+        .identity
+        .unwrap_or_else(|| format!("visitcounter-operator-{}", std::process::id()));
+    let lease = args.leader_election.then(|| LeaseSettings {
+        name: args.lease_name,
+        namespace: args
+            .lease_namespace
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        identity: identity.clone(),
+        duration: Duration::from_secs(args.lease_duration_seconds),
+        grace: Duration::from_secs(args.lease_grace_seconds),
+    });
+    let settings = OperatorSettings {
+        controller: ControllerSettings {
+            namespace: args.namespace,
+            concurrency: args.concurrency.max(1),
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
+            build: BuildSettings {
+                default_image: args.default_image,
+            },
+            instance: Some(identity),
+        },
+        admin_address: Some(args.admin_address),
+        lease,
+    };
+    let operator = Operator::new(client, settings);
+    // The first SIGTERM or SIGINT stops gracefully; a second one aborts.
+    let second_signal = async {
+        stop_signal().await;
+        tracing::info!("stopping; a second signal aborts");
+        stop_signal().await;
+    };
+    tokio::select! {
+        result = operator.run(stop_signal()) => Ok(result?),
+        _ = second_signal => Err(CliError::Aborted),
     }
 }
 

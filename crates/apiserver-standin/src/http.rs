@@ -338,20 +338,34 @@ fn selected(target: &Target, key: &Key, object: &Value, query: &HashMap<String, 
         && matches_fields(object, query.get("fieldSelector"))
 }
 
+/// A list, in pages of `limit` when asked, with a `continue` token.
 fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> (u16, Value) {
     let store = shared.store.lock().expect("store");
-    let items: Vec<Value> = store
+    let skip: usize = query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let matching: Vec<&Value> = store
         .objects
         .iter()
         .filter(|(k, e)| selected(target, k, &e.object, query))
-        .map(|(_, e)| e.object.clone())
+        .map(|(_, e)| &e.object)
         .collect();
+    let items: Vec<Value> = matching.iter().skip(skip).take(limit).map(|o| (*o).clone()).collect();
+    let mut metadata = json!({"resourceVersion": store.rv.to_string()});
+    let next = skip.saturating_add(items.len());
+    if next < matching.len() {
+        metadata["continue"] = json!(next.to_string());
+        metadata["remainingItemCount"] = json!(matching.len() - next);
+    }
     (
         200,
         json!({
             "apiVersion": target.rt.api_version(),
             "kind": format!("{}List", target.rt.kind),
-            "metadata": {"resourceVersion": store.rv.to_string()},
+            "metadata": metadata,
             "items": items,
         }),
     )

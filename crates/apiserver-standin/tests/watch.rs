@@ -64,3 +64,36 @@ async fn a_compaction_makes_watchers_list_again_and_they_miss_nothing() {
         .count();
     assert!(lists_after > lists_before, "the watcher listed again");
 }
+
+#[tokio::test]
+async fn lists_come_in_pages_and_a_watcher_reads_them_all() {
+    let standin = StandIn::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(standin.client(), "default");
+    for i in 0..7 {
+        api.create(&PostParams::default(), &config_map(&format!("cm-{i}")))
+            .await
+            .unwrap();
+    }
+    let first = api.list(&kube::api::ListParams::default().limit(3)).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+    assert!(first.metadata.continue_.is_some());
+    let mut events = watcher(api, watcher::Config::default().page_size(3)).boxed();
+    let mut names = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(watcher::Event::InitApply(cm))) => names.push(cm.metadata.name.unwrap()),
+            Some(Ok(watcher::Event::InitDone)) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(names.len(), 7, "{names:?}");
+    let pages = standin
+        .requests()
+        .iter()
+        .filter(|r| r.query.contains("limit=3"))
+        .count();
+    assert_eq!(pages, 1 + 3, "one page for the list call, three for the watcher");
+}

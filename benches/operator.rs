@@ -1,0 +1,173 @@
+//! The operator (the release binary, as its own process) against the
+//! in-process stand-in API server with 1,000 apps: time until all are
+//! converged, API requests per app, write requests over a full resync of
+//! converged apps, and the operator's peak RSS.
+//!
+//! `cargo bench --bench operator` (`-- --apps N` for another count).
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use visitcounter::resource::{API_VERSION, KIND, VisitCounterApp};
+
+#[allow(dead_code)] // the bench uses the stand-in cluster, not the test helpers
+#[path = "../tests/operator/harness.rs"]
+mod harness;
+
+const NAMESPACE: &str = "bench";
+const RESYNC_SECONDS: u64 = 10;
+
+fn converged(app: &Value) -> bool {
+    let ready = app["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    ready && app["status"]["observedGeneration"] == app["metadata"]["generation"]
+}
+
+/// A memory figure of `/proc/PID/status` in KiB: `VmHWM` (peak) or `VmRSS`.
+fn memory_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(port: u16) -> String {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = format!("http://127.0.0.1:{port}/metrics").parse().unwrap();
+    match client.get(uri).await {
+        Ok(response) => String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let apps: usize = args
+        .iter()
+        .position(|a| a == "--apps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+
+    let cluster = harness::Cluster::start().await;
+    let standin = &cluster.standin;
+    let client = cluster.client.clone();
+    let api: Api<VisitCounterApp> = Api::namespaced(client, NAMESPACE);
+    futures::stream::iter(0..apps)
+        .for_each_concurrent(16, |i| {
+            let api = api.clone();
+            async move {
+                let name = format!("app-{i:04}");
+                let app = json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name},
+                    "spec": {"replicas": 2, "config": {"json": {"index": i}}}});
+                api.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(&app))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    standin.write_kubeconfig(&kubeconfig).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let before = standin.requests().len();
+    let started = Instant::now();
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
+        .args(["operator", "--leader-election=false", "--admin-address"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--resync-seconds", &RESYNC_SECONDS.to_string()])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = operator.id();
+
+    loop {
+        let done = standin
+            .list("visitcounter.dev", "visitcounterapps")
+            .iter()
+            .filter(|a| converged(a))
+            .count();
+        if done == apps {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{done} of {apps} converged after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let converge = started.elapsed();
+    let to_converge = standin.requests()[before..].to_vec();
+    let writes_to_converge = to_converge.iter().filter(|r| r.is_write()).count();
+
+    // Let the last status writes land, then watch one full resync (every app
+    // reconciled again) and a compaction that makes every watch list again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = standin.requests().len();
+    let reconciles = metric(&scrape(port).await, "visitcounter_operator_reconciles_total");
+    standin.compact();
+    let resync_started = Instant::now();
+    loop {
+        let now = metric(&scrape(port).await, "visitcounter_operator_reconciles_total");
+        if now >= reconciles + apps as f64 {
+            break;
+        }
+        assert!(resync_started.elapsed() < Duration::from_secs(120), "no full resync");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resync = standin.requests()[settled..].to_vec();
+    let resync_writes = resync.iter().filter(|r| r.is_write()).count();
+    let peak = memory_kib(pid, "VmHWM:").unwrap_or(0);
+    let now = memory_kib(pid, "VmRSS:").unwrap_or(0);
+
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let stopped = operator.wait().unwrap();
+
+    let concurrency = std::env::var("VISITCOUNTER_CONCURRENCY").unwrap_or_else(|_| "4 (default)".into());
+    println!("operator against the stand-in API server: {apps} apps, 2 replicas each, concurrency {concurrency}");
+    println!("| measure | value | target |");
+    println!("| --- | --- | --- |");
+    println!("| time until all apps are Ready | {:.2} s | |", converge.as_secs_f64());
+    println!(
+        "| API requests per app to converge | {:.2} ({:.2} writes) | |",
+        to_converge.len() as f64 / apps as f64,
+        writes_to_converge as f64 / apps as f64
+    );
+    println!(
+        "| write requests over one full resync of converged apps | {resync_writes} (of {} requests, all lists and watches) | 0 |",
+        resync.len()
+    );
+    println!("| operator peak RSS | {:.1} MiB | < 64 MiB |", peak as f64 / 1024.0);
+    println!("| operator RSS once converged | {:.1} MiB | |", now as f64 / 1024.0);
+    println!("operator exit after SIGTERM: {stopped}");
+    assert_eq!(resync_writes, 0, "a converged app was written on a resync");
+}

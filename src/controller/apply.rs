@@ -1,0 +1,123 @@
+//! The writes: server-side apply of children (dry run first), the orphaning
+//! re-create of a StatefulSet, the status, and Events.
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, ObjectReference, Service},
+};
+use kube::{
+    Api, Client, Resource,
+    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy},
+    runtime::events::{Event, EventType, Recorder},
+};
+use serde_json::{Value, json};
+
+use super::{FIELD_MANAGER, metrics::Metrics, plan::DesiredChild};
+use crate::resource::{API_VERSION, KIND, VisitCounterApp, VisitCounterAppStatus};
+
+fn api_resource(kind: &str) -> ApiResource {
+    match kind {
+        "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        _ => ApiResource::erase::<ConfigMap>(&()),
+    }
+}
+
+/// Server-side apply of one child under the operator's field manager,
+/// taking back fields a hand edit took. With `dry_run` the API server
+/// validates and stores nothing.
+pub async fn apply_child(
+    client: &Client,
+    namespace: &str,
+    child: &DesiredChild,
+    dry_run: bool,
+    metrics: &Metrics,
+) -> Result<Value, kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource(child.kind));
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    if dry_run {
+        params = params.dry_run();
+    } else {
+        metrics.wrote(child.kind);
+    }
+    let applied = api.patch(&child.name, &params, &Patch::Apply(&child.object)).await?;
+    Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
+}
+
+/// Deletes the StatefulSet `name` (the one with `uid`, not a newer one) and
+/// leaves its pods and volume claims to be adopted by the next one.
+pub async fn delete_statefulset_orphaning(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    metrics: &Metrics,
+) -> Result<(), kube::Error> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    metrics.wrote("StatefulSet");
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        // Already gone: what we wanted.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the app's status through the status subresource.
+pub async fn write_status(
+    client: &Client,
+    app: &VisitCounterApp,
+    status: &VisitCounterAppStatus,
+    metrics: &Metrics,
+) -> Result<(), kube::Error> {
+    let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<VisitCounterApp> = Api::namespaced(client.clone(), namespace);
+    let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
+    metrics.wrote(KIND);
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Records an Event on the app. A failure to record one is logged, not
+/// raised: Events are for people, and must not block the reconcile.
+pub async fn record(
+    recorder: &Recorder,
+    app: &VisitCounterApp,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<ObjectReference>,
+    metrics: &Metrics,
+) {
+    // The Events API refuses notes over 1 kB.
+    let mut note = note;
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push('…');
+    }
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: related,
+    };
+    metrics.wrote("Event");
+    if let Err(error) = recorder.publish(&event, &app.object_ref(&())).await {
+        tracing::warn!(%error, reason, "cannot record an Event");
+    }
+}

@@ -1,0 +1,80 @@
+//! Why a reconcile failed: one variant per failure site, each with the label
+//! that metrics, the `Degraded` condition's reason and the Event use.
+
+use crate::{admission::Rejected, build::BuildError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The stored spec breaks a rule of the CRD this operator was built with
+    /// (possible when the installed CRD is older, or validation was bypassed).
+    #[error("the spec is invalid; fix it and the operator carries on:\n{0}")]
+    InvalidSpec(#[source] Rejected),
+
+    #[error("cannot build the children: {0}")]
+    Build(#[source] BuildError),
+
+    /// The API server refused a child on a dry run, so nothing was changed.
+    #[error("the API server refuses {kind} {name} as the spec asks for it, so no child was changed: {message}")]
+    ChildRejected {
+        kind: &'static str,
+        name: String,
+        message: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// A child of the same name belongs to something else.
+    #[error("{kind} {name} already exists and is controlled by {owner}; rename the app or remove that {kind}")]
+    NotOwned {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
+
+    #[error("cannot apply {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("cannot re-create StatefulSet {name} (its pods and volume claims are kept): {source}")]
+    Recreate {
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("cannot write the status: {0}")]
+    Status(#[source] Box<kube::Error>),
+
+    #[error("cannot serialize {0}: {1}")]
+    Serialize(&'static str, #[source] serde_json::Error),
+}
+
+impl Error {
+    /// Short, stable label for metrics and the `Degraded` condition's reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) | Error::Build(_) => "InvalidSpec",
+            Error::ChildRejected { .. } => "ChildRejected",
+            Error::NotOwned { .. } => "ChildNotOwned",
+            Error::Apply { .. } => "ApplyFailed",
+            Error::Recreate { .. } => "RecreateFailed",
+            Error::Status(_) => "StatusUpdateFailed",
+            Error::Serialize(..) => "InternalError",
+        }
+    }
+
+    /// Whether retrying without a change to the app cannot help.
+    pub fn needs_spec_change(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::Build(_))
+    }
+}
+
+/// Whether the API server refused a request for what it said (400, 409
+/// conflict of fields, 422) rather than failing to handle it.
+pub fn is_refusal(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if matches!(status.code, 400 | 403 | 409 | 422))
+}

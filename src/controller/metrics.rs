@@ -1,0 +1,112 @@
+//! Prometheus metrics of the operator.
+
+use std::{sync::atomic::AtomicI64, time::Duration};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// The operator's metrics, in their own registry.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    errors: Family<ReasonLabel, Counter>,
+    duration: Histogram,
+    /// Apps in the watched namespaces.
+    pub apps: Gauge<i64, AtomicI64>,
+    /// Write requests the operator sent, by kind of object.
+    pub writes: Family<KindLabel, Counter>,
+    /// 1 while this replica holds the lease and reconciles.
+    pub leader: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("visitcounter_operator");
+        let reconciles = Counter::default();
+        let errors = Family::<ReasonLabel, Counter>::default();
+        // 1ms .. ~16s
+        let duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let apps = Gauge::<i64, AtomicI64>::default();
+        let writes = Family::<KindLabel, Counter>::default();
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that failed, by reason", errors.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            duration.clone(),
+        );
+        registry.register("apps", "VisitCounterApps managed", apps.clone());
+        registry.register(
+            "write_requests",
+            "Create, patch and delete requests sent to the API server, by kind",
+            writes.clone(),
+        );
+        registry.register("leader", "1 while this replica holds the lease", leader.clone());
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            apps,
+            writes,
+            leader,
+        }
+    }
+
+    pub fn reconciled(&self, took: Duration, error_reason: Option<&str>) {
+        self.reconciles.inc();
+        self.duration.observe(took.as_secs_f64());
+        if let Some(reason) = error_reason {
+            self.errors.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+        }
+    }
+
+    pub fn wrote(&self, kind: &str) {
+        self.writes.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.get()
+    }
+
+    /// All write requests sent so far.
+    pub fn total_writes(&self) -> u64 {
+        ["ConfigMap", "Service", "StatefulSet", "VisitCounterApp", "Event"]
+            .iter()
+            .map(|k| self.writes.get_or_create(&KindLabel { kind: (*k).into() }).get())
+            .sum()
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,348 @@
+//! The controller. For one `VisitCounterApp` a reconcile runs
+//! `validate -> build -> plan -> apply -> status`:
+//!
+//! - validate (pure): the CRD's own rules, for objects stored before them;
+//! - build (pure, `crate::build`): the desired children;
+//! - plan (pure, [`plan`]): each child against its cached live object;
+//! - apply (I/O, [`apply`]): a dry run of every change, then server-side
+//!   apply in order (ConfigMap, Services, StatefulSet);
+//! - status (pure computation in [`status`], one write when it changed).
+//!
+//! Children are read from watch caches, never fetched, so a converged app
+//! costs no request on a resync.
+
+pub mod apply;
+pub mod cache;
+pub mod error;
+pub mod metrics;
+pub mod plan;
+mod reconcile;
+pub mod status;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Service},
+};
+use kube::{
+    Api, Client,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Config as ControllerConfig,
+        events::{Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+
+use cache::Compact;
+pub use error::Error;
+pub use metrics::Metrics;
+
+use crate::{
+    admission::Admission,
+    build::{BuildSettings, MANAGED_BY},
+    resource::{VisitCounterApp, VisitCounterAppStatus},
+};
+
+/// The field manager of every write, and the Events' reporting controller.
+pub const FIELD_MANAGER: &str = "visitcounter-operator";
+
+/// How long a write of ours may take to show in the watch cache; within it
+/// the same write is not sent again.
+const CACHE_LAG_WINDOW: Duration = Duration::from_secs(5);
+
+/// Objects per page of a watch's list. Smaller than client-go's 500: a page
+/// is held in memory whole while it is decoded, and the peak stays.
+const LIST_PAGE_SIZE: u32 = 100;
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// Namespace to watch; all when `None`.
+    pub namespace: Option<String>,
+    /// Apps reconciled at once.
+    pub concurrency: u16,
+    /// Every app is reconciled again this long after its last reconcile.
+    pub resync: Duration,
+    pub build: BuildSettings,
+    /// This replica's name in Events (its pod name).
+    pub instance: Option<String>,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 4,
+            resync: Duration::from_secs(300),
+            build: BuildSettings::default(),
+            instance: None,
+        }
+    }
+}
+
+/// The watch caches of the children.
+#[derive(Clone)]
+pub struct ChildCaches {
+    pub stateful_sets: Store<Compact<StatefulSet>>,
+    pub services: Store<Compact<Service>>,
+    pub config_maps: Store<ConfigMap>,
+}
+
+impl ChildCaches {
+    /// Waits until every cache holds its first full list.
+    pub async fn ready(&self) {
+        while !self.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether every cache holds its first full list. Polled rather than
+    /// awaited: a store's readiness wakes only one of several waiters.
+    pub fn is_ready(&self) -> bool {
+        store_ready(&self.stateful_sets) && store_ready(&self.services) && store_ready(&self.config_maps)
+    }
+
+    /// The cached child of `kind`, as JSON.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        fn json<K: serde::Serialize + kube::Resource<DynamicType = ()> + Clone>(
+            store: &Store<K>,
+            namespace: &str,
+            name: &str,
+        ) -> Option<serde_json::Value> {
+            let object = store.get(&ObjectRef::new(name).within(namespace))?;
+            serde_json::to_value(object.as_ref()).ok()
+        }
+        match kind {
+            "StatefulSet" => self
+                .stateful_sets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| s.to_json()),
+            "Service" => self
+                .services
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| s.to_json()),
+            "ConfigMap" => json(&self.config_maps, namespace, name),
+            _ => None,
+        }
+    }
+}
+
+fn store_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: ControllerSettings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub admission: Admission,
+    pub caches: ChildCaches,
+    apps: Store<VisitCounterApp>,
+    /// Our recent writes, by child key: the hash applied and when.
+    recent_applies: Mutex<HashMap<String, (String, Instant)>>,
+    /// The status we last wrote, by app key.
+    recent_status: Mutex<HashMap<String, (VisitCounterAppStatus, Instant)>>,
+    /// Consecutive failures, by app key, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    fn recently_applied(&self, key: &str, hash: &str) -> bool {
+        let recent = self.recent_applies.lock().expect("recent applies");
+        recent
+            .get(key)
+            .is_some_and(|(h, at)| h == hash && at.elapsed() < CACHE_LAG_WINDOW)
+    }
+
+    fn remember_apply(&self, key: String, hash: String) {
+        let mut recent = self.recent_applies.lock().expect("recent applies");
+        recent.retain(|_, (_, at)| at.elapsed() < CACHE_LAG_WINDOW);
+        recent.insert(key, (hash, Instant::now()));
+    }
+
+    fn recently_written_status(&self, key: &str, status: &VisitCounterAppStatus) -> bool {
+        let recent = self.recent_status.lock().expect("recent status");
+        recent
+            .get(key)
+            .is_some_and(|(s, at)| status::same_status(s, status) && at.elapsed() < CACHE_LAG_WINDOW)
+    }
+
+    fn remember_status(&self, key: String, status: VisitCounterAppStatus) {
+        let mut recent = self.recent_status.lock().expect("recent status");
+        recent.retain(|_, (_, at)| at.elapsed() < CACHE_LAG_WINDOW);
+        recent.insert(key, (status, Instant::now()));
+    }
+
+    /// Counts a failure and returns how many in a row.
+    fn failed(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().expect("failures");
+        let count = failures.entry(key.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("failures").remove(key);
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A reflector over the operator's children of type `K`: the cache and the
+/// stream of touched objects that triggers their owner's reconcile.
+fn child_watch<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default()
+        .labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"))
+        .page_size(LIST_PAGE_SIZE);
+    // managedFields are never read; on a real API server they are a large
+    // part of every object.
+    let stream = reflector::reflector(
+        writer,
+        watcher(scoped::<K>(client, namespace), config).modify(|object| object.meta_mut().managed_fields = None),
+    )
+    .default_backoff()
+    .touched_objects();
+    (reader, without_errors(stream))
+}
+
+/// Logs watch errors and keeps them from the controller. The watcher
+/// already retries with its own backoff; an error reaching the controller
+/// would also pause every trigger stream with the controller's backoff, so
+/// one routine 410 Gone per watch (after an etcd compaction) would stall
+/// all reconciles for seconds.
+fn without_errors<K: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    stream.filter_map(|event| {
+        futures::future::ready(match event {
+            Ok(object) => Some(Ok(object)),
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                tracing::debug!("a watch expired (410 Gone); listing again");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "watch failed; retrying with backoff");
+                None
+            }
+        })
+    })
+}
+
+/// Runs the controller until `shutdown` resolves (in-flight reconciles
+/// finish first). `ready` turns true once every watch has listed.
+pub async fn run(
+    client: Client,
+    settings: ControllerSettings,
+    metrics: Arc<Metrics>,
+    ready: impl Fn(bool) + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let namespace = settings.namespace.clone();
+    let ns = namespace.as_deref();
+    let (apps, app_writer) = reflector::store();
+    let app_stream = reflector::reflector(
+        app_writer,
+        watcher(
+            scoped::<VisitCounterApp>(&client, ns),
+            watcher::Config::default().page_size(LIST_PAGE_SIZE),
+        )
+        .modify(|app| app.metadata.managed_fields = None),
+    )
+    .default_backoff()
+    .applied_objects();
+    let app_stream = without_errors(app_stream);
+    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns);
+    let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns);
+    let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns);
+    let caches = ChildCaches {
+        stateful_sets,
+        services,
+        config_maps,
+    };
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: settings.instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics,
+        admission: Admission::new(),
+        caches: caches.clone(),
+        apps: apps.clone(),
+        recent_applies: Mutex::default(),
+        recent_status: Mutex::default(),
+        failures: Mutex::default(),
+        settings,
+    });
+    let ready = Arc::new(ready);
+    let readiness = {
+        let (apps, caches, ready) = (apps.clone(), caches.clone(), ready.clone());
+        tokio::spawn(async move {
+            while !(store_ready(&apps) && caches.is_ready()) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::info!("watches have listed; reconciling");
+            ready(true);
+        })
+    };
+    let concurrency = ctx.settings.concurrency;
+    Controller::for_stream(app_stream, apps)
+        .owns_stream(sts_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(cm_stream)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((app, _)) => tracing::debug!(app = %app, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(error, app)) => {
+                    tracing::debug!(app = %app, %error, "reconcile failed");
+                }
+                Err(error) => tracing::warn!(%error, "controller"),
+            }
+        })
+        .await;
+    readiness.abort();
+    ready(false);
+}

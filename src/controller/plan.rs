@@ -1,0 +1,311 @@
+//! What to do with each child, decided from the desired object and the
+//! cached live one. Pure: no client.
+//!
+//! A child is written only when it is missing, when the desired object
+//! changed since it was last applied (its hash annotation says so; this
+//! also covers fields the spec no longer sets, which server-side apply then
+//! removes), or when a field the operator sets has drifted (a hand edit).
+//! Fields the API server defaults or allocates are not the operator's and
+//! never count as drift.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Annotation on each child: the hash of the object last applied.
+pub const APPLIED_HASH_ANNOTATION: &str = "visitcounter.dev/applied-hash";
+
+/// StatefulSet fields the API server refuses to change in place.
+pub const IMMUTABLE_STATEFULSET_FIELDS: &[&str] =
+    &["podManagementPolicy", "serviceName", "selector", "volumeClaimTemplates"];
+
+/// A desired child, ready to apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredChild {
+    pub kind: &'static str,
+    pub name: String,
+    /// The object with its hash annotation.
+    pub object: Value,
+    pub hash: String,
+}
+
+impl DesiredChild {
+    /// Stamps `object` with the hash of its content.
+    pub fn new(kind: &'static str, mut object: Value) -> Self {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let hash = content_hash(&object);
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            let annotations = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(map) = annotations.as_object_mut() {
+                map.insert(APPLIED_HASH_ANNOTATION.into(), Value::String(hash.clone()));
+            }
+        }
+        Self {
+            kind,
+            name,
+            object,
+            hash,
+        }
+    }
+}
+
+/// First 16 hex digits of the SHA-256 of the object's canonical JSON (keys
+/// sorted, as `serde_json` maps are).
+pub fn content_hash(object: &Value) -> String {
+    let digest = Sha256::digest(object.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What to do with one child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    UpToDate,
+    Create,
+    /// The desired object changed since the last apply.
+    Update,
+    /// A field the operator sets differs on the live object.
+    RestoreDrift {
+        path: String,
+    },
+    /// Fields the API server refuses to change in place differ: the
+    /// StatefulSet is deleted with its pods and claims orphaned, and created
+    /// again; the new one adopts them.
+    Recreate {
+        fields: Vec<&'static str>,
+    },
+}
+
+impl Step {
+    pub fn writes(&self) -> bool {
+        *self != Step::UpToDate
+    }
+}
+
+/// Decides the step for `desired` given the cached `live` object.
+pub fn plan(desired: &DesiredChild, live: Option<&Value>) -> Step {
+    let Some(live) = live else {
+        return Step::Create;
+    };
+    if desired.kind == "StatefulSet" {
+        let fields: Vec<&'static str> = IMMUTABLE_STATEFULSET_FIELDS
+            .iter()
+            .copied()
+            .filter(|f| !contains(&live["spec"][*f], &desired.object["spec"][*f], f))
+            .collect();
+        if !fields.is_empty() {
+            return Step::Recreate { fields };
+        }
+    }
+    let applied = live["metadata"]["annotations"][APPLIED_HASH_ANNOTATION].as_str();
+    if applied != Some(desired.hash.as_str()) {
+        return Step::Update;
+    }
+    match first_difference(live, &desired.object, "") {
+        Some(path) => Step::RestoreDrift { path },
+        None => Step::UpToDate,
+    }
+}
+
+/// Whether every field set in `desired` has the same value in `live`.
+pub fn contains(live: &Value, desired: &Value, key: &str) -> bool {
+    first_difference_under(live, desired, key, key).is_none()
+}
+
+pub fn first_difference(live: &Value, desired: &Value, path: &str) -> Option<String> {
+    first_difference_under(live, desired, "", path)
+}
+
+/// The path of the first field of `desired` that `live` lacks or holds
+/// with another value. `key` is the map key `desired` sits under, which says
+/// whether a string is a resource quantity.
+fn first_difference_under(live: &Value, desired: &Value, key: &str, path: &str) -> Option<String> {
+    match desired {
+        Value::Null => None,
+        Value::Object(wanted) => {
+            let Value::Object(have) = live else {
+                return Some(path.to_owned());
+            };
+            let quantities = matches!(key, "requests" | "limits" | "capacity");
+            wanted.iter().find_map(|(k, v)| {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match have.get(k) {
+                    None if v.is_null() => None,
+                    None => Some(child),
+                    Some(h) if quantities => (!same_quantity(h, v)).then_some(child),
+                    Some(h) => first_difference_under(h, v, k, &child),
+                }
+            })
+        }
+        Value::Array(wanted) => {
+            let Value::Array(have) = live else {
+                return Some(path.to_owned());
+            };
+            if have.len() != wanted.len() {
+                return Some(path.to_owned());
+            }
+            wanted
+                .iter()
+                .zip(have)
+                .enumerate()
+                .find_map(|(i, (w, h))| first_difference_under(h, w, key, &format!("{path}[{i}]")))
+        }
+        Value::Number(w) => match live {
+            Value::Number(h) if h.as_f64() == w.as_f64() => None,
+            _ => Some(path.to_owned()),
+        },
+        _ => (live != desired).then(|| path.to_owned()),
+    }
+}
+
+/// Compares two quantities by value, since the API server rewrites some
+/// (`0.5` is stored as `500m`).
+fn same_quantity(live: &Value, desired: &Value) -> bool {
+    match (quantity_value(live), quantity_value(desired)) {
+        (Some(a), Some(b)) => (a - b).abs() <= f64::EPSILON * 16.0 * a.abs().max(b.abs()).max(1.0),
+        _ => live == desired,
+    }
+}
+
+/// The value of a Kubernetes quantity (`128Mi`, `0.5`, `100m`, `1e3`).
+pub fn quantity_value(value: &Value) -> Option<f64> {
+    let text = match value {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => return n.as_f64(),
+        _ => return None,
+    };
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, scale) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, scale)| text.strip_suffix(suffix).map(|n| (n, *scale)))
+        .unwrap_or((text.as_str(), 1.0));
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn child(object: Value) -> DesiredChild {
+        DesiredChild::new("ConfigMap", object)
+    }
+
+    fn live_after_apply(desired: &DesiredChild) -> Value {
+        let mut live = desired.object.clone();
+        live["metadata"]["uid"] = json!("u1");
+        live["metadata"]["resourceVersion"] = json!("7");
+        live
+    }
+
+    #[test]
+    fn a_missing_child_is_created() {
+        assert_eq!(plan(&child(json!({"metadata": {"name": "a"}})), None), Step::Create);
+    }
+
+    #[test]
+    fn server_defaults_and_extra_fields_are_not_drift() {
+        let desired = DesiredChild::new(
+            "Service",
+            json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}], "type": "NodePort"}}),
+        );
+        let mut live = live_after_apply(&desired);
+        live["spec"]["ports"][0]["nodePort"] = json!(30080);
+        live["spec"]["ports"][0]["protocol"] = json!("TCP");
+        live["spec"]["clusterIP"] = json!("10.0.0.1");
+        live["metadata"]["labels"] = json!({"added-by-someone": "x"});
+        assert_eq!(plan(&desired, Some(&live)), Step::UpToDate);
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        let desired =
+            child(json!({"metadata": {"name": "a"}, "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}}}));
+        let mut live = live_after_apply(&desired);
+        live["resources"]["requests"] = json!({"cpu": "500m", "memory": "1024Mi"});
+        assert_eq!(plan(&desired, Some(&live)), Step::UpToDate);
+        live["resources"]["requests"]["cpu"] = json!("600m");
+        assert_eq!(
+            plan(&desired, Some(&live)),
+            Step::RestoreDrift {
+                path: "resources.requests.cpu".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_hand_edit_of_an_owned_field_is_drift_with_its_path() {
+        let desired = child(json!({"metadata": {"name": "a"}, "data": {"k": "v"}, "list": [1, 2]}));
+        let mut live = live_after_apply(&desired);
+        live["data"]["k"] = json!("edited");
+        assert_eq!(
+            plan(&desired, Some(&live)),
+            Step::RestoreDrift { path: "data.k".into() }
+        );
+        let mut live = live_after_apply(&desired);
+        live["list"] = json!([1]);
+        assert_eq!(plan(&desired, Some(&live)), Step::RestoreDrift { path: "list".into() });
+    }
+
+    #[test]
+    fn a_changed_desired_object_is_an_update_even_when_it_only_drops_a_field() {
+        let before = child(json!({"metadata": {"name": "a"}, "data": {"k": "v", "old": "x"}}));
+        let live = live_after_apply(&before);
+        let after = child(json!({"metadata": {"name": "a"}, "data": {"k": "v"}}));
+        assert_eq!(plan(&after, Some(&live)), Step::Update);
+    }
+
+    #[test]
+    fn immutable_statefulset_fields_call_for_a_recreate() {
+        let sts = |policy: &str| {
+            DesiredChild::new(
+                "StatefulSet",
+                json!({"metadata": {"name": "a"}, "spec": {"podManagementPolicy": policy, "replicas": 1}}),
+            )
+        };
+        let live = live_after_apply(&sts("OrderedReady"));
+        assert_eq!(
+            plan(&sts("Parallel"), Some(&live)),
+            Step::Recreate {
+                fields: vec!["podManagementPolicy"]
+            }
+        );
+    }
+
+    #[test]
+    fn the_hash_is_stable_and_ignores_key_order() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"d": 2, "c": 3}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a": {"c": 3, "d": 2}, "b": 1}"#).unwrap();
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_eq!(content_hash(&a).len(), 16);
+    }
+
+    #[test]
+    fn quantity_values() {
+        assert_eq!(quantity_value(&json!("128Mi")), Some(134_217_728.0));
+        assert_eq!(quantity_value(&json!("1e3")), Some(1000.0));
+        assert_eq!(quantity_value(&json!(2)), Some(2.0));
+        assert_eq!(quantity_value(&json!("lots")), None);
+    }
+}

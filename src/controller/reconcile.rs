@@ -1,0 +1,355 @@
+//! One reconcile of one app, and what happens when it fails.
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use k8s_openapi::{
+    api::{apps::v1::StatefulSet, core::v1::Service},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::{Value, json};
+
+use super::{
+    Context, Error,
+    apply::{apply_child, delete_statefulset_orphaning, record, write_status},
+    error::is_refusal,
+    plan::{DesiredChild, Step, plan},
+    status::{Observed, desired_status, same_status},
+};
+use crate::{
+    build::{Children, desired_children},
+    resource::{API_VERSION, KIND, VisitCounterApp},
+};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+fn app_key(app: &VisitCounterApp) -> String {
+    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+}
+
+pub async fn reconcile(app: Arc<VisitCounterApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.caches.ready().await;
+    ctx.metrics.apps.set(ctx.apps.len() as i64);
+    let started = Instant::now();
+    let result = reconcile_app(&app, &ctx).await;
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
+    match &result {
+        Ok(_) => ctx.succeeded(&app_key(&app)),
+        Err(error) => report_failure(&app, error, &ctx).await,
+    }
+    result
+}
+
+/// Waits for a change when only a new spec can help; otherwise retries
+/// with exponential backoff, 1 s doubling up to 5 minutes.
+pub fn error_policy(app: Arc<VisitCounterApp>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.needs_spec_change() {
+        return Action::await_change();
+    }
+    let failures = ctx.failed(&app_key(&app));
+    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(MAX_BACKOFF);
+    Action::requeue(delay)
+}
+
+/// The CRD's rules, for an object that was stored without them.
+fn validate(app: &VisitCounterApp, ctx: &Context) -> Result<(), Error> {
+    let object = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": app.name_any()},
+        "spec": app.spec,
+    });
+    ctx.admission.admit(&object).map(|_| ()).map_err(Error::InvalidSpec)
+}
+
+fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
+    let json = |what: &'static str, v: Result<Value, serde_json::Error>| v.map_err(|e| Error::Serialize(what, e));
+    Ok(vec![
+        DesiredChild::new(
+            "ConfigMap",
+            json("ConfigMap", serde_json::to_value(children.config_map))?,
+        ),
+        DesiredChild::new(
+            "Service",
+            json("Service", serde_json::to_value(children.headless_service))?,
+        ),
+        DesiredChild::new("Service", json("Service", serde_json::to_value(children.service))?),
+        DesiredChild::new(
+            "StatefulSet",
+            json("StatefulSet", serde_json::to_value(children.stateful_set))?,
+        ),
+    ])
+}
+
+/// The controller of `live`, when it is not `app`.
+fn foreign_controller(live: &Value, app: &VisitCounterApp) -> Option<String> {
+    let owner = live["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)?;
+    (owner["uid"].as_str() != app.metadata.uid.as_deref()).then(|| {
+        format!(
+            "{} {}",
+            owner["kind"].as_str().unwrap_or("?"),
+            owner["name"].as_str().unwrap_or("?")
+        )
+    })
+}
+
+async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, Error> {
+    if app.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children.
+        return Ok(Action::await_change());
+    }
+    let namespace = app.namespace().unwrap_or_default();
+    validate(app, ctx)?;
+    let children = desired(desired_children(app, &ctx.settings.build).map_err(Error::Build)?)?;
+    let live: Vec<Option<Value>> = children
+        .iter()
+        .map(|c| ctx.caches.get(c.kind, &namespace, &c.name))
+        .collect();
+    for (child, live) in children.iter().zip(&live) {
+        if let Some(owner) = live.as_ref().and_then(|l| foreign_controller(l, app)) {
+            return Err(Error::NotOwned {
+                kind: child.kind,
+                name: child.name.clone(),
+                owner,
+            });
+        }
+    }
+
+    let mut recheck_soon = false;
+    let steps: Vec<Step> = children
+        .iter()
+        .zip(&live)
+        .map(|(child, live)| {
+            let step = plan(child, live.as_ref());
+            let key = format!("{}/{namespace}/{}", child.kind, child.name);
+            // Our own write may not have reached the cache yet: do not send it
+            // twice, look again once the cache has had time to catch up.
+            if matches!(step, Step::Create | Step::Update | Step::Recreate { .. })
+                && ctx.recently_applied(&key, &child.hash)
+            {
+                recheck_soon = true;
+                return Step::UpToDate;
+            }
+            step
+        })
+        .collect();
+
+    let mut observed: Vec<Option<Value>> = live.clone();
+    if steps.iter().any(Step::writes) {
+        // Every change is tried first, so a spec the API server refuses for
+        // one child changes none.
+        for (child, step) in children.iter().zip(&steps) {
+            if step.writes() && !matches!(step, Step::Recreate { .. }) {
+                apply_child(&ctx.client, &namespace, child, true, &ctx.metrics)
+                    .await
+                    .map_err(|source| refused_or_failed(child, source))?;
+            }
+        }
+        let mut changes: Vec<String> = Vec::new();
+        let mut reasons: Vec<&'static str> = Vec::new();
+        let mut failure = None;
+        for (i, (child, step)) in children.iter().zip(&steps).enumerate() {
+            if !step.writes() {
+                continue;
+            }
+            match write_child(app, ctx, &namespace, child, step, live[i].as_ref()).await {
+                Ok(applied) => {
+                    observed[i] = Some(applied);
+                    let (reason, what) = match step {
+                        Step::Create => ("Created", format!("created {} {}", child.kind, child.name)),
+                        Step::Update => ("Updated", format!("updated {} {}", child.kind, child.name)),
+                        Step::RestoreDrift { path } => (
+                            "DriftRestored",
+                            format!("restored {} {} ({path} had been changed)", child.kind, child.name),
+                        ),
+                        _ => (
+                            "Recreated",
+                            format!(
+                                "re-created {} {}, which adopts the existing pods and claims",
+                                child.kind, child.name
+                            ),
+                        ),
+                    };
+                    reasons.push(reason);
+                    changes.push(what);
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        // One Event per reconcile that changed something, naming each change.
+        if !changes.is_empty() {
+            let reason = if reasons.iter().all(|r| *r == reasons[0]) {
+                reasons[0]
+            } else {
+                "Applied"
+            };
+            record(
+                &ctx.recorder,
+                app,
+                EventType::Normal,
+                reason,
+                changes.join("; "),
+                None,
+                &ctx.metrics,
+            )
+            .await;
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+    }
+
+    let stateful_set: Option<StatefulSet> = observed[3].clone().and_then(|v| serde_json::from_value(v).ok());
+    let service: Option<Service> = observed[2].clone().and_then(|v| serde_json::from_value(v).ok());
+    let status = desired_status(
+        app,
+        &Observed {
+            stateful_set: stateful_set.as_ref(),
+            service: service.as_ref(),
+            failure: None,
+        },
+        Time(Timestamp::now()),
+    );
+    update_status(app, status, ctx).await?;
+    Ok(Action::requeue(if recheck_soon {
+        super::CACHE_LAG_WINDOW
+    } else {
+        ctx.settings.resync
+    }))
+}
+
+/// Writes one child: a plain server-side apply, or for a re-create the
+/// orphaning delete first.
+async fn write_child(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    child: &DesiredChild,
+    step: &Step,
+    live: Option<&Value>,
+) -> Result<Value, Error> {
+    if let Step::Recreate { fields } = step {
+        let uid = live.and_then(|l| l["metadata"]["uid"].as_str()).unwrap_or_default();
+        record(
+            &ctx.recorder,
+            app,
+            EventType::Normal,
+            "Recreating",
+            format!(
+                "StatefulSet {} cannot change {} in place: deleting it with its pods and volume claims \
+                 orphaned, and creating it again to adopt them",
+                child.name,
+                fields.join(", ")
+            ),
+            None,
+            &ctx.metrics,
+        )
+        .await;
+        delete_statefulset_orphaning(&ctx.client, namespace, &child.name, uid, &ctx.metrics)
+            .await
+            .map_err(|source| Error::Recreate {
+                name: child.name.clone(),
+                source: Box::new(source),
+            })?;
+    }
+    let applied = apply_child(&ctx.client, namespace, child, false, &ctx.metrics)
+        .await
+        .map_err(|source| match step {
+            Step::Recreate { .. } => Error::Recreate {
+                name: child.name.clone(),
+                source: Box::new(source),
+            },
+            _ => refused_or_failed(child, source),
+        })?;
+    ctx.remember_apply(format!("{}/{namespace}/{}", child.kind, child.name), child.hash.clone());
+    Ok(applied)
+}
+
+fn refused_or_failed(child: &DesiredChild, source: kube::Error) -> Error {
+    if is_refusal(&source) {
+        let message = match &source {
+            kube::Error::Api(status) => status.message.clone(),
+            other => other.to_string(),
+        };
+        Error::ChildRejected {
+            kind: child.kind,
+            name: child.name.clone(),
+            message,
+            source: Box::new(source),
+        }
+    } else {
+        Error::Apply {
+            kind: child.kind,
+            name: child.name.clone(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Writes `status` unless the app already has it (or we just wrote it and
+/// the cache has not caught up).
+async fn update_status(
+    app: &VisitCounterApp,
+    status: crate::resource::VisitCounterAppStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let key = app_key(app);
+    let unchanged = app.status.as_ref().is_some_and(|s| same_status(s, &status));
+    if unchanged || ctx.recently_written_status(&key, &status) {
+        return Ok(());
+    }
+    write_status(&ctx.client, app, &status, &ctx.metrics)
+        .await
+        .map_err(|e| Error::Status(Box::new(e)))?;
+    ctx.remember_status(key, status);
+    Ok(())
+}
+
+/// Makes a failure visible: a Warning Event and the `Degraded` condition.
+async fn report_failure(app: &VisitCounterApp, error: &Error, ctx: &Context) {
+    let message = error.to_string();
+    tracing::warn!(app = %app_key(app), reason = error.reason(), %message, "reconcile failed");
+    record(
+        &ctx.recorder,
+        app,
+        EventType::Warning,
+        error.reason(),
+        message.clone(),
+        None,
+        &ctx.metrics,
+    )
+    .await;
+    let namespace = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    let stateful_set = ctx
+        .caches
+        .stateful_sets
+        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace));
+    let service = ctx
+        .caches
+        .services
+        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace));
+    let status = desired_status(
+        app,
+        &Observed {
+            stateful_set: stateful_set.and_then(|s| s.typed()).as_ref(),
+            service: service.and_then(|s| s.typed()).as_ref(),
+            failure: Some((error.reason(), message)),
+        },
+        Time(Timestamp::now()),
+    );
+    if let Err(error) = update_status(app, status, ctx).await {
+        tracing::warn!(app = %app_key(app), %error, "cannot write the Degraded condition");
+    }
+}

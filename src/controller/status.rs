@@ -1,0 +1,378 @@
+//! The app's status, computed from what was applied and observed. Pure: the
+//! clock comes in as an argument.
+
+use k8s_openapi::{
+    api::{apps::v1::StatefulSet, core::v1::Service},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+
+use crate::{
+    build::selector_string,
+    resource::{UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
+};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// What the reconcile saw.
+#[derive(Debug, Default)]
+pub struct Observed<'a> {
+    pub stateful_set: Option<&'a StatefulSet>,
+    pub service: Option<&'a Service>,
+    /// The failure of this reconcile, as (reason, message).
+    pub failure: Option<(&'a str, String)>,
+}
+
+struct Cond {
+    type_: &'static str,
+    status: bool,
+    reason: &'static str,
+    message: String,
+}
+
+/// The status to write. Conditions keep their `lastTransitionTime` while
+/// their status stays the same.
+pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time) -> VisitCounterAppStatus {
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    let generation = app.metadata.generation;
+    let previous = app.status.clone().unwrap_or_default();
+    let wanted = app.spec.replicas;
+    let sts = observed.stateful_set;
+    let sts_status = sts.and_then(|s| s.status.as_ref());
+    // A child's status counts only once it describes the child's current spec.
+    let current = sts.is_some_and(|s| {
+        let seen = sts_status.and_then(|st| st.observed_generation);
+        seen.is_some() && seen >= s.metadata.generation
+    });
+    let (replicas, ready, updated) = match (current, sts_status) {
+        (true, Some(st)) => (
+            st.replicas,
+            st.ready_replicas.unwrap_or(0),
+            st.updated_replicas.unwrap_or(0),
+        ),
+        _ => (previous.replicas, previous.ready_replicas, previous.updated_replicas),
+    };
+    let expected_updated = match app.spec.update_strategy.type_ {
+        UpdateStrategyType::OnDelete => 0,
+        UpdateStrategyType::RollingUpdate => {
+            let partition = app
+                .spec
+                .update_strategy
+                .rolling_update
+                .as_ref()
+                .and_then(|r| r.partition)
+                .unwrap_or(0);
+            (wanted - partition).max(0)
+        }
+    };
+
+    let progressing = if sts.is_none() {
+        Cond::new(PROGRESSING, true, "Creating", "the StatefulSet is being created".into())
+    } else if !current {
+        Cond::new(
+            PROGRESSING,
+            true,
+            "StatefulSetPending",
+            "the StatefulSet controller has not yet seen the latest spec".into(),
+        )
+    } else if replicas != wanted {
+        Cond::new(
+            PROGRESSING,
+            true,
+            "Scaling",
+            format!("{replicas} of {wanted} pods exist"),
+        )
+    } else if updated < expected_updated {
+        Cond::new(
+            PROGRESSING,
+            true,
+            "RollingOut",
+            format!("{updated} of {expected_updated} pods run the latest template"),
+        )
+    } else if ready < wanted {
+        Cond::new(
+            PROGRESSING,
+            true,
+            "WaitingForPods",
+            format!("{ready} of {wanted} pods are ready"),
+        )
+    } else {
+        Cond::new(
+            PROGRESSING,
+            false,
+            "RolloutComplete",
+            format!("{wanted} pods are up to date"),
+        )
+    };
+    let degraded = match &observed.failure {
+        Some((reason, message)) => Cond {
+            type_: DEGRADED,
+            status: true,
+            reason: leak_reason(reason),
+            message: message.clone(),
+        },
+        None => Cond::new(
+            DEGRADED,
+            false,
+            "ReconcileSucceeded",
+            "the children match the spec".into(),
+        ),
+    };
+    let ready_cond = if observed.failure.is_some() {
+        Cond::new(
+            READY,
+            false,
+            "Degraded",
+            "the last reconcile failed; see the Degraded condition".into(),
+        )
+    } else if current && ready >= wanted && replicas == wanted {
+        if wanted == 0 {
+            Cond::new(READY, true, "ScaledToZero", "the app is scaled to zero".into())
+        } else {
+            Cond::new(
+                READY,
+                true,
+                "AllReplicasReady",
+                format!("{ready} of {wanted} pods are ready"),
+            )
+        }
+    } else {
+        Cond::new(
+            READY,
+            false,
+            "ReplicasNotReady",
+            format!("{ready} of {wanted} pods are ready"),
+        )
+    };
+
+    let conditions = [ready_cond, progressing, degraded]
+        .into_iter()
+        .map(|c| c.into_condition(&previous.conditions, generation, &now))
+        .collect();
+    let node_port = observed
+        .service
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|spec| spec.ports.as_ref())
+        .and_then(|ports| ports.first())
+        .and_then(|p| p.node_port)
+        .or(previous.node_port);
+    VisitCounterAppStatus {
+        observed_generation: generation,
+        replicas,
+        ready_replicas: ready,
+        updated_replicas: updated,
+        current_revision: sts_status
+            .and_then(|s| s.current_revision.clone())
+            .or(previous.current_revision),
+        update_revision: sts_status
+            .and_then(|s| s.update_revision.clone())
+            .or(previous.update_revision),
+        selector: Some(selector_string(name)),
+        node_port,
+        conditions,
+    }
+}
+
+/// Condition reasons are a closed set; this maps one to its `'static` form.
+fn leak_reason(reason: &str) -> &'static str {
+    const REASONS: &[&str] = &[
+        "InvalidSpec",
+        "ChildRejected",
+        "ChildNotOwned",
+        "ApplyFailed",
+        "RecreateFailed",
+        "StatusUpdateFailed",
+        "InternalError",
+    ];
+    REASONS
+        .iter()
+        .copied()
+        .find(|r| *r == reason)
+        .unwrap_or("ReconcileFailed")
+}
+
+impl Cond {
+    fn new(type_: &'static str, status: bool, reason: &'static str, message: String) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message,
+        }
+    }
+
+    fn into_condition(self, previous: &[Condition], generation: Option<i64>, now: &Time) -> Condition {
+        let status = if self.status { "True" } else { "False" };
+        let last_transition_time = previous
+            .iter()
+            .find(|c| c.type_ == self.type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: self.type_.into(),
+            status: status.into(),
+            reason: self.reason.into(),
+            message: self.message,
+            last_transition_time,
+            observed_generation: generation,
+        }
+    }
+}
+
+/// Whether two statuses say the same thing (the conditions' times aside).
+pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool {
+    let strip = |s: &VisitCounterAppStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Default::default());
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::{
+        api::apps::v1::StatefulSetStatus, apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::build::tests::app;
+
+    fn now(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn sts(generation: i64, observed: Option<i64>, replicas: i32, ready: i32) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(StatefulSetStatus {
+                observed_generation: observed,
+                replicas,
+                ready_replicas: Some(ready),
+                updated_replicas: Some(replicas),
+                current_revision: Some("web-1".into()),
+                update_revision: Some("web-1".into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn condition<'a>(status: &'a VisitCounterAppStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn all_pods_ready_is_ready_and_not_progressing() {
+        let app = app("web", json!({"replicas": 3}));
+        let sts = sts(2, Some(2), 3, 3);
+        let status = desired_status(
+            &app,
+            &Observed {
+                stateful_set: Some(&sts),
+                ..Default::default()
+            },
+            now(10),
+        );
+        assert_eq!(condition(&status, READY).status, "True");
+        assert_eq!(condition(&status, PROGRESSING).status, "False");
+        assert_eq!(condition(&status, DEGRADED).status, "False");
+        assert_eq!(status.ready_replicas, 3);
+        assert_eq!(
+            status.selector.as_deref(),
+            Some("app.kubernetes.io/instance=web,app.kubernetes.io/name=visitcounter")
+        );
+    }
+
+    #[test]
+    fn a_stale_statefulset_status_does_not_count() {
+        let app = app("web", json!({"replicas": 3}));
+        let sts = sts(3, Some(2), 3, 3);
+        let status = desired_status(
+            &app,
+            &Observed {
+                stateful_set: Some(&sts),
+                ..Default::default()
+            },
+            now(10),
+        );
+        assert_eq!(condition(&status, READY).status, "False");
+        assert_eq!(condition(&status, PROGRESSING).reason, "StatefulSetPending");
+        assert_eq!(
+            status.ready_replicas, 0,
+            "the stale status's 3 ready pods are not reported"
+        );
+    }
+
+    #[test]
+    fn a_failure_is_degraded_and_not_ready() {
+        let app = app("web", json!({}));
+        let status = desired_status(
+            &app,
+            &Observed {
+                failure: Some(("ChildRejected", "nodePort 30080 is taken".into())),
+                ..Default::default()
+            },
+            now(10),
+        );
+        let degraded = condition(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ChildRejected")
+        );
+        assert_eq!(degraded.message, "nodePort 30080 is taken");
+        assert_eq!(condition(&status, READY).status, "False");
+    }
+
+    #[test]
+    fn transition_times_are_kept_while_a_condition_holds() {
+        let mut app = app("web", json!({"replicas": 1}));
+        let sts = sts(1, Some(1), 1, 1);
+        let observed = Observed {
+            stateful_set: Some(&sts),
+            ..Default::default()
+        };
+        let first = desired_status(&app, &observed, now(10));
+        app.status = Some(first.clone());
+        let second = desired_status(&app, &observed, now(20));
+        assert_eq!(condition(&second, READY).last_transition_time, now(10));
+        assert!(same_status(&first, &second));
+        let waiting = self::sts(1, Some(1), 1, 0);
+        let third = desired_status(
+            &app,
+            &Observed {
+                stateful_set: Some(&waiting),
+                ..Default::default()
+            },
+            now(30),
+        );
+        assert_eq!(condition(&third, READY).last_transition_time, now(30));
+        assert!(!same_status(&second, &third));
+    }
+
+    #[test]
+    fn a_partition_lowers_the_pods_a_rollout_updates() {
+        let app = app(
+            "web",
+            json!({"replicas": 3, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}),
+        );
+        let mut sts = sts(1, Some(1), 3, 3);
+        sts.status.as_mut().unwrap().updated_replicas = Some(1);
+        let status = desired_status(
+            &app,
+            &Observed {
+                stateful_set: Some(&sts),
+                ..Default::default()
+            },
+            now(10),
+        );
+        assert_eq!(condition(&status, PROGRESSING).status, "False");
+    }
+}

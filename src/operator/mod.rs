@@ -1,0 +1,224 @@
+//! `visitcounter operator`: the CRD check, the admin endpoints, leader
+//! election, and the controller while this replica leads.
+
+pub mod crd_check;
+pub mod http;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use kube::Client;
+use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use tokio::sync::watch;
+
+use crate::controller::{self, ControllerSettings, Metrics};
+pub use crd_check::CrdProblem;
+pub use http::{Health, Phase};
+
+/// Leader election with a `coordination.k8s.io/v1` Lease.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    /// This replica's identity in the Lease (its pod name).
+    pub identity: String,
+    /// How long a holder's claim lasts after its last renewal.
+    pub duration: Duration,
+    /// How long before expiry the holder renews.
+    pub grace: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct OperatorSettings {
+    pub controller: ControllerSettings,
+    /// Address of `/healthz`, `/readyz` and `/metrics`; none when `None`.
+    pub admin_address: Option<SocketAddr>,
+    /// `None` runs without leader election: one replica only.
+    pub lease: Option<LeaseSettings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(transparent)]
+    Crd(#[from] CrdProblem),
+    #[error("cannot listen on {address} for /healthz, /readyz and /metrics: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("leader election failed (Lease {namespace}/{name}): {source}")]
+    Lease {
+        name: String,
+        namespace: String,
+        #[source]
+        source: LeaseManagerError,
+    },
+    #[error("the leader-election task stopped; stopping so that no two replicas reconcile at once")]
+    LeaseTaskDied,
+}
+
+/// The operator, built before it runs so that tests can read its metrics.
+pub struct Operator {
+    client: Client,
+    settings: OperatorSettings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl Operator {
+    pub fn new(client: Client, settings: OperatorSettings) -> Self {
+        Self {
+            client,
+            settings,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` resolves; in-flight reconciles finish first.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), OperatorError> {
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        crd_check::check_installed(&self.client).await?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "the installed CRD matches");
+        let admin = match self.settings.admin_address {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|source| OperatorError::Listen { address, source })?;
+                tracing::info!(%address, "serving /healthz, /readyz and /metrics");
+                let app = http::router(self.health.clone(), self.metrics.clone());
+                let mut admin_stop = stop.clone();
+                Some(tokio::spawn(async move {
+                    let stopped = async move {
+                        let _ = admin_stop.wait_for(|s| *s).await;
+                    };
+                    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+                        tracing::error!(%error, "admin server");
+                    }
+                }))
+            }
+            None => None,
+        };
+        let result = match self.settings.lease.clone() {
+            None => {
+                self.lead(stop.clone()).await;
+                Ok(())
+            }
+            Some(lease) => self.elect_and_lead(lease, stop.clone()).await,
+        };
+        self.health.set(Phase::Stopping);
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        tracing::info!("stopped");
+        result
+    }
+
+    /// Runs the controller until `stop` turns true.
+    async fn lead(&self, stop: watch::Receiver<bool>) {
+        self.health.set(Phase::Syncing);
+        self.metrics.leader.set(1);
+        let health = self.health.clone();
+        let ready = move |ready: bool| {
+            if ready {
+                health.set(Phase::Reconciling);
+            }
+        };
+        controller::run(
+            self.client.clone(),
+            self.settings.controller.clone(),
+            self.metrics.clone(),
+            ready,
+            stopped(stop),
+        )
+        .await;
+        self.metrics.leader.set(0);
+    }
+
+    async fn elect_and_lead(&self, lease: LeaseSettings, mut stop: watch::Receiver<bool>) -> Result<(), OperatorError> {
+        let lease_error = |source| OperatorError::Lease {
+            name: lease.name.clone(),
+            namespace: lease.namespace.clone(),
+            source,
+        };
+        let manager = LeaseManagerBuilder::new(self.client.clone(), &lease.name)
+            .with_namespace(&lease.namespace)
+            .with_identity(&lease.identity)
+            .with_duration(lease.duration.as_secs().max(1))
+            .with_grace(lease.grace.as_secs().max(1))
+            .with_field_manager(format!("visitcounter-operator-{}", lease.identity))
+            .build()
+            .await
+            .map_err(lease_error)?;
+        let (mut leading, task) = manager.watch().await;
+        let result = loop {
+            self.health.set(Phase::Standby);
+            tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the lease");
+            tokio::select! {
+                _ = until(&mut stop, true) => break Ok(()),
+                acquired = until(&mut leading, true) => if !acquired {
+                    break Err(OperatorError::LeaseTaskDied);
+                },
+            }
+            tracing::info!(lease = %lease.name, identity = %lease.identity, "acquired the lease; leading");
+            let (lead_stop_tx, lead_stop) = watch::channel(false);
+            let leading_run = self.lead(lead_stop);
+            tokio::pin!(leading_run);
+            tokio::select! {
+                _ = &mut leading_run => {}
+                _ = until(&mut stop, true) => {
+                    let _ = lead_stop_tx.send(true);
+                    leading_run.await;
+                    break Ok(());
+                }
+                lost = until(&mut leading, false) => {
+                    // Dropping the controller cancels its reconciles at once:
+                    // another replica may already be leading.
+                    self.metrics.leader.set(0);
+                    if !lost {
+                        break Err(OperatorError::LeaseTaskDied);
+                    }
+                    tracing::warn!(lease = %lease.name, "lost the lease; stopped reconciling");
+                }
+            }
+        };
+        // Closing the channel makes the lease task release the lease, so a
+        // standby replica takes over without waiting for it to expire.
+        drop(leading);
+        match task.await {
+            Ok(Ok(_)) => tracing::info!(lease = %lease.name, "released the lease"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot release the lease; it expires on its own"),
+            Err(error) => tracing::warn!(%error, "the lease task failed"),
+        }
+        result
+    }
+}
+
+/// Waits until the channel holds `value`; false when its sender is gone.
+async fn until(channel: &mut watch::Receiver<bool>, value: bool) -> bool {
+    channel.wait_for(|v| *v == value).await.is_ok()
+}
+
+/// A future that resolves once `stop` turns true (or its sender is gone).
+fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = rx.await;
+    }
+}
