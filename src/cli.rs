@@ -72,7 +72,8 @@ pub struct OperatorArgs {
     /// pod's own namespace in a cluster).
     #[arg(long, env = "VISITCOUNTER_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
-    /// This replica's identity in the Lease and in Events.
+    /// This replica's identity in the Lease and in Events; unique per
+    /// replica. Defaults to HOSTNAME (the pod's name).
     #[arg(long, env = "VISITCOUNTER_POD_NAME")]
     pub identity: Option<String>,
     /// Seconds a leader's claim lasts after its last renewal.
@@ -183,9 +184,17 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
 
 async fn run_operator(args: OperatorArgs) -> Result<(), CliError> {
     let client = kube::Client::try_default().await.map_err(CliError::Kube)?;
+    // Two replicas with one identity would both believe they hold the Lease:
+    // the pod name (HOSTNAME in a pod) or something as unique.
     let identity = args
         .identity
-        .unwrap_or_else(|| format!("visitcounter-operator-{}", std::process::id()));
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!("visitcounter-operator-{}-{nanos:09}", std::process::id())
+        });
     let lease = args.leader_election.then(|| LeaseSettings {
         name: args.lease_name,
         namespace: args

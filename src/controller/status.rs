@@ -265,6 +265,13 @@ mod tests {
         }
     }
 
+    fn seen(sts: &StatefulSet) -> Observed<'_> {
+        Observed {
+            stateful_set: Some(sts),
+            ..Default::default()
+        }
+    }
+
     fn condition<'a>(status: &'a VisitCounterAppStatus, type_: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
@@ -273,14 +280,7 @@ mod tests {
     fn all_pods_ready_is_ready_and_not_progressing() {
         let app = app("web", json!({"replicas": 3}));
         let sts = sts(2, Some(2), 3, 3);
-        let status = desired_status(
-            &app,
-            &Observed {
-                stateful_set: Some(&sts),
-                ..Default::default()
-            },
-            now(10),
-        );
+        let status = desired_status(&app, &seen(&sts), now(10));
         assert_eq!(condition(&status, READY).status, "True");
         assert_eq!(condition(&status, PROGRESSING).status, "False");
         assert_eq!(condition(&status, DEGRADED).status, "False");
@@ -295,14 +295,7 @@ mod tests {
     fn a_stale_statefulset_status_does_not_count() {
         let app = app("web", json!({"replicas": 3}));
         let sts = sts(3, Some(2), 3, 3);
-        let status = desired_status(
-            &app,
-            &Observed {
-                stateful_set: Some(&sts),
-                ..Default::default()
-            },
-            now(10),
-        );
+        let status = desired_status(&app, &seen(&sts), now(10));
         assert_eq!(condition(&status, READY).status, "False");
         assert_eq!(condition(&status, PROGRESSING).reason, "StatefulSetPending");
         assert_eq!(
@@ -335,24 +328,14 @@ mod tests {
     fn transition_times_are_kept_while_a_condition_holds() {
         let mut app = app("web", json!({"replicas": 1}));
         let sts = sts(1, Some(1), 1, 1);
-        let observed = Observed {
-            stateful_set: Some(&sts),
-            ..Default::default()
-        };
+        let observed = seen(&sts);
         let first = desired_status(&app, &observed, now(10));
         app.status = Some(first.clone());
         let second = desired_status(&app, &observed, now(20));
         assert_eq!(condition(&second, READY).last_transition_time, now(10));
         assert!(same_status(&first, &second));
         let waiting = self::sts(1, Some(1), 1, 0);
-        let third = desired_status(
-            &app,
-            &Observed {
-                stateful_set: Some(&waiting),
-                ..Default::default()
-            },
-            now(30),
-        );
+        let third = desired_status(&app, &seen(&waiting), now(30));
         assert_eq!(condition(&third, READY).last_transition_time, now(30));
         assert!(!same_status(&second, &third));
     }
@@ -365,14 +348,7 @@ mod tests {
         );
         let mut sts = sts(1, Some(1), 3, 3);
         sts.status.as_mut().unwrap().updated_replicas = Some(1);
-        let status = desired_status(
-            &app,
-            &Observed {
-                stateful_set: Some(&sts),
-                ..Default::default()
-            },
-            now(10),
-        );
+        let status = desired_status(&app, &seen(&sts), now(10));
         assert_eq!(condition(&status, PROGRESSING).status, "False");
     }
 }
