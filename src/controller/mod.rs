@@ -113,14 +113,6 @@ impl ChildCaches {
 
     /// The cached child of `kind`, as JSON.
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
-        fn json<K: serde::Serialize + kube::Resource<DynamicType = ()> + Clone>(
-            store: &Store<K>,
-            namespace: &str,
-            name: &str,
-        ) -> Option<serde_json::Value> {
-            let object = store.get(&ObjectRef::new(name).within(namespace))?;
-            serde_json::to_value(object.as_ref()).ok()
-        }
         match kind {
             "StatefulSet" => self
                 .stateful_sets
@@ -130,7 +122,10 @@ impl ChildCaches {
                 .services
                 .get(&ObjectRef::new(name).within(namespace))
                 .map(|s| s.to_json()),
-            "ConfigMap" => json(&self.config_maps, namespace, name),
+            "ConfigMap" => self
+                .config_maps
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|c| serde_json::to_value(c.as_ref()).ok()),
             _ => None,
         }
     }

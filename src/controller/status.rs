@@ -20,8 +20,9 @@ pub const DEGRADED: &str = "Degraded";
 pub struct Observed<'a> {
     pub stateful_set: Option<&'a StatefulSet>,
     pub service: Option<&'a Service>,
-    /// The failure of this reconcile, as (reason, message).
-    pub failure: Option<(&'a str, String)>,
+    /// The failure of this reconcile, as (reason, message); the reason is
+    /// `Error::reason()`.
+    pub failure: Option<(&'static str, String)>,
 }
 
 struct Cond {
@@ -109,7 +110,7 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         Some((reason, message)) => Cond {
             type_: DEGRADED,
             status: true,
-            reason: leak_reason(reason),
+            reason,
             message: message.clone(),
         },
         None => Cond::new(
@@ -172,24 +173,6 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         node_port,
         conditions,
     }
-}
-
-/// Condition reasons are a closed set; this maps one to its `'static` form.
-fn leak_reason(reason: &str) -> &'static str {
-    const REASONS: &[&str] = &[
-        "InvalidSpec",
-        "ChildRejected",
-        "ChildNotOwned",
-        "ApplyFailed",
-        "RecreateFailed",
-        "StatusUpdateFailed",
-        "InternalError",
-    ];
-    REASONS
-        .iter()
-        .copied()
-        .find(|r| *r == reason)
-        .unwrap_or("ReconcileFailed")
 }
 
 impl Cond {
