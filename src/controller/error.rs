@@ -67,6 +67,15 @@ impl Error {
         }
     }
 
+    /// Whether the app is stuck until someone changes something: its spec, or
+    /// the object in the way. Still retried, but kstatus reads it as failed.
+    pub fn stalls(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidSpec(_) | Error::Build(_) | Error::ChildRejected { .. } | Error::NotOwned { .. }
+        )
+    }
+
     /// Whether retrying without a change to the app cannot help.
     pub fn needs_spec_change(&self) -> bool {
         matches!(self, Error::InvalidSpec(_) | Error::Build(_))

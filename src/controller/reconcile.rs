@@ -18,7 +18,7 @@ use super::{
     apply::{apply_child, delete_statefulset_orphaning, record, write_status},
     error::is_refusal,
     plan::{DesiredChild, Step, plan},
-    status::{Observed, desired_status, same_status},
+    status::{Failure, Observed, desired_status, same_status},
 };
 use crate::{
     build::{Children, desired_children},
@@ -345,7 +345,11 @@ async fn report_failure(app: &VisitCounterApp, error: &Error, ctx: &Context) {
         &Observed {
             stateful_set: stateful_set.and_then(|s| s.typed()).as_ref(),
             service: service.and_then(|s| s.typed()).as_ref(),
-            failure: Some((error.reason(), message)),
+            failure: Some(Failure {
+                reason: error.reason(),
+                message,
+                stalled: error.stalls(),
+            }),
         },
         Time(Timestamp::now()),
     );

@@ -14,15 +14,30 @@ use crate::{
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// kstatus' abnormal-true conditions, which Flux and kpt read: `Reconciling`
+/// while the children have not caught up with the spec (or a retry is due),
+/// `Stalled` when only a person can unblock the app.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// Why the reconcile failed.
+#[derive(Debug)]
+pub struct Failure {
+    /// `Error::reason()`.
+    pub reason: &'static str,
+    pub message: String,
+    /// Whether retrying cannot help until someone changes something
+    /// (`Error::stalls()`).
+    pub stalled: bool,
+}
 
 /// What the reconcile saw.
 #[derive(Debug, Default)]
 pub struct Observed<'a> {
     pub stateful_set: Option<&'a StatefulSet>,
     pub service: Option<&'a Service>,
-    /// The failure of this reconcile, as (reason, message); the reason is
-    /// `Error::reason()`.
-    pub failure: Option<(&'static str, String)>,
+    /// The failure of this reconcile.
+    pub failure: Option<Failure>,
 }
 
 struct Cond {
@@ -107,12 +122,7 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         )
     };
     let degraded = match &observed.failure {
-        Some((reason, message)) => Cond {
-            type_: DEGRADED,
-            status: true,
-            reason,
-            message: message.clone(),
-        },
+        Some(failure) => Cond::new(DEGRADED, true, failure.reason, failure.message.clone()),
         None => Cond::new(
             DEGRADED,
             false,
@@ -147,7 +157,8 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         )
     };
 
-    let conditions = [ready_cond, progressing, degraded]
+    let (reconciling, stalled) = kstatus(&progressing, observed.failure.as_ref());
+    let conditions = [ready_cond, progressing, degraded, reconciling, stalled]
         .into_iter()
         .map(|c| c.into_condition(&previous.conditions, generation, &now))
         .collect();
@@ -172,6 +183,24 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         selector: Some(selector_string(name)),
         node_port,
         conditions,
+    }
+}
+
+/// `Reconciling` and `Stalled`, from `Progressing` and the failure.
+fn kstatus(progressing: &Cond, failure: Option<&Failure>) -> (Cond, Cond) {
+    match failure {
+        Some(f) if f.stalled => (
+            Cond::new(RECONCILING, false, f.reason, "stalled; see the Stalled condition".into()),
+            Cond::new(STALLED, true, f.reason, f.message.clone()),
+        ),
+        Some(f) => (
+            Cond::new(RECONCILING, true, "Retrying", format!("retrying after {}: {}", f.reason, f.message)),
+            Cond::new(STALLED, false, "Retrying", "the operator retries with backoff".into()),
+        ),
+        None => (
+            Cond::new(RECONCILING, progressing.status, progressing.reason, progressing.message.clone()),
+            Cond::new(STALLED, false, "ReconcileSucceeded", "the children match the spec".into()),
+        ),
     }
 }
 
@@ -293,7 +322,11 @@ mod tests {
         let status = desired_status(
             &app,
             &Observed {
-                failure: Some(("ChildRejected", "nodePort 30080 is taken".into())),
+                failure: Some(Failure {
+                    reason: "ChildRejected",
+                    message: "nodePort 30080 is taken".into(),
+                    stalled: true,
+                }),
                 ..Default::default()
             },
             now(10),
@@ -333,5 +366,44 @@ mod tests {
         sts.status.as_mut().unwrap().updated_replicas = Some(1);
         let status = desired_status(&app, &seen(&sts), now(10));
         assert_eq!(condition(&status, PROGRESSING).status, "False");
+    }
+
+    /// kstatus (Flux, kpt) reads `Reconciling` and `Stalled`, both
+    /// abnormal-true: neither may be True once the app is Ready.
+    #[test]
+    fn kstatus_conditions_follow_progress_and_failures() {
+        let kstatus = |status: &VisitCounterAppStatus| {
+            (
+                condition(status, RECONCILING).status.clone(),
+                condition(status, STALLED).status.clone(),
+            )
+        };
+        let app = app("web", json!({"replicas": 3}));
+        let done = sts(2, Some(2), 3, 3);
+        assert_eq!(kstatus(&desired_status(&app, &seen(&done), now(10))), ("False".into(), "False".into()));
+        let rolling = sts(2, Some(2), 3, 1);
+        let status = desired_status(&app, &seen(&rolling), now(10));
+        assert_eq!(kstatus(&status), ("True".into(), "False".into()));
+        assert_eq!(condition(&status, RECONCILING).reason, "WaitingForPods");
+
+        let failed = |stalled| {
+            desired_status(
+                &app,
+                &Observed {
+                    stateful_set: Some(&done),
+                    failure: Some(Failure {
+                        reason: "Reason",
+                        message: "what went wrong".into(),
+                        stalled,
+                    }),
+                    ..Default::default()
+                },
+                now(10),
+            )
+        };
+        let stalled = failed(true);
+        assert_eq!(kstatus(&stalled), ("False".into(), "True".into()));
+        assert_eq!(condition(&stalled, STALLED).message, "what went wrong");
+        assert_eq!(kstatus(&failed(false)), ("True".into(), "False".into()), "a retry is still progress");
     }
 }
