@@ -34,8 +34,8 @@ pub struct VisitCounterAppStatus {
     /// Node port allocated to the app's Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_port: Option<i32>,
-    /// `Ready`, `Progressing` and `Degraded`, in the standard
-    /// `metav1.Condition` form.
+    /// `Ready`, `Progressing` and `Degraded`, and kstatus' `Reconciling` and
+    /// `Stalled` (for Flux), in the standard `metav1.Condition` form.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,
