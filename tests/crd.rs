@@ -2,7 +2,7 @@
 //! API server will accept: they compile, use only what a CRD rule may, and stay
 //! within the cost budget.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use kube::core::cel::{ScopeContext, analyze_rule, compile_schema};
 use serde_json::Value;
@@ -21,6 +21,28 @@ fn committed_crd_is_what_visitcounter_crd_prints() {
         printed == COMMITTED,
         "crds/visitcounterapp.yaml is stale: run `cargo run -- crd > crds/visitcounterapp.yaml`"
     );
+}
+
+/// Helm installs the chart's `crds/` copy; it must be the same bytes.
+#[test]
+fn the_charts_crd_is_the_committed_crd() {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/visitcounter-operator/crds/visitcounterapp.yaml");
+    let copy = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        copy == COMMITTED,
+        "{} differs from crds/visitcounterapp.yaml: copy it over",
+        chart.display()
+    );
+}
+
+/// The chart's appVersion is the default image tag the Deployment runs, and
+/// the operator's own default app image is tagged with the crate's version.
+#[test]
+fn the_charts_versions_are_the_crates() {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/visitcounter-operator/Chart.yaml");
+    let chart: Value = serde_saphyr::from_str(&std::fs::read_to_string(chart).unwrap()).unwrap();
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[test]

@@ -23,6 +23,8 @@ use visitcounter::{
 };
 
 pub const NS: &str = "shop";
+/// Who the operator's requests come as, like the chart's service account.
+pub const OPERATOR_USER: &str = "system:serviceaccount:visitcounter-system:visitcounter-operator";
 
 pub struct Cluster {
     pub standin: StandIn,
@@ -98,7 +100,7 @@ impl Cluster {
     }
 
     pub fn start_operator(&self, settings: OperatorSettings) -> RunningOperator {
-        let operator = Operator::new(self.client.clone(), settings);
+        let operator = Operator::new(self.standin.client_as(OPERATOR_USER), settings);
         let metrics = operator.metrics();
         let health = operator.health();
         let (stop, stopped) = oneshot::channel::<()>();

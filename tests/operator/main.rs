@@ -4,6 +4,7 @@
 
 mod harness;
 mod leadership;
+mod rbac;
 #[path = "../support/mod.rs"]
 mod support;
 

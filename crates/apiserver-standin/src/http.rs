@@ -26,12 +26,59 @@ pub struct RecordedRequest {
     pub query: String,
     pub status: u16,
     pub dry_run: bool,
+    /// The `Impersonate-User` the client sent (`kube::Config`'s
+    /// `auth_info.impersonate`), which tells the operator's requests from a
+    /// test's.
+    pub user: Option<String>,
+}
+
+/// What RBAC checks for one request: API group, resource (with
+/// `/subresource`), verb.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Access {
+    pub group: &'static str,
+    pub resource: String,
+    pub verb: &'static str,
 }
 
 impl RecordedRequest {
     /// A request that changes (or tried to change) stored state.
     pub fn is_write(&self) -> bool {
         !self.dry_run && matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+    }
+
+    /// The RBAC checks the API server makes for this request, as the real
+    /// one does: `list` or `watch` for a collection, and a server-side apply
+    /// that creates its object needs `create` besides `patch`.
+    pub fn accesses(&self) -> Vec<Access> {
+        let Some(target) = parse(&self.path) else {
+            return Vec::new();
+        };
+        let watching = self.query.split('&').any(|p| p == "watch=true" || p == "watch=1");
+        let verbs: &[&'static str] = match (self.method.as_str(), target.name.is_some()) {
+            ("GET", true) => &["get"],
+            ("GET", false) if watching => &["watch"],
+            ("GET", false) => &["list"],
+            ("POST", _) => &["create"],
+            ("PUT", _) => &["update"],
+            ("PATCH", _) if self.status == 201 => &["patch", "create"],
+            ("PATCH", _) => &["patch"],
+            ("DELETE", true) => &["delete"],
+            ("DELETE", false) => &["deletecollection"],
+            _ => &[],
+        };
+        let resource = match &target.subresource {
+            Some(sub) => format!("{}/{sub}", target.rt.plural),
+            None => target.rt.plural.to_owned(),
+        };
+        verbs
+            .iter()
+            .map(|verb| Access {
+                group: target.rt.group,
+                resource: resource.clone(),
+                verb,
+            })
+            .collect()
     }
 
     /// The resource's plural, from the path.
@@ -59,6 +106,10 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         .await
         .unwrap_or_default();
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    let user = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let response = answer(&shared, &method, &path, &query, &headers, &body).await;
     shared.requests.lock().expect("request log").push(RecordedRequest {
         method: method.to_string(),
@@ -66,6 +117,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         query: query_string,
         status: response.status().as_u16(),
         dry_run,
+        user,
     });
     response
 }

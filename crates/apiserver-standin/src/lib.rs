@@ -27,7 +27,7 @@ use axum::http::Method;
 use serde_json::Value;
 use tokio::sync::watch;
 
-pub use http::{Fault, RecordedRequest};
+pub use http::{Access, Fault, RecordedRequest};
 pub use sim::Pods;
 use store::{Key, Store, Write};
 
@@ -90,10 +90,22 @@ impl StandIn {
     /// A client for the stand-in, as `Client::try_default` would build one
     /// from a kubeconfig.
     pub fn client(&self) -> kube::Client {
+        kube::Client::try_from(self.config()).expect("a client for a plain HTTP server")
+    }
+
+    /// A client whose requests carry `Impersonate-User: user`, so they can be
+    /// told apart in `requests()`.
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        let mut config = self.config();
+        config.auth_info.impersonate = Some(user.into());
+        kube::Client::try_from(config).expect("a client for a plain HTTP server")
+    }
+
+    fn config(&self) -> kube::Config {
         let uri = self.url().parse().expect("a valid URL");
         let mut config = kube::Config::new(uri);
         config.default_namespace = "default".into();
-        kube::Client::try_from(config).expect("a client for a plain HTTP server")
+        config
     }
 
     /// Writes a kubeconfig for the stand-in, for a program run as a process.

@@ -1,0 +1,85 @@
+//! Every API access the operator makes, for the chart's RBAC test
+//! (`tests/chart.py`): the operator runs through every code path that talks to
+//! the API server, and each request it sent is turned into the (API group,
+//! resource, verb) that RBAC checks for it.
+
+use std::collections::BTreeSet;
+
+use axum::http::Method;
+use serde_json::json;
+
+use crate::harness::{Cluster, OPERATOR_USER, WAIT, lease, settings, wait_until};
+
+/// Where to write the accesses as JSON, when set.
+const OUTPUT_ENV: &str = "VISITCOUNTER_RBAC_USED";
+
+#[tokio::test]
+async fn every_api_access_of_the_operator() {
+    let cluster = Cluster::start().await;
+    let mut settings = settings();
+    settings.lease = Some(lease("rbac"));
+    let operator = cluster.start_operator(settings);
+
+    // Create, with the Lease taken first.
+    cluster
+        .apply_app("web", json!({"replicas": 2, "podManagementPolicy": "OrderedReady"}))
+        .await;
+    wait_until("web is ready", WAIT, || cluster.is_ready("web")).await;
+    // Two failed applies in a row: a Warning Event, then the same Event's
+    // series patched.
+    cluster.standin.fail(Some(Method::PATCH), "/statefulsets/web", 500, 2);
+    cluster.patch_spec("web", json!({"replicas": 3})).await;
+    wait_until("web scales despite the failures", WAIT, || {
+        cluster.is_ready("web") && cluster.standin.pending_faults() == 0
+    })
+    .await;
+    // An immutable field: the StatefulSet is deleted (orphaning) and re-created.
+    cluster
+        .patch_spec("web", json!({"podManagementPolicy": "Parallel"}))
+        .await;
+    wait_until("web is re-created", WAIT, || {
+        cluster
+            .sts("web")
+            .is_some_and(|s| s["spec"]["podManagementPolicy"] == "Parallel")
+            && cluster.is_ready("web")
+    })
+    .await;
+    // Stopping releases the Lease.
+    operator.stop().await.unwrap();
+
+    let accesses: BTreeSet<(String, String, String)> = cluster
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.user.as_deref() == Some(OPERATOR_USER))
+        .flat_map(|r| r.accesses())
+        .map(|a| (a.group.to_owned(), a.resource, a.verb.to_owned()))
+        .collect();
+    // The scenario must have reached each code path; otherwise the RBAC test
+    // would pass on a partial list.
+    for needed in [
+        ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
+        ("visitcounter.dev", "visitcounterapps", "watch"),
+        ("visitcounter.dev", "visitcounterapps/status", "patch"),
+        ("apps", "statefulsets", "create"),
+        ("apps", "statefulsets", "delete"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "patch"),
+    ] {
+        let needed = (needed.0.to_owned(), needed.1.to_owned(), needed.2.to_owned());
+        assert!(
+            accesses.contains(&needed),
+            "the scenario never made {needed:?}: {accesses:#?}"
+        );
+    }
+    let as_json: Vec<_> = accesses
+        .iter()
+        .map(|(group, resource, verb)| json!({"apiGroup": group, "resource": resource, "verb": verb}))
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&as_json).unwrap());
+    if let Ok(path) = std::env::var(OUTPUT_ENV) {
+        std::fs::write(&path, serde_json::to_string_pretty(&as_json).unwrap()).expect("the output is writable");
+    }
+}
