@@ -190,16 +190,36 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
 fn kstatus(progressing: &Cond, failure: Option<&Failure>) -> (Cond, Cond) {
     match failure {
         Some(f) if f.stalled => (
-            Cond::new(RECONCILING, false, f.reason, "stalled; see the Stalled condition".into()),
+            Cond::new(
+                RECONCILING,
+                false,
+                f.reason,
+                "stalled; see the Stalled condition".into(),
+            ),
             Cond::new(STALLED, true, f.reason, f.message.clone()),
         ),
         Some(f) => (
-            Cond::new(RECONCILING, true, "Retrying", format!("retrying after {}: {}", f.reason, f.message)),
+            Cond::new(
+                RECONCILING,
+                true,
+                "Retrying",
+                format!("retrying after {}: {}", f.reason, f.message),
+            ),
             Cond::new(STALLED, false, "Retrying", "the operator retries with backoff".into()),
         ),
         None => (
-            Cond::new(RECONCILING, progressing.status, progressing.reason, progressing.message.clone()),
-            Cond::new(STALLED, false, "ReconcileSucceeded", "the children match the spec".into()),
+            Cond::new(
+                RECONCILING,
+                progressing.status,
+                progressing.reason,
+                progressing.message.clone(),
+            ),
+            Cond::new(
+                STALLED,
+                false,
+                "ReconcileSucceeded",
+                "the children match the spec".into(),
+            ),
         ),
     }
 }
@@ -380,7 +400,10 @@ mod tests {
         };
         let app = app("web", json!({"replicas": 3}));
         let done = sts(2, Some(2), 3, 3);
-        assert_eq!(kstatus(&desired_status(&app, &seen(&done), now(10))), ("False".into(), "False".into()));
+        assert_eq!(
+            kstatus(&desired_status(&app, &seen(&done), now(10))),
+            ("False".into(), "False".into())
+        );
         let rolling = sts(2, Some(2), 3, 1);
         let status = desired_status(&app, &seen(&rolling), now(10));
         assert_eq!(kstatus(&status), ("True".into(), "False".into()));
@@ -404,6 +427,10 @@ mod tests {
         let stalled = failed(true);
         assert_eq!(kstatus(&stalled), ("False".into(), "True".into()));
         assert_eq!(condition(&stalled, STALLED).message, "what went wrong");
-        assert_eq!(kstatus(&failed(false)), ("True".into(), "False".into()), "a retry is still progress");
+        assert_eq!(
+            kstatus(&failed(false)),
+            ("True".into(), "False".into()),
+            "a retry is still progress"
+        );
     }
 }
