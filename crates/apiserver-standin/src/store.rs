@@ -181,6 +181,7 @@ impl Store {
             return Err(ApiError::not_found(rt, name));
         }
         let before = old.clone().unwrap_or_else(|| json!({}));
+        let applying = matches!(write, Write::Apply { .. });
         let mut object = match write {
             Write::Update { object } => object,
             Write::Apply { config, force } => ownership
@@ -194,7 +195,11 @@ impl Store {
         if old.as_ref() == Some(&object) {
             return Ok(object);
         }
-        ownership.update(&before, &object, manager);
+        // An applier owns what it applied, not the defaults the server filled
+        // in around it (a partition of 0, say), as on the real API server.
+        if !applying {
+            ownership.update(&before, &object, manager);
+        }
         if let Some(old) = &old {
             let spec_changed = old.get("spec") != object.get("spec");
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
