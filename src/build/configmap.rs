@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use sha2::{Digest, Sha256};
 
 use super::{BuildError, app_name, child_meta, config_map_name};
 use crate::resource::VisitCounterApp;
@@ -27,6 +28,23 @@ pub fn desired_config_map(app: &VisitCounterApp) -> Result<ConfigMap, BuildError
         data: Some(data),
         ..ConfigMap::default()
     })
+}
+
+/// SHA-256 of a ConfigMap's data, as `sha256:<hex>`: the pod template carries
+/// it, so a change of the config rolls the pods and an unchanged config never
+/// does. Each key and value is length-prefixed, so no two different maps give
+/// the same input.
+pub fn config_checksum(config_map: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in config_map.data.iter().flatten() {
+        for part in [key, value] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 #[cfg(test)]
@@ -63,5 +81,35 @@ mod tests {
         let mut app = app("web", json!({}));
         app.spec.config.json = json!([1, 2]);
         assert_eq!(desired_config_map(&app), Err(BuildError::ConfigNotAnObject));
+    }
+
+    #[test]
+    fn the_checksum_follows_the_config_and_only_the_config() {
+        let base = json!({"replicas": 2, "config": {"json": {"a": 1}, "env": [{"name": "K", "value": "v"}]}});
+        let checksum = |spec: serde_json::Value| config_checksum(&desired_config_map(&app("web", spec)).unwrap());
+        let first = checksum(base.clone());
+        assert!(first.starts_with("sha256:") && first.len() == 7 + 64, "{first}");
+        let mut scaled = base.clone();
+        scaled["replicas"] = json!(5);
+        scaled["image"] = json!("other:1");
+        assert_eq!(checksum(scaled), first, "only the config counts");
+        let mut json_changed = base.clone();
+        json_changed["config"]["json"]["a"] = json!(2);
+        assert_ne!(checksum(json_changed), first);
+        let mut env_changed = base.clone();
+        env_changed["config"]["env"][0]["value"] = json!("w");
+        assert_ne!(checksum(env_changed), first);
+        let mut env_renamed = base;
+        env_renamed["config"]["env"][0]["name"] = json!("K2");
+        assert_ne!(checksum(env_renamed), first);
+    }
+
+    #[test]
+    fn keys_and_values_cannot_run_together() {
+        let map = |pairs: &[(&str, &str)]| ConfigMap {
+            data: Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            ..ConfigMap::default()
+        };
+        assert_ne!(config_checksum(&map(&[("ab", "c")])), config_checksum(&map(&[("a", "bc")])));
     }
 }

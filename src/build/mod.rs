@@ -16,9 +16,9 @@ use kube::Resource;
 
 use crate::resource::VisitCounterApp;
 
-pub use configmap::{CONFIG_JSON_KEY, desired_config_map};
+pub use configmap::{CONFIG_JSON_KEY, config_checksum, desired_config_map};
 pub use service::{desired_headless_service, desired_service};
-pub use statefulset::{CONFIG_MOUNT_PATH, DATA_VOLUME, desired_statefulset};
+pub use statefulset::{CONFIG_CHECKSUM_ANNOTATION, CONFIG_MOUNT_PATH, DATA_VOLUME, desired_statefulset};
 
 /// Image of the apps whose spec names none: this operator's own image, which
 /// runs `visitcounter serve`.

@@ -23,8 +23,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    BuildError, BuildSettings, CONFIG_JSON_KEY, app_name, child_meta, common_labels, config_map_name,
-    headless_service_name, selector_labels,
+    BuildError, BuildSettings, CONFIG_JSON_KEY, app_name, child_meta, common_labels, config_checksum, config_map_name,
+    desired_config_map, headless_service_name, selector_labels,
 };
 use crate::resource::{
     ComputeResources, HttpProbe, LIVENESS_PATH, READINESS_PATH, UpdateStrategyType, VisitCounterApp,
@@ -37,6 +37,8 @@ pub const CONFIG_MOUNT_PATH: &str = "/config.json";
 const CONFIG_VOLUME: &str = "config";
 /// The non-root user and group the app runs as, and that owns its volume.
 const APP_UID: i64 = 65532;
+/// Pod template annotation with the checksum of the app's ConfigMap data.
+pub const CONFIG_CHECKSUM_ANNOTATION: &str = "visitcounter.dev/config-checksum";
 
 /// The app's StatefulSet.
 pub fn desired_statefulset(app: &VisitCounterApp, settings: &BuildSettings) -> Result<StatefulSet, BuildError> {
@@ -72,7 +74,7 @@ pub fn desired_statefulset(app: &VisitCounterApp, settings: &BuildSettings) -> R
                 when_deleted: Some(retention.when_deleted.as_str().into()),
                 when_scaled: Some(retention.when_scaled.as_str().into()),
             }),
-            template: pod_template(app, settings, name),
+            template: pod_template(app, settings, name, config_checksum(&desired_config_map(app)?)),
             volume_claim_templates: Some(vec![volume_claim_template(app, name)]),
             ..StatefulSetSpec::default()
         }),
@@ -80,14 +82,17 @@ pub fn desired_statefulset(app: &VisitCounterApp, settings: &BuildSettings) -> R
     })
 }
 
-fn pod_template(app: &VisitCounterApp, settings: &BuildSettings, name: &str) -> PodTemplateSpec {
+fn pod_template(app: &VisitCounterApp, settings: &BuildSettings, name: &str, config_checksum: String) -> PodTemplateSpec {
     let spec = &app.spec;
     let mut labels = spec.pod_labels.clone();
     labels.extend(common_labels(name));
+    // The checksum wins over a pod annotation of the same key.
+    let mut annotations = spec.pod_annotations.clone();
+    annotations.insert(CONFIG_CHECKSUM_ANNOTATION.into(), config_checksum);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
-            annotations: (!spec.pod_annotations.is_empty()).then(|| spec.pod_annotations.clone()),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
@@ -392,6 +397,21 @@ mod tests {
         assert_eq!(container_of(&spec).image.as_deref(), Some("example/counter:9"));
         let spec = sts(json!({"image": "lnsfna/app_go:latest"}));
         assert_eq!(container_of(&spec).image.as_deref(), Some("lnsfna/app_go:latest"));
+    }
+
+    #[test]
+    fn the_template_carries_the_config_maps_checksum_over_a_pod_annotation() {
+        let app = app(
+            "web",
+            json!({"config": {"json": {"a": 1}}, "podAnnotations": {"team": "x", CONFIG_CHECKSUM_ANNOTATION: "mine"}}),
+        );
+        let spec = desired_statefulset(&app, &BuildSettings::default()).unwrap().spec.unwrap();
+        let annotations = spec.template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(
+            annotations[CONFIG_CHECKSUM_ANNOTATION],
+            config_checksum(&desired_config_map(&app).unwrap())
+        );
+        assert_eq!(annotations["team"], "x");
     }
 
     #[test]
