@@ -18,11 +18,11 @@ use super::{
     apply::{apply_child, delete_statefulset_orphaning, record, write_status},
     error::is_refusal,
     plan::{DesiredChild, Step, plan},
-    status::{Failure, Observed, desired_status, same_status},
+    status::{Failure, Observed, PAUSED, desired_status, same_status},
 };
 use crate::{
     build::{Children, desired_children},
-    resource::{API_VERSION, KIND, VisitCounterApp},
+    resource::{API_VERSION, KIND, PAUSED_ANNOTATION, VisitCounterApp},
 };
 
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -105,6 +105,49 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     if app.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
+    }
+    let was_paused = app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == PAUSED && c.status == "True"));
+    if app.is_paused() {
+        if !was_paused {
+            record(
+                &ctx.recorder,
+                app,
+                EventType::Normal,
+                "Paused",
+                format!("{PAUSED_ANNOTATION} is \"true\": the operator changes nothing until it is removed"),
+                None,
+                &ctx.metrics,
+            )
+            .await;
+        }
+        let (stateful_set, service) = cached_children(app, ctx);
+        let status = desired_status(
+            app,
+            &Observed {
+                stateful_set: stateful_set.as_ref(),
+                service: service.as_ref(),
+                paused: true,
+                ..Observed::default()
+            },
+            Time(Timestamp::now()),
+        );
+        update_status(app, status, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    if was_paused {
+        record(
+            &ctx.recorder,
+            app,
+            EventType::Normal,
+            "Resumed",
+            format!("{PAUSED_ANNOTATION} was removed: reconciling again"),
+            None,
+            &ctx.metrics,
+        )
+        .await;
     }
     let namespace = app.namespace().unwrap_or_default();
     validate(app, ctx)?;
@@ -218,6 +261,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
             stateful_set: stateful_set.as_ref(),
             service: service.as_ref(),
             failure: None,
+            paused: false,
         },
         Time(Timestamp::now()),
     );
@@ -316,6 +360,22 @@ async fn update_status(
     Ok(())
 }
 
+/// The app's StatefulSet and Service as the watch caches hold them.
+fn cached_children(app: &VisitCounterApp, ctx: &Context) -> (Option<StatefulSet>, Option<Service>) {
+    use kube::runtime::reflector::ObjectRef;
+    let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    (
+        ctx.caches
+            .stateful_sets
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .and_then(|s| s.typed()),
+        ctx.caches
+            .services
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .and_then(|s| s.typed()),
+    )
+}
+
 /// Makes a failure visible: a Warning Event and the `Degraded` condition.
 async fn report_failure(app: &VisitCounterApp, error: &Error, ctx: &Context) {
     let message = error.to_string();
@@ -330,26 +390,18 @@ async fn report_failure(app: &VisitCounterApp, error: &Error, ctx: &Context) {
         &ctx.metrics,
     )
     .await;
-    let namespace = app.namespace().unwrap_or_default();
-    let name = app.name_any();
-    let stateful_set = ctx
-        .caches
-        .stateful_sets
-        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace));
-    let service = ctx
-        .caches
-        .services
-        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace));
+    let (stateful_set, service) = cached_children(app, ctx);
     let status = desired_status(
         app,
         &Observed {
-            stateful_set: stateful_set.and_then(|s| s.typed()).as_ref(),
-            service: service.and_then(|s| s.typed()).as_ref(),
+            stateful_set: stateful_set.as_ref(),
+            service: service.as_ref(),
             failure: Some(Failure {
                 reason: error.reason(),
                 message,
                 stalled: error.stalls(),
             }),
+            paused: false,
         },
         Time(Timestamp::now()),
     );

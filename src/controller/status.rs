@@ -8,7 +8,7 @@ use k8s_openapi::{
 
 use crate::{
     build::selector_string,
-    resource::{UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
+    resource::{PAUSED_ANNOTATION, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
 };
 
 pub const READY: &str = "Ready";
@@ -19,6 +19,8 @@ pub const DEGRADED: &str = "Degraded";
 /// `Stalled` when only a person can unblock the app.
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// Present, and True, only while the app is paused by its annotation.
+pub const PAUSED: &str = "Paused";
 
 /// Why the reconcile failed.
 #[derive(Debug)]
@@ -38,6 +40,9 @@ pub struct Observed<'a> {
     pub service: Option<&'a Service>,
     /// The failure of this reconcile.
     pub failure: Option<Failure>,
+    /// The app is paused (`visitcounter.dev/paused: "true"`): nothing was
+    /// applied.
+    pub paused: bool,
 }
 
 struct Cond {
@@ -157,9 +162,21 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         )
     };
 
-    let (reconciling, stalled) = kstatus(&progressing, observed.failure.as_ref());
+    let (mut reconciling, stalled) = kstatus(&progressing, observed.failure.as_ref());
+    let paused = observed.paused.then(|| {
+        // kstatus would read Reconciling as "still in progress" for as long as
+        // the pause lasts; a paused app is as settled as it will get.
+        reconciling = Cond::new(RECONCILING, false, "Paused", "reconciling is paused".into());
+        Cond::new(
+            PAUSED,
+            true,
+            "PausedByAnnotation",
+            format!("the operator changes nothing while the app has {PAUSED_ANNOTATION}: \"true\"; remove it to resume"),
+        )
+    });
     let conditions = [ready_cond, progressing, degraded, reconciling, stalled]
         .into_iter()
+        .chain(paused)
         .map(|c| c.into_condition(&previous.conditions, generation, &now))
         .collect();
     let node_port = observed
@@ -432,5 +449,24 @@ mod tests {
             ("True".into(), "False".into()),
             "a retry is still progress"
         );
+    }
+
+    #[test]
+    fn a_paused_app_says_so_and_is_not_reconciling() {
+        let app = app("web", json!({"replicas": 3}));
+        let rolling = sts(2, Some(2), 3, 1);
+        let observed = Observed {
+            stateful_set: Some(&rolling),
+            paused: true,
+            ..Default::default()
+        };
+        let status = desired_status(&app, &observed, now(10));
+        let paused = condition(&status, PAUSED);
+        assert_eq!(paused.status, "True");
+        assert!(paused.message.contains("visitcounter.dev/paused"), "{}", paused.message);
+        assert_eq!(condition(&status, RECONCILING).status, "False");
+        assert_eq!(condition(&status, PROGRESSING).reason, "WaitingForPods", "the pods are still reported");
+        let resumed = desired_status(&app, &seen(&rolling), now(20));
+        assert!(resumed.conditions.iter().all(|c| c.type_ != PAUSED), "gone once resumed");
     }
 }

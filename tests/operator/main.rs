@@ -3,6 +3,7 @@
 //! stand-in holds and the requests it answered.
 
 mod harness;
+mod day2;
 mod leadership;
 mod rbac;
 #[path = "../support/mod.rs"]
