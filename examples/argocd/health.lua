@@ -1,7 +1,8 @@
 -- Argo CD health check for visitcounter.dev/VisitCounterApp.
 -- Healthy only when the operator has seen the current generation and says
 -- Ready; Degraded when it reports Stalled (only a person can unblock it) or
--- Degraded; Progressing otherwise, with the operator's own message.
+-- Degraded; Suspended while paused (visitcounter.dev/paused: "true");
+-- Progressing otherwise, with the operator's own message.
 local hs = {status = "Progressing", message = "Waiting for the operator to report a status"}
 
 local function condition(conditions, type_)
@@ -24,6 +25,12 @@ if generation ~= nil and (observed == nil or observed < generation) then
 end
 
 local conditions = obj.status.conditions
+local paused = condition(conditions, "Paused")
+if paused ~= nil and paused.status == "True" then
+  hs.status = "Suspended"
+  hs.message = paused.message or paused.reason
+  return hs
+end
 local stalled = condition(conditions, "Stalled")
 local degraded = condition(conditions, "Degraded")
 local ready = condition(conditions, "Ready")
