@@ -92,6 +92,10 @@ pub struct OperatorArgs {
     /// Image of apps whose spec names none.
     #[arg(long, value_name = "IMAGE", env = "VISITCOUNTER_DEFAULT_IMAGE", default_value = DEFAULT_APP_IMAGE)]
     pub default_image: String,
+    /// Seconds between asking each app's ready pods for their /visits, for
+    /// status.visits; 0 never asks.
+    #[arg(long, env = "VISITCOUNTER_VISITS_INTERVAL_SECONDS", default_value_t = 30)]
+    pub visits_interval_seconds: u64,
     /// Log format.
     #[arg(long, env = "VISITCOUNTER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -213,6 +217,8 @@ async fn run_operator(args: OperatorArgs) -> Result<(), CliError> {
                 default_image: args.default_image,
             },
             instance: Some(identity),
+            visits_interval: (args.visits_interval_seconds > 0)
+                .then(|| Duration::from_secs(args.visits_interval_seconds)),
         },
         admin_address: Some(args.admin_address),
         lease,

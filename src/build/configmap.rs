@@ -110,6 +110,9 @@ mod tests {
             data: Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
             ..ConfigMap::default()
         };
-        assert_ne!(config_checksum(&map(&[("ab", "c")])), config_checksum(&map(&[("a", "bc")])));
+        assert_ne!(
+            config_checksum(&map(&[("ab", "c")])),
+            config_checksum(&map(&[("a", "bc")]))
+        );
     }
 }

@@ -93,13 +93,16 @@ pub fn config_map_name(app: &str) -> String {
     format!("{app}-config")
 }
 
+/// The label that names the app on each of its children and pods.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
 /// Labels that never change for the life of the app: the StatefulSet selector
 /// and the Services' selectors use these and nothing else, because a
 /// StatefulSet's selector is immutable.
 pub fn selector_labels(app: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), APP_NAME_LABEL_VALUE.to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), app.to_owned()),
+        (INSTANCE_LABEL.to_owned(), app.to_owned()),
     ])
 }
 

@@ -82,7 +82,12 @@ pub fn desired_statefulset(app: &VisitCounterApp, settings: &BuildSettings) -> R
     })
 }
 
-fn pod_template(app: &VisitCounterApp, settings: &BuildSettings, name: &str, config_checksum: String) -> PodTemplateSpec {
+fn pod_template(
+    app: &VisitCounterApp,
+    settings: &BuildSettings,
+    name: &str,
+    config_checksum: String,
+) -> PodTemplateSpec {
     let spec = &app.spec;
     let mut labels = spec.pod_labels.clone();
     labels.extend(common_labels(name));
@@ -405,7 +410,10 @@ mod tests {
             "web",
             json!({"config": {"json": {"a": 1}}, "podAnnotations": {"team": "x", CONFIG_CHECKSUM_ANNOTATION: "mine"}}),
         );
-        let spec = desired_statefulset(&app, &BuildSettings::default()).unwrap().spec.unwrap();
+        let spec = desired_statefulset(&app, &BuildSettings::default())
+            .unwrap()
+            .spec
+            .unwrap();
         let annotations = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(
             annotations[CONFIG_CHECKSUM_ANNOTATION],

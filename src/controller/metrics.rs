@@ -23,6 +23,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub namespace: String,
+    pub app: String,
+}
+
 /// The operator's metrics, in their own registry.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +41,10 @@ pub struct Metrics {
     pub writes: Family<KindLabel, Counter>,
     /// 1 while this replica holds the lease and reconciles.
     pub leader: Gauge<i64, AtomicI64>,
+    /// Each app's visits, summed over the pods that answered.
+    visits: Family<AppLabels, Gauge<i64, AtomicI64>>,
+    /// 1 when every pod of the app answered, so `visits` is the whole count.
+    visits_complete: Family<AppLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -67,6 +77,18 @@ impl Metrics {
             writes.clone(),
         );
         registry.register("leader", "1 while this replica holds the lease", leader.clone());
+        let visits = Family::<AppLabels, Gauge<i64, AtomicI64>>::default();
+        let visits_complete = Family::<AppLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "app_visits",
+            "Visits of an app, summed over the pods that answered /visits",
+            visits.clone(),
+        );
+        registry.register(
+            "app_visits_complete",
+            "1 when every pod of the app answered, so app_visits is its whole count",
+            visits_complete.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -75,6 +97,8 @@ impl Metrics {
             apps,
             writes,
             leader,
+            visits,
+            visits_complete,
         }
     }
 
@@ -88,6 +112,25 @@ impl Metrics {
 
     pub fn wrote(&self, kind: &str) {
         self.writes.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    pub fn set_visits(&self, namespace: &str, app: &str, total: i64, complete: bool) {
+        let labels = AppLabels {
+            namespace: namespace.into(),
+            app: app.into(),
+        };
+        self.visits.get_or_create(&labels).set(total);
+        self.visits_complete.get_or_create(&labels).set(i64::from(complete));
+    }
+
+    /// Drops the visit gauges of an app that is gone.
+    pub fn forget_visits(&self, namespace: &str, app: &str) {
+        let labels = AppLabels {
+            namespace: namespace.into(),
+            app: app.into(),
+        };
+        self.visits.remove(&labels);
+        self.visits_complete.remove(&labels);
     }
 
     pub fn reconciles(&self) -> u64 {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod plan;
 mod reconcile;
 pub mod status;
+pub mod visits;
 
 use std::{
     collections::HashMap,
@@ -28,7 +29,7 @@ use std::{
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Service},
+    core::v1::{ConfigMap, Pod, PodStatus, Service},
 };
 use kube::{
     Api, Client,
@@ -75,6 +76,8 @@ pub struct ControllerSettings {
     pub build: BuildSettings,
     /// This replica's name in Events (its pod name).
     pub instance: Option<String>,
+    /// How often each app's pods are asked for their visits; never when `None`.
+    pub visits_interval: Option<Duration>,
 }
 
 impl Default for ControllerSettings {
@@ -85,6 +88,7 @@ impl Default for ControllerSettings {
             resync: Duration::from_secs(300),
             build: BuildSettings::default(),
             instance: None,
+            visits_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -309,6 +313,13 @@ pub async fn run(
         failures: Mutex::default(),
         settings,
     });
+    let visits = ctx.settings.visits_interval.map(|interval| {
+        let (pods, pod_stream) = pod_watch(&ctx.client, ns);
+        let poller = visits::Poller::new(ctx.client.clone(), apps.clone(), pods, ctx.metrics.clone());
+        tokio::spawn(async move {
+            tokio::join!(pod_stream.for_each(|_| async {}), poller.run(interval));
+        })
+    });
     let ready = Arc::new(ready);
     let readiness = {
         let (apps, caches, ready) = (apps.clone(), caches.clone(), ready.clone());
@@ -339,5 +350,42 @@ pub async fn run(
         })
         .await;
     readiness.abort();
+    if let Some(visits) = visits {
+        visits.abort();
+    }
     ready(false);
+}
+
+/// A watch cache of the apps' pods, for the visits poller, holding only what
+/// it reads: name, labels, IP and readiness.
+fn pod_watch(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<Pod>,
+    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default()
+        .labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"))
+        .page_size(LIST_PAGE_SIZE);
+    let stream = reflector::reflector(
+        writer,
+        watcher(scoped::<Pod>(client, namespace), config).modify(|pod| {
+            pod.metadata.managed_fields = None;
+            pod.metadata.annotations = None;
+            pod.metadata.owner_references = None;
+            pod.spec = None;
+            if let Some(status) = pod.status.as_mut() {
+                *status = PodStatus {
+                    pod_ip: status.pod_ip.take(),
+                    conditions: status.conditions.take(),
+                    ..PodStatus::default()
+                };
+            }
+        }),
+    )
+    .default_backoff()
+    .touched_objects();
+    (reader, without_errors(stream))
 }

@@ -171,7 +171,9 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             PAUSED,
             true,
             "PausedByAnnotation",
-            format!("the operator changes nothing while the app has {PAUSED_ANNOTATION}: \"true\"; remove it to resume"),
+            format!(
+                "the operator changes nothing while the app has {PAUSED_ANNOTATION}: \"true\"; remove it to resume"
+            ),
         )
     });
     let conditions = [ready_cond, progressing, degraded, reconciling, stalled]
@@ -200,6 +202,8 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         selector: Some(selector_string(name)),
         node_port,
         conditions,
+        // Written apart, by the visits poller (`visits.rs`).
+        visits: None,
     }
 }
 
@@ -269,10 +273,12 @@ impl Cond {
     }
 }
 
-/// Whether two statuses say the same thing (the conditions' times aside).
+/// Whether two statuses say the same thing (the conditions' times aside, and
+/// `visits`, which the reconcile does not write).
 pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool {
     let strip = |s: &VisitCounterAppStatus| {
         let mut s = s.clone();
+        s.visits = None;
         for c in &mut s.conditions {
             c.last_transition_time = Time(Default::default());
         }
@@ -465,8 +471,15 @@ mod tests {
         assert_eq!(paused.status, "True");
         assert!(paused.message.contains("visitcounter.dev/paused"), "{}", paused.message);
         assert_eq!(condition(&status, RECONCILING).status, "False");
-        assert_eq!(condition(&status, PROGRESSING).reason, "WaitingForPods", "the pods are still reported");
+        assert_eq!(
+            condition(&status, PROGRESSING).reason,
+            "WaitingForPods",
+            "the pods are still reported"
+        );
         let resumed = desired_status(&app, &seen(&rolling), now(20));
-        assert!(resumed.conditions.iter().all(|c| c.type_ != PAUSED), "gone once resumed");
+        assert!(
+            resumed.conditions.iter().all(|c| c.type_ != PAUSED),
+            "gone once resumed"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The status of a `VisitCounterApp`, as observed from its StatefulSet and Service.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -39,4 +39,40 @@ pub struct VisitCounterAppStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,
+    /// The visit count, read from each ready pod's `/visits` at the operator's
+    /// `--visits-interval-seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visits: Option<VisitsStatus>,
+}
+
+/// The app's visits, summed over its pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VisitsStatus {
+    /// The sum over the pods that answered. A pod that did not is left out,
+    /// never counted as zero: see `complete`.
+    pub total: i64,
+    /// Whether every pod of the app answered, so `total` is the app's count.
+    pub complete: bool,
+    /// Each pod: its count, or why it has none.
+    #[serde(default)]
+    pub pods: Vec<PodVisits>,
+    /// When the pods were asked and gave these counts (not rewritten while the
+    /// counts stay the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
+}
+
+/// One pod's visits.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodVisits {
+    /// The pod's name.
+    pub name: String,
+    /// Its count, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visits: Option<i64>,
+    /// Why it has no count: not ready, unreachable, or a bad answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

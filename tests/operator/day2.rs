@@ -102,7 +102,11 @@ async fn a_paused_app_is_left_alone_until_the_annotation_goes() {
     cluster.patch_spec("web", json!({"replicas": 4})).await;
     // Give the operator time to (wrongly) act on the change.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(cluster.sts("web").unwrap()["spec"]["replicas"], 2, "a paused app is not scaled");
+    assert_eq!(
+        cluster.sts("web").unwrap()["spec"]["replicas"],
+        2,
+        "a paused app is not scaled"
+    );
     assert_eq!(cluster.standin.writes_to("statefulsets").len(), writes);
     assert!(cluster.events("web").iter().any(|e| e.1 == "Paused"));
     let (status, _, message) = cluster.condition("web", "Paused").unwrap();
@@ -114,7 +118,10 @@ async fn a_paused_app_is_left_alone_until_the_annotation_goes() {
         cluster.sts("web").unwrap()["spec"]["replicas"] == 4 && cluster.is_ready("web")
     })
     .await;
-    assert!(cluster.condition("web", "Paused").is_none(), "the Paused condition is gone");
+    assert!(
+        cluster.condition("web", "Paused").is_none(),
+        "the Paused condition is gone"
+    );
     assert!(cluster.events("web").iter().any(|e| e.1 == "Resumed"));
     operator.stop().await.unwrap();
 }
@@ -140,7 +147,10 @@ async fn a_partition_set_by_another_tool_is_not_fought_over() {
         .unwrap();
     let writes = cluster.standin.writes_to("statefulsets").len();
     let reconciles = operator.metrics.reconciles();
-    wait_until("a few resyncs", WAIT, || operator.metrics.reconciles() >= reconciles + 5).await;
+    wait_until("a few resyncs", WAIT, || {
+        operator.metrics.reconciles() >= reconciles + 5
+    })
+    .await;
     assert_eq!(
         cluster.standin.writes_to("statefulsets").len(),
         writes,

@@ -2,12 +2,13 @@
 //! in-process stand-in for the API server. Each test asserts on the state the
 //! stand-in holds and the requests it answered.
 
-mod harness;
 mod day2;
+mod harness;
 mod leadership;
 mod rbac;
 #[path = "../support/mod.rs"]
 mod support;
+mod visits;
 
 use std::time::Duration;
 

@@ -63,6 +63,7 @@ async fn every_api_access_of_the_operator() {
         ("visitcounter.dev", "visitcounterapps/status", "patch"),
         ("apps", "statefulsets", "create"),
         ("apps", "statefulsets", "delete"),
+        ("", "pods", "watch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
         ("coordination.k8s.io", "leases", "create"),

@@ -56,9 +56,14 @@ impl Fixture {
 
 /// `visitcounter serve` with the given data dir and config, stderr captured.
 pub fn serve_command(data_dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Command {
+    serve_command_at("127.0.0.1", data_dir, config, port, extra)
+}
+
+/// `visitcounter serve` listening on `host` (any of 127.0.0.0/8 on Linux).
+pub fn serve_command_at(host: &str, data_dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_visitcounter"));
     command
-        .args(["serve", "--listen", "127.0.0.1", "--port", &port.to_string()])
+        .args(["serve", "--listen", host, "--port", &port.to_string()])
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--config")
@@ -74,6 +79,7 @@ pub fn serve_command(data_dir: &Path, config: &Path, port: u16, extra: &[&str]) 
 /// A running server.
 pub struct Server {
     pub child: Child,
+    pub host: String,
     pub port: u16,
 }
 
@@ -87,7 +93,26 @@ impl Server {
         let child = serve_command(&fixture.data_dir(), &fixture.config(), port, extra)
             .spawn()
             .unwrap();
-        let server = Self { child, port };
+        let server = Self {
+            child,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// A server on `host:port`, as a pod at that IP would be.
+    pub async fn start_at(fixture: &Fixture, host: &str, port: u16) -> Self {
+        let child = serve_command_at(host, &fixture.data_dir(), &fixture.config(), port, &[])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            host: host.into(),
+            port,
+        };
         server.wait_ready().await;
         server
     }
@@ -96,7 +121,7 @@ impl Server {
         let client = client();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok((200, _)) = get(&client, self.port, "/readyz").await {
+            if let Ok((200, _)) = get_at(&client, &self.host, self.port, "/readyz").await {
                 return;
             }
             assert!(
@@ -136,7 +161,12 @@ impl Drop for Server {
 
 /// GET `path`; the status and body.
 pub async fn get(client: &HttpClient, port: u16, path: &str) -> Result<(u16, String), String> {
-    let uri: hyper::Uri = format!("http://127.0.0.1:{port}{path}").parse().unwrap();
+    get_at(client, "127.0.0.1", port, path).await
+}
+
+/// GET `path` from `host:port`; the status and body.
+pub async fn get_at(client: &HttpClient, host: &str, port: u16, path: &str) -> Result<(u16, String), String> {
+    let uri: hyper::Uri = format!("http://{host}:{port}{path}").parse().unwrap();
     let response = client.get(uri).await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let body = response

@@ -301,13 +301,22 @@ pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
             "statefulset-controller",
             false,
         );
+        // The kubelet's part: phase and readiness; an IP a test gave stays.
+        let mut status = store
+            .objects
+            .get(&pod_key)
+            .map(|e| e.object["status"].clone())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        status["phase"] = json!(phase);
+        status["conditions"] = json!([{"type": "Ready", "status": if phase == "Running" { "True" } else { "False" }}]);
         let _ = store.write(
             pods_rt,
             &namespace,
             &pod_name,
             Some("status"),
             Write::Update {
-                object: json!({"status": {"phase": phase}}),
+                object: json!({"status": status}),
             },
             "kubelet",
             false,
