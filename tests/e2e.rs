@@ -26,11 +26,11 @@ use kube::{
 };
 use serde_json::json;
 use visitcounter::{
-    build::DEFAULT_APP_IMAGE,
+    build::{CONFIG_CHECKSUM_ANNOTATION, DEFAULT_APP_IMAGE},
     controller::{ControllerSettings, Metrics},
     crd,
     operator::{Operator, OperatorSettings},
-    resource::{API_VERSION, KIND, VisitCounterApp},
+    resource::{API_VERSION, KIND, PAUSED_ANNOTATION, VisitCounterApp},
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -149,6 +149,9 @@ async fn scenarios(env: &Env) {
             namespace: Some(env.ns.clone()),
             resync: Duration::from_secs(2),
             instance: Some("e2e".into()),
+            // Pod IPs are not reachable from outside the cluster, where this
+            // test runs; and the resync check below counts every write.
+            visits_interval: None,
             ..ControllerSettings::default()
         },
         admin_address: None,
@@ -215,6 +218,100 @@ async fn scenarios(env: &Env) {
                 .is_some_and(|j| j.contains("teal"))
         })
     })
+    .await;
+
+    // Day 2: the config's checksum rolls the pods; a re-apply does not.
+    let checksum = || async {
+        stateful_sets.get("web").await.ok().and_then(|s| {
+            s.spec?
+                .template
+                .metadata?
+                .annotations?
+                .get(CONFIG_CHECKSUM_ANNOTATION)
+                .cloned()
+        })
+    };
+    eventually("the template carries the new config's checksum", || async {
+        checksum().await.is_some()
+    })
+    .await;
+    let teal = checksum().await;
+    env.apply_app(
+        "web",
+        json!({"replicas": 3, "image": image, "config": {"json": {"color": "teal"}}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(checksum().await, teal, "the same config changed the template");
+    env.apply_app(
+        "web",
+        json!({"replicas": 3, "image": image, "config": {"json": {"color": "plum"}}}),
+    )
+    .await;
+    eventually("a new config changes the checksum", || async {
+        checksum().await != teal
+    })
+    .await;
+
+    // A partition another field manager sets is left alone.
+    stateful_sets
+        .patch(
+            "web",
+            &PatchParams::apply("rollout-tool"),
+            &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}})),
+        )
+        .await
+        .expect("no conflict: the operator does not own an unset partition");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let partition = stateful_sets
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .update_strategy
+        .unwrap();
+    assert_eq!(partition.rolling_update.and_then(|r| r.partition), Some(2));
+
+    // Paused: spec changes wait for the annotation to go.
+    let apps = env.api::<VisitCounterApp>();
+    let annotate = |value: serde_json::Value| {
+        let apps = apps.clone();
+        async move {
+            apps.patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {PAUSED_ANNOTATION: value}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    annotate(json!("true")).await;
+    eventually("the status says paused", || async {
+        env.condition("web", "Paused").await.is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    env.apply_app(
+        "web",
+        json!({"replicas": 4, "image": image, "config": {"json": {"color": "plum"}}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stateful_sets.get("web").await.unwrap().spec.unwrap().replicas, Some(3));
+    annotate(serde_json::Value::Null).await;
+    eventually("resumed, the scale goes through", || async {
+        stateful_sets
+            .get("web")
+            .await
+            .is_ok_and(|s| s.spec.unwrap_or_default().replicas == Some(4))
+    })
+    .await;
+    env.apply_app(
+        "web",
+        json!({"replicas": 3, "image": image, "config": {"json": {"color": "teal"}}}),
+    )
     .await;
 
     config_maps
