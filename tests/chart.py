@@ -27,6 +27,7 @@ import tempfile
 import helm_python as helm
 import kubernetes_validate
 import yaml
+from checks import Checks
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "visitcounter-operator"
@@ -79,19 +80,6 @@ CHECKOV_ACCEPTED = {
 # The rendered kinds that are not Kubernetes' own, so kubernetes-validate has
 # no schema for them.
 FOREIGN_KINDS = {"ServiceMonitor"}
-
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = []
-
-    def check(self, ok, what):
-        if ok:
-            self.passed += 1
-        else:
-            self.failed.append(what)
-        return ok
 
 
 def render(values):
@@ -327,10 +315,7 @@ def main():
     check_bad_values(checks)
     checkov(checks, rendered_by_label)
 
-    for failure in checks.failed:
-        print(f"FAILED {failure}")
-    print(f"chart: {checks.passed} passed, {len(checks.failed)} failed")
-    return 1 if checks.failed else 0
+    return checks.report("chart")
 
 
 if __name__ == "__main__":

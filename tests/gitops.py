@@ -19,25 +19,13 @@ import sys
 
 import jsonschema
 import yaml
+from checks import Checks
 from lupa import lua51
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 ARGOCD = EXAMPLES / "argocd"
 HEALTH_KEY = "resource.customizations.health.visitcounter.dev_VisitCounterApp"
-
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = []
-
-    def check(self, ok, what):
-        if ok:
-            self.passed += 1
-        else:
-            self.failed.append(what)
-        return ok
 
 
 def app_examples():
@@ -126,10 +114,7 @@ def main():
     checks = Checks()
     check_kustomization(checks)
     check_argocd(checks)
-    for failure in checks.failed:
-        print(f"FAILED {failure}")
-    print(f"gitops: {checks.passed} passed, {len(checks.failed)} failed")
-    return 1 if checks.failed else 0
+    return checks.report("gitops")
 
 
 if __name__ == "__main__":

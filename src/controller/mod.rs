@@ -215,6 +215,7 @@ where
 fn child_watch<K>(
     client: &Client,
     namespace: Option<&str>,
+    mut strip: impl FnMut(&mut K) + Send + 'static,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -236,7 +237,10 @@ where
     // part of every object.
     let stream = reflector::reflector(
         writer,
-        watcher(scoped::<K>(client, namespace), config).modify(|object| object.meta_mut().managed_fields = None),
+        watcher(scoped::<K>(client, namespace), config).modify(move |object| {
+            object.meta_mut().managed_fields = None;
+            strip(object);
+        }),
     )
     .default_backoff()
     .touched_objects();
@@ -289,9 +293,9 @@ pub async fn run(
     .default_backoff()
     .applied_objects();
     let app_stream = without_errors(app_stream);
-    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns);
-    let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns);
-    let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns);
+    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns, |_| {});
+    let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns, |_| {});
+    let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns, |_| {});
     let caches = ChildCaches {
         stateful_sets,
         services,
@@ -314,7 +318,8 @@ pub async fn run(
         settings,
     });
     let visits = ctx.settings.visits_interval.map(|interval| {
-        let (pods, pod_stream) = pod_watch(&ctx.client, ns);
+        // The visits poller reads only the pods' names, labels, IPs and readiness.
+        let (pods, pod_stream) = child_watch::<Pod>(&ctx.client, ns, strip_pod);
         let poller = visits::Poller::new(ctx.client.clone(), apps.clone(), pods, ctx.metrics.clone());
         tokio::spawn(async move {
             tokio::join!(pod_stream.for_each(|_| async {}), poller.run(interval));
@@ -356,36 +361,17 @@ pub async fn run(
     ready(false);
 }
 
-/// A watch cache of the apps' pods, for the visits poller, holding only what
-/// it reads: name, labels, IP and readiness.
-fn pod_watch(
-    client: &Client,
-    namespace: Option<&str>,
-) -> (
-    Store<Pod>,
-    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
-) {
-    let (reader, writer) = reflector::store();
-    let config = watcher::Config::default()
-        .labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"))
-        .page_size(LIST_PAGE_SIZE);
-    let stream = reflector::reflector(
-        writer,
-        watcher(scoped::<Pod>(client, namespace), config).modify(|pod| {
-            pod.metadata.managed_fields = None;
-            pod.metadata.annotations = None;
-            pod.metadata.owner_references = None;
-            pod.spec = None;
-            if let Some(status) = pod.status.as_mut() {
-                *status = PodStatus {
-                    pod_ip: status.pod_ip.take(),
-                    conditions: status.conditions.take(),
-                    ..PodStatus::default()
-                };
-            }
-        }),
-    )
-    .default_backoff()
-    .touched_objects();
-    (reader, without_errors(stream))
+/// Keeps of a pod only what the visits poller reads: name, labels, IP and
+/// readiness.
+fn strip_pod(pod: &mut Pod) {
+    pod.metadata.annotations = None;
+    pod.metadata.owner_references = None;
+    pod.spec = None;
+    if let Some(status) = pod.status.as_mut() {
+        *status = PodStatus {
+            pod_ip: status.pod_ip.take(),
+            conditions: status.conditions.take(),
+            ..PodStatus::default()
+        };
+    }
 }

@@ -123,18 +123,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
             )
             .await;
         }
-        let (stateful_set, service) = cached_children(app, ctx);
-        let status = desired_status(
-            app,
-            &Observed {
-                stateful_set: stateful_set.as_ref(),
-                service: service.as_ref(),
-                paused: true,
-                ..Observed::default()
-            },
-            Time(Timestamp::now()),
-        );
-        update_status(app, status, ctx).await?;
+        update_status(app, status_from_caches(app, ctx, None, true), ctx).await?;
         return Ok(Action::await_change());
     }
     if was_paused {
@@ -360,20 +349,33 @@ async fn update_status(
     Ok(())
 }
 
-/// The app's StatefulSet and Service as the watch caches hold them.
-fn cached_children(app: &VisitCounterApp, ctx: &Context) -> (Option<StatefulSet>, Option<Service>) {
+/// The status, from the app's StatefulSet and Service as the watch caches
+/// hold them, for a reconcile that applied nothing.
+fn status_from_caches(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    failure: Option<Failure>,
+    paused: bool,
+) -> crate::resource::VisitCounterAppStatus {
     use kube::runtime::reflector::ObjectRef;
     let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
-    (
-        ctx.caches
-            .stateful_sets
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .and_then(|s| s.typed()),
-        ctx.caches
-            .services
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .and_then(|s| s.typed()),
-    )
+    let stateful_set = ctx
+        .caches
+        .stateful_sets
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .and_then(|s| s.typed());
+    let service = ctx
+        .caches
+        .services
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .and_then(|s| s.typed());
+    let observed = Observed {
+        stateful_set: stateful_set.as_ref(),
+        service: service.as_ref(),
+        failure,
+        paused,
+    };
+    desired_status(app, &observed, Time(Timestamp::now()))
 }
 
 /// Makes a failure visible: a Warning Event and the `Degraded` condition.
@@ -390,21 +392,12 @@ async fn report_failure(app: &VisitCounterApp, error: &Error, ctx: &Context) {
         &ctx.metrics,
     )
     .await;
-    let (stateful_set, service) = cached_children(app, ctx);
-    let status = desired_status(
-        app,
-        &Observed {
-            stateful_set: stateful_set.as_ref(),
-            service: service.as_ref(),
-            failure: Some(Failure {
-                reason: error.reason(),
-                message,
-                stalled: error.stalls(),
-            }),
-            paused: false,
-        },
-        Time(Timestamp::now()),
-    );
+    let failure = Failure {
+        reason: error.reason(),
+        message,
+        stalled: error.stalls(),
+    };
+    let status = status_from_caches(app, ctx, Some(failure), false);
     if let Err(error) = update_status(app, status, ctx).await {
         tracing::warn!(app = %app_key(app), %error, "cannot write the Degraded condition");
     }
