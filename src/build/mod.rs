@@ -66,11 +66,12 @@ pub struct Children {
 
 /// Builds all the children of `app`.
 pub fn desired_children(app: &VisitCounterApp, settings: &BuildSettings) -> Result<Children, BuildError> {
+    let config_map = desired_config_map(app)?;
     Ok(Children {
-        config_map: desired_config_map(app)?,
+        stateful_set: desired_statefulset(app, settings, &config_map)?,
         headless_service: desired_headless_service(app)?,
         service: desired_service(app)?,
-        stateful_set: desired_statefulset(app, settings)?,
+        config_map,
     })
 }
 

@@ -9,10 +9,10 @@ use k8s_openapi::{
             StatefulSetSpec, StatefulSetUpdateStrategy,
         },
         core::v1::{
-            Capabilities, ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort,
-            EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
-            PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+            Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapVolumeSource, Container,
+            ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{
@@ -24,7 +24,7 @@ use k8s_openapi::{
 
 use super::{
     BuildError, BuildSettings, CONFIG_JSON_KEY, app_name, child_meta, common_labels, config_checksum, config_map_name,
-    desired_config_map, headless_service_name, selector_labels,
+    headless_service_name, selector_labels,
 };
 use crate::resource::{
     ComputeResources, HttpProbe, LIVENESS_PATH, READINESS_PATH, UpdateStrategyType, VisitCounterApp,
@@ -40,8 +40,13 @@ const APP_UID: i64 = 65532;
 /// Pod template annotation with the checksum of the app's ConfigMap data.
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "visitcounter.dev/config-checksum";
 
-/// The app's StatefulSet.
-pub fn desired_statefulset(app: &VisitCounterApp, settings: &BuildSettings) -> Result<StatefulSet, BuildError> {
+/// The app's StatefulSet, whose pod template carries the checksum of
+/// `config_map`, the app's desired ConfigMap.
+pub fn desired_statefulset(
+    app: &VisitCounterApp,
+    settings: &BuildSettings,
+    config_map: &ConfigMap,
+) -> Result<StatefulSet, BuildError> {
     let name = app_name(app)?;
     let spec = &app.spec;
     let rolling_update = spec.update_strategy.rolling_update.as_ref();
@@ -74,7 +79,7 @@ pub fn desired_statefulset(app: &VisitCounterApp, settings: &BuildSettings) -> R
                 when_deleted: Some(retention.when_deleted.as_str().into()),
                 when_scaled: Some(retention.when_scaled.as_str().into()),
             }),
-            template: pod_template(app, settings, name, config_checksum(&desired_config_map(app)?)),
+            template: pod_template(app, settings, name, config_checksum(config_map)),
             volume_claim_templates: Some(vec![volume_claim_template(app, name)]),
             ..StatefulSetSpec::default()
         }),
@@ -283,14 +288,17 @@ fn volume_claim_template(app: &VisitCounterApp, name: &str) -> PersistentVolumeC
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tests::app;
+    use crate::build::{desired_config_map, tests::app};
     use serde_json::json;
 
+    /// The StatefulSet as `desired_children` builds it.
+    fn built(app: &VisitCounterApp, settings: &BuildSettings) -> StatefulSetSpec {
+        let config_map = desired_config_map(app).unwrap();
+        desired_statefulset(app, settings, &config_map).unwrap().spec.unwrap()
+    }
+
     fn sts(spec: serde_json::Value) -> StatefulSetSpec {
-        desired_statefulset(&app("web", spec), &BuildSettings::default())
-            .unwrap()
-            .spec
-            .unwrap()
+        built(&app("web", spec), &BuildSettings::default())
     }
 
     fn container_of(spec: &StatefulSetSpec) -> &Container {
@@ -395,10 +403,7 @@ mod tests {
         let settings = BuildSettings {
             default_image: "example/counter:9".into(),
         };
-        let spec = desired_statefulset(&app("web", json!({})), &settings)
-            .unwrap()
-            .spec
-            .unwrap();
+        let spec = built(&app("web", json!({})), &settings);
         assert_eq!(container_of(&spec).image.as_deref(), Some("example/counter:9"));
         let spec = sts(json!({"image": "lnsfna/app_go:latest"}));
         assert_eq!(container_of(&spec).image.as_deref(), Some("lnsfna/app_go:latest"));
@@ -410,10 +415,7 @@ mod tests {
             "web",
             json!({"config": {"json": {"a": 1}}, "podAnnotations": {"team": "x", CONFIG_CHECKSUM_ANNOTATION: "mine"}}),
         );
-        let spec = desired_statefulset(&app, &BuildSettings::default())
-            .unwrap()
-            .spec
-            .unwrap();
+        let spec = built(&app, &BuildSettings::default());
         let annotations = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(
             annotations[CONFIG_CHECKSUM_ANNOTATION],
