@@ -6,7 +6,7 @@
 //! `visits_status` is pure; `poll_once` does the I/O.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -37,7 +37,7 @@ use crate::{
 pub const VISITS_FIELD_MANAGER: &str = "visitcounter-operator-visits";
 /// How long one pod may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pods asked at once.
+/// Pods asked at once, over all apps.
 const PARALLEL_ASKS: usize = 16;
 
 /// What one pod said, or why it could not be asked.
@@ -166,10 +166,43 @@ impl Poller {
         for (namespace, name) in gone {
             self.metrics.forget_visits(&namespace, &name);
         }
-        for app in apps {
-            let targets = pod_targets(&app, pods.iter().map(|p| p.as_ref()));
-            let answers = self.ask(&targets, app.spec.port).await;
-            let status = visits_status(answers, Time(Timestamp::now()));
+        // Every pod of every app in one stream, so at most PARALLEL_ASKS are
+        // asked at once overall and a slow app does not hold up the others.
+        let mut pods_of: HashMap<(Option<String>, &str), Vec<&Pod>> = HashMap::new();
+        for pod in &pods {
+            if let Some(instance) = pod.labels().get(INSTANCE_LABEL) {
+                pods_of.entry((pod.namespace(), instance)).or_default().push(pod);
+            }
+        }
+        let asks: Vec<(usize, i32, PodTarget)> = apps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, app)| {
+                let name = app.name_any();
+                let own = pods_of.get(&(app.namespace(), name.as_str())).into_iter().flatten();
+                pod_targets(app, own.copied())
+                    .into_iter()
+                    .map(move |target| (i, app.spec.port, target))
+            })
+            .collect();
+        let answers: Vec<(usize, String, Answer)> = stream::iter(asks)
+            .map(|(i, port, target)| async move {
+                let answer = match &target.address {
+                    None => Err("not ready or no IP yet, not asked".to_owned()),
+                    Some(ip) => self.ask_one(ip, port).await,
+                };
+                (i, target.name, answer)
+            })
+            .buffered(PARALLEL_ASKS)
+            .collect()
+            .await;
+        let mut answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
+        for (i, name, answer) in answers {
+            answers_of[i].push((name, answer));
+        }
+        let asked_at = Time(Timestamp::now());
+        for (app, answers) in apps.iter().zip(answers_of) {
+            let status = visits_status(answers, asked_at.clone());
             self.metrics.set_visits(
                 &app.namespace().unwrap_or_default(),
                 &app.name_any(),
@@ -180,24 +213,10 @@ impl Poller {
             if previous.is_some_and(|p| same_counts(p, &status)) {
                 continue;
             }
-            if let Err(error) = self.write(&app, &status).await {
+            if let Err(error) = self.write(app, &status).await {
                 tracing::warn!(app = %app.name_any(), %error, "cannot write status.visits");
             }
         }
-    }
-
-    async fn ask(&self, targets: &[PodTarget], port: i32) -> Vec<(String, Answer)> {
-        stream::iter(targets.iter().cloned())
-            .map(|target| async move {
-                let answer = match &target.address {
-                    None => Err("not ready or no IP yet, not asked".to_owned()),
-                    Some(ip) => self.ask_one(ip, port).await,
-                };
-                (target.name, answer)
-            })
-            .buffered(PARALLEL_ASKS)
-            .collect()
-            .await
     }
 
     async fn ask_one(&self, ip: &str, port: i32) -> Answer {
