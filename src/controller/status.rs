@@ -162,11 +162,8 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         )
     };
 
-    let (mut reconciling, stalled) = kstatus(&progressing, observed.failure.as_ref());
+    let (reconciling, stalled) = kstatus(&progressing, observed);
     let paused = observed.paused.then(|| {
-        // kstatus would read Reconciling as "still in progress" for as long as
-        // the pause lasts; a paused app is as settled as it will get.
-        reconciling = Cond::new(RECONCILING, false, "Paused", "reconciling is paused".into());
         Cond::new(
             PAUSED,
             true,
@@ -207,42 +204,43 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
     }
 }
 
-/// `Reconciling` and `Stalled`, from `Progressing` and the failure.
-fn kstatus(progressing: &Cond, failure: Option<&Failure>) -> (Cond, Cond) {
-    match failure {
-        Some(f) if f.stalled => (
-            Cond::new(
-                RECONCILING,
-                false,
-                f.reason,
-                "stalled; see the Stalled condition".into(),
-            ),
-            Cond::new(STALLED, true, f.reason, f.message.clone()),
+/// `Reconciling` and `Stalled`, from `Progressing`, the failure and the pause.
+fn kstatus(progressing: &Cond, observed: &Observed<'_>) -> (Cond, Cond) {
+    let failure = observed.failure.as_ref();
+    let reconciling = match failure {
+        Some(f) if f.stalled => Cond::new(
+            RECONCILING,
+            false,
+            f.reason,
+            "stalled; see the Stalled condition".into(),
         ),
-        Some(f) => (
-            Cond::new(
-                RECONCILING,
-                true,
-                "Retrying",
-                format!("retrying after {}: {}", f.reason, f.message),
-            ),
-            Cond::new(STALLED, false, "Retrying", "the operator retries with backoff".into()),
+        Some(f) => Cond::new(
+            RECONCILING,
+            true,
+            "Retrying",
+            format!("retrying after {}: {}", f.reason, f.message),
         ),
-        None => (
-            Cond::new(
-                RECONCILING,
-                progressing.status,
-                progressing.reason,
-                progressing.message.clone(),
-            ),
-            Cond::new(
-                STALLED,
-                false,
-                "ReconcileSucceeded",
-                "the children match the spec".into(),
-            ),
+        // kstatus would read Reconciling as "still in progress" for as long as
+        // the pause lasts; a paused app is as settled as it will get.
+        None if observed.paused => Cond::new(RECONCILING, false, "Paused", "reconciling is paused".into()),
+        None => Cond::new(
+            RECONCILING,
+            progressing.status,
+            progressing.reason,
+            progressing.message.clone(),
         ),
-    }
+    };
+    let stalled = match failure {
+        Some(f) if f.stalled => Cond::new(STALLED, true, f.reason, f.message.clone()),
+        Some(_) => Cond::new(STALLED, false, "Retrying", "the operator retries with backoff".into()),
+        None => Cond::new(
+            STALLED,
+            false,
+            "ReconcileSucceeded",
+            "the children match the spec".into(),
+        ),
+    };
+    (reconciling, stalled)
 }
 
 impl Cond {
