@@ -25,13 +25,13 @@ import sys
 import tempfile
 
 import helm_python as helm
-import kubernetes_validate
 import yaml
+
+import kubernetes_schemas
 from checks import Checks
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "visitcounter-operator"
-KUBERNETES_VERSION = "1.33.0"
 RELEASE, NAMESPACE = "vc", "visitcounter-system"
 
 CONFIGURATIONS = {
@@ -98,20 +98,15 @@ def by_kind(documents, kind):
 
 
 def lint_and_validate(checks, label, values, documents):
-    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=f"v{kubernetes_schemas.KUBERNETES_VERSION}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     checks.check(not problems and not report["errors"], f"{label}: helm lint --strict: {problems or report['errors']}")
     for document in documents:
         name = f"{label}: {document['kind']}/{document['metadata']['name']}"
         if document["kind"] in FOREIGN_KINDS:
             continue
-        try:
-            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
-            checks.check(True, name)
-        except kubernetes_validate.ValidationError as error:
-            checks.check(False, f"{name}: {error.message} (at {'/'.join(map(str, error.path))})")
-        except kubernetes_validate.SchemaNotFoundError as error:
-            checks.check(False, f"{name}: no schema: {error}")
+        error = kubernetes_schemas.check(name, document)
+        checks.check(error is None, error)
 
 
 def check_deployment(checks, label, values, documents):
