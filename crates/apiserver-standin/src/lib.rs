@@ -201,27 +201,11 @@ impl StandIn {
 
     /// Gives a pod an IP, as the kubelet does once its sandbox runs.
     pub fn set_pod_ip(&self, namespace: &str, name: &str, ip: &str) -> Result<Value, String> {
-        let rt = resources::find("", "pods").expect("pods are served");
         let mut store = self.shared.store.lock().expect("store");
-        let mut status = store
-            .objects
-            .get(&Key::new(rt, namespace, name))
-            .map(|e| e.object["status"].clone())
-            .ok_or_else(|| format!("no pod {namespace}/{name}"))?;
-        status["podIP"] = Value::String(ip.into());
-        store
-            .write(
-                rt,
-                namespace,
-                name,
-                Some("status"),
-                Write::Update {
-                    object: serde_json::json!({"status": status}),
-                },
-                "kubelet",
-                false,
-            )
-            .map_err(|e| e.message)
+        sim::update_pod_status(&mut store, namespace, name, |status| {
+            status["podIP"] = Value::String(ip.into());
+        })
+        .map_err(|e| e.message)
     }
 
     /// Forgets the change log, as etcd compaction does: open watches end

@@ -252,6 +252,37 @@ fn template_hash(template: &Value) -> String {
     format!("{:08x}", hasher.finish() as u32)
 }
 
+/// Changes a pod's status as the kubelet does, keeping the rest of it.
+pub fn update_pod_status(
+    store: &mut Store,
+    namespace: &str,
+    name: &str,
+    change: impl FnOnce(&mut Value),
+) -> Result<Value, ApiError> {
+    let rt = find("", "pods").expect("pods are served");
+    let mut status = store
+        .objects
+        .get(&Key::new(rt, namespace, name))
+        .ok_or_else(|| ApiError::not_found(rt, name))?
+        .object["status"]
+        .clone();
+    if !status.is_object() {
+        status = json!({});
+    }
+    change(&mut status);
+    store.write(
+        rt,
+        namespace,
+        name,
+        Some("status"),
+        Write::Update {
+            object: json!({"status": status}),
+        },
+        "kubelet",
+        false,
+    )
+}
+
 /// The StatefulSet controller, run after every change to a StatefulSet:
 /// pods and claims for each ordinal (adopting orphans), pods above the
 /// replica count deleted, claims never deleted, and status.
@@ -302,25 +333,11 @@ pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
             false,
         );
         // The kubelet's part: phase and readiness; an IP a test gave stays.
-        let mut status = store
-            .objects
-            .get(&pod_key)
-            .map(|e| e.object["status"].clone())
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        status["phase"] = json!(phase);
-        status["conditions"] = json!([{"type": "Ready", "status": if phase == "Running" { "True" } else { "False" }}]);
-        let _ = store.write(
-            pods_rt,
-            &namespace,
-            &pod_name,
-            Some("status"),
-            Write::Update {
-                object: json!({"status": status}),
-            },
-            "kubelet",
-            false,
-        );
+        let _ = update_pod_status(store, &namespace, &pod_name, |status| {
+            status["phase"] = json!(phase);
+            status["conditions"] =
+                json!([{"type": "Ready", "status": if phase == "Running" { "True" } else { "False" }}]);
+        });
         for template in sts["spec"]["volumeClaimTemplates"].as_array().into_iter().flatten() {
             let claim = format!(
                 "{}-{name}-{ordinal}",
