@@ -85,8 +85,8 @@ impl Cluster {
         let admission = Arc::new(Admission::new());
         standin.validate_with(
             "visitcounterapps",
-            Arc::new(move |object: &Value| {
-                let app = admission.admit(object).map_err(|r| r.to_string())?;
+            Arc::new(move |object: &Value, old: Option<&Value>| {
+                let app = admission.admit_update(object, old).map_err(|r| r.to_string())?;
                 let mut admitted = serde_json::to_value(app).map_err(|e| e.to_string())?;
                 // Admission checks what a user writes; the stored status is kept.
                 if let Some(status) = object.get("status") {

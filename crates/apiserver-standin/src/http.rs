@@ -244,15 +244,27 @@ async fn answer(
                 .or_else(|| query.get("propagationPolicy").cloned());
             let uid = options["preconditions"]["uid"].as_str();
             let mut store = shared.store.lock().expect("store");
-            store
-                .delete(
-                    target.rt,
-                    &target.namespace,
-                    name,
-                    policy.as_deref() == Some("Orphan"),
-                    uid,
-                )
-                .map(|o| (200, o))
+            let deleted = store.delete(
+                target.rt,
+                &target.namespace,
+                name,
+                policy.as_deref() == Some("Orphan"),
+                uid,
+            );
+            // The StatefulSet controller watches its pods and replaces one that
+            // goes.
+            if let Ok(pod) = &deleted
+                && target.rt.kind == "Pod"
+                && let Some(owner) = pod["metadata"]["ownerReferences"]
+                    .as_array()
+                    .and_then(|refs| refs.iter().find(|r| r["kind"] == "StatefulSet"))
+                    .and_then(|r| r["name"].as_str())
+                && let Some(sts) = crate::resources::find("apps", "statefulsets")
+            {
+                let key = Key::new(sts, &target.namespace, owner);
+                crate::sim::run_statefulset_controller(&mut store, &key);
+            }
+            deleted.map(|o| (200, o))
         }
         _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
     };

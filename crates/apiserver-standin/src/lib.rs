@@ -163,6 +163,17 @@ impl StandIn {
         self.shared.store.lock().expect("store").pods = pods;
     }
 
+    /// Pods whose container runs `image` never become ready, as with an image
+    /// that crashes on start.
+    pub fn break_image(&self, image: &str) {
+        self.shared
+            .store
+            .lock()
+            .expect("store")
+            .broken_images
+            .insert(image.into());
+    }
+
     /// One stored object, by group ("" for core) and plural.
     pub fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let rt = resources::find(group, plural)?;

@@ -50,6 +50,7 @@ pub const TYPES: &[ResourceType] = &[
     rt("", "v1", "events", "Event", true, false),
     rt("apps", "v1", "statefulsets", "StatefulSet", true, true),
     rt("coordination.k8s.io", "v1", "leases", "Lease", true, false),
+    rt("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, false),
     rt("events.k8s.io", "v1", "events", "Event", true, false),
     rt(
         "apiextensions.k8s.io",

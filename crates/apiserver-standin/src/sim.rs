@@ -139,8 +139,83 @@ pub fn check(
             Ok(())
         }
         "Service" => allocate_service(store, rt, namespace, name, object, old),
+        "PersistentVolumeClaim" => check_claim(store, rt, name, object, old),
         _ => Ok(()),
     }
+}
+
+fn claim_size(claim: &Value) -> Option<f64> {
+    let text = claim["spec"]["resources"]["requests"]["storage"].as_str()?;
+    let (number, scale) = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+    ]
+    .iter()
+    .find_map(|(suffix, scale)| text.strip_suffix(suffix).map(|n| (n, *scale)))
+    .unwrap_or((text, 1.0));
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+/// A claim gets the default StorageClass when it names none, and is bound at
+/// once; it can only grow, and only when its class allows expansion. The
+/// resizer's work is instant: the capacity follows the request.
+fn check_claim(
+    store: &Store,
+    rt: ResourceType,
+    name: &str,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let classes = find("storage.k8s.io", "storageclasses").expect("storage classes are served");
+    let class_of = |class: &str| {
+        store
+            .objects
+            .get(&Key::new(classes, "", class))
+            .map(|e| e.object.clone())
+    };
+    match old {
+        None => {
+            if object["spec"]["storageClassName"].as_str().is_none()
+                && let Some(default) = store.objects.values().find(|e| {
+                    e.rt == classes
+                        && e.object["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+                })
+            {
+                object["spec"]["storageClassName"] = default.object["metadata"]["name"].clone();
+            }
+        }
+        Some(old) => {
+            let (before, after) = (claim_size(old), claim_size(object));
+            if after < before {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity",
+                ));
+            }
+            if after > before {
+                let expands = old["spec"]["storageClassName"]
+                    .as_str()
+                    .and_then(class_of)
+                    .is_some_and(|sc| sc["allowVolumeExpansion"] == true);
+                if !expands {
+                    return Err(ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "persistentvolumeclaims \"{name}\" is forbidden: only dynamically provisioned pvc can be \
+                             resized and the storageclass that provisions the pvc must support resize"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let requested = object["spec"]["resources"]["requests"]["storage"].clone();
+    object["status"] = json!({"phase": "Bound", "capacity": {"storage": requested}});
+    Ok(())
 }
 
 const STATEFULSET_MUTABLE: &[&str] = &[
@@ -283,9 +358,101 @@ pub fn update_pod_status(
     )
 }
 
-/// The StatefulSet controller, run after every change to a StatefulSet:
-/// pods and claims for each ordinal (adopting orphans), pods above the
-/// replica count deleted, claims never deleted, and status.
+/// Whether a pod made from `template` would become ready: it is not pending,
+/// and its image is not one the test broke.
+fn would_be_ready(store: &Store, spec: &Value) -> bool {
+    store.pods == Pods::Ready
+        && !spec["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["image"].as_str().is_some_and(|i| store.broken_images.contains(i)))
+}
+
+/// The kubelet's part for one pod: phase and readiness (with the time the
+/// readiness last turned); an IP a test gave stays.
+fn run_kubelet(store: &mut Store, namespace: &str, pod_name: &str) {
+    let pods_rt = find("", "pods").expect("pods are served");
+    let Some(pod) = store.objects.get(&Key::new(pods_rt, namespace, pod_name)) else {
+        return;
+    };
+    let ready = would_be_ready(store, &pod.object["spec"]);
+    let phase = if store.pods == Pods::Pending {
+        "Pending"
+    } else {
+        "Running"
+    };
+    let _ = update_pod_status(store, namespace, pod_name, |status| {
+        let ready = if ready { "True" } else { "False" };
+        let previous = status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .cloned();
+        let since = match previous {
+            Some(c) if c["status"] == ready => c["lastTransitionTime"].clone(),
+            _ => json!(k8s_openapi::jiff::Timestamp::now().to_string()),
+        };
+        status["phase"] = json!(phase);
+        status["conditions"] = json!([{"type": "Ready", "status": ready, "lastTransitionTime": since}]);
+    });
+}
+
+fn is_ready(store: &Store, key: &Key) -> bool {
+    store.objects.get(key).is_some_and(|e| {
+        e.object["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    })
+}
+
+/// Writes the pod `ordinal` of the StatefulSet from the template of
+/// `revision`, as a new pod (the old one, if any, is deleted first).
+fn create_pod(store: &mut Store, sts: &Value, ordinal: u64, revision: &str) {
+    let pods_rt = find("", "pods").expect("pods are served");
+    let name = sts["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = sts["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let pod_name = format!("{name}-{ordinal}");
+    if store.objects.contains_key(&Key::new(pods_rt, &namespace, &pod_name)) {
+        let _ = store.delete(pods_rt, &namespace, &pod_name, false, None);
+    }
+    let template = store
+        .revisions
+        .get(revision)
+        .cloned()
+        .unwrap_or_else(|| sts["spec"]["template"].clone());
+    let mut pod = json!({
+        "metadata": {"labels": template["metadata"]["labels"].clone(), "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": sts["metadata"]["uid"],
+            "controller": true, "blockOwnerDeletion": true,
+        }]},
+        "spec": template["spec"].clone(),
+    });
+    pod["metadata"]["labels"]["controller-revision-hash"] = json!(revision);
+    let _ = store.write(
+        pods_rt,
+        &namespace,
+        &pod_name,
+        None,
+        Write::Update { object: pod },
+        "statefulset-controller",
+        false,
+    );
+    run_kubelet(store, &namespace, &pod_name);
+}
+
+/// The StatefulSet controller, run after every change to a StatefulSet and
+/// after one of its pods is deleted, as the real one does:
+/// - revisions: the update revision is the template's; the current one
+///   becomes it once every pod runs it;
+/// - pods and claims for each ordinal in order (adopting orphans), a new pod
+///   at the current revision below the partition and the update revision
+///   from it up; under `OrderedReady` it stops at the first pod that is not
+///   ready, and does nothing else (kubernetes#67250);
+/// - pods above the replica count deleted, claims never deleted;
+/// - `RollingUpdate`: from the highest ordinal down to the partition, each
+///   pod of another revision replaced, stopping at one that is not ready;
+///   `OnDelete`: nothing replaced;
+/// - status.
 pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
     let Some(entry) = store.objects.get(key) else {
         return;
@@ -294,51 +461,31 @@ pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
     let uid = sts["metadata"]["uid"].clone();
     let name = key.name.clone();
     let namespace = key.namespace.clone();
-    let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(1);
-    let revision = format!("{name}-{}", template_hash(&sts["spec"]["template"]));
+    let spec = &sts["spec"];
+    let replicas = spec["replicas"].as_u64().unwrap_or(1);
+    let update_revision = format!("{name}-{}", template_hash(&spec["template"]));
+    store
+        .revisions
+        .insert(update_revision.clone(), spec["template"].clone());
+    let current_revision = sts["status"]["currentRevision"]
+        .as_str()
+        .unwrap_or(&update_revision)
+        .to_owned();
+    let monotonic = spec["podManagementPolicy"] != "Parallel";
+    let rolling = spec["updateStrategy"]["type"] != "OnDelete";
+    let partition = if rolling {
+        spec["updateStrategy"]["rollingUpdate"]["partition"]
+            .as_u64()
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let pods_rt = find("", "pods").expect("pods are served");
     let claims_rt = find("", "persistentvolumeclaims").expect("claims are served");
-    let owner = json!([{
-        "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": uid,
-        "controller": true, "blockOwnerDeletion": true,
-    }]);
-    let phase = match store.pods {
-        Pods::Ready => "Running",
-        Pods::Pending => "Pending",
-    };
+    let pod_key = |ordinal: u64| Key::new(pods_rt, &namespace, &format!("{name}-{ordinal}"));
+    let mut blocked = false;
     for ordinal in 0..replicas {
-        let pod_name = format!("{name}-{ordinal}");
-        let pod_key = Key::new(pods_rt, &namespace, &pod_name);
-        let mut pod = match store.objects.get(&pod_key) {
-            Some(e) => e.object.clone(),
-            None => json!({
-                "metadata": {"labels": sts["spec"]["template"]["metadata"]["labels"].clone()},
-                "spec": sts["spec"]["template"]["spec"].clone(),
-            }),
-        };
-        if pod["metadata"]["ownerReferences"]
-            .as_array()
-            .is_none_or(|r| r.is_empty())
-        {
-            pod["metadata"]["ownerReferences"] = owner.clone();
-        }
-        pod["metadata"]["labels"]["controller-revision-hash"] = json!(revision);
-        let _ = store.write(
-            pods_rt,
-            &namespace,
-            &pod_name,
-            None,
-            Write::Update { object: pod },
-            "statefulset-controller",
-            false,
-        );
-        // The kubelet's part: phase and readiness; an IP a test gave stays.
-        let _ = update_pod_status(store, &namespace, &pod_name, |status| {
-            status["phase"] = json!(phase);
-            status["conditions"] =
-                json!([{"type": "Ready", "status": if phase == "Running" { "True" } else { "False" }}]);
-        });
-        for template in sts["spec"]["volumeClaimTemplates"].as_array().into_iter().flatten() {
+        for template in spec["volumeClaimTemplates"].as_array().into_iter().flatten() {
             let claim = format!(
                 "{}-{name}-{ordinal}",
                 template["metadata"]["name"].as_str().unwrap_or("data")
@@ -347,7 +494,7 @@ pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
                 continue;
             }
             let object = json!({
-                "metadata": {"labels": sts["spec"]["selector"]["matchLabels"].clone()},
+                "metadata": {"labels": spec["selector"]["matchLabels"].clone()},
                 "spec": template["spec"].clone(),
             });
             let _ = store.write(
@@ -360,34 +507,105 @@ pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
                 false,
             );
         }
+        match store.objects.get(&pod_key(ordinal)).map(|e| e.object.clone()) {
+            None => {
+                let revision = if rolling && ordinal < partition {
+                    &current_revision
+                } else {
+                    &update_revision
+                };
+                create_pod(store, &sts, ordinal, revision);
+            }
+            Some(mut pod) => {
+                // Adopt an orphan.
+                if pod["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(|r| r.is_empty())
+                {
+                    pod["metadata"]["ownerReferences"] = json!([{
+                        "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": uid,
+                        "controller": true, "blockOwnerDeletion": true,
+                    }]);
+                    let _ = store.write(
+                        pods_rt,
+                        &namespace,
+                        &format!("{name}-{ordinal}"),
+                        None,
+                        Write::Update { object: pod },
+                        "statefulset-controller",
+                        false,
+                    );
+                }
+                run_kubelet(store, &namespace, &format!("{name}-{ordinal}"));
+            }
+        }
+        if monotonic && !is_ready(store, &pod_key(ordinal)) {
+            blocked = true;
+            break;
+        }
     }
-    let extra: Vec<Key> = store
-        .objects
-        .iter()
-        .filter(|(k, e)| {
-            e.rt.kind == "Pod"
-                && k.namespace == namespace
-                && crate::store::owner_uids(&e.object).any(|u| Some(u) == uid.as_str())
-                && k.name
-                    .strip_prefix(&format!("{name}-"))
-                    .and_then(|o| o.parse::<u64>().ok())
-                    .is_some_and(|o| o >= replicas)
+    if !blocked {
+        let extra: Vec<Key> = store
+            .objects
+            .iter()
+            .filter(|(k, e)| {
+                e.rt.kind == "Pod"
+                    && k.namespace == namespace
+                    && crate::store::owner_uids(&e.object).any(|u| Some(u) == uid.as_str())
+                    && k.name
+                        .strip_prefix(&format!("{name}-"))
+                        .and_then(|o| o.parse::<u64>().ok())
+                        .is_some_and(|o| o >= replicas)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for pod in extra {
+            let _ = store.delete(pods_rt, &pod.namespace, &pod.name, false, None);
+        }
+    }
+    if !blocked && rolling {
+        for ordinal in (partition..replicas).rev() {
+            let revision = store.objects.get(&pod_key(ordinal)).map(|e| {
+                e.object["metadata"]["labels"]["controller-revision-hash"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            });
+            if revision.is_some_and(|r| r != update_revision) {
+                create_pod(store, &sts, ordinal, &update_revision);
+            }
+            if !is_ready(store, &pod_key(ordinal)) {
+                break;
+            }
+        }
+    }
+    let revisions: Vec<(String, bool)> = (0..replicas)
+        .filter_map(|ordinal| {
+            let key = pod_key(ordinal);
+            let revision = store.objects.get(&key)?.object["metadata"]["labels"]["controller-revision-hash"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Some((revision, is_ready(store, &key)))
         })
-        .map(|(k, _)| k.clone())
         .collect();
-    for pod in extra {
-        let _ = store.delete(pods_rt, &pod.namespace, &pod.name, false, None);
-    }
-    let ready = if store.pods == Pods::Ready { replicas } else { 0 };
+    let count = |wanted: &str| revisions.iter().filter(|(r, _)| r == wanted).count();
+    let updated = count(&update_revision);
+    let current_revision = if updated as u64 == replicas {
+        update_revision.clone()
+    } else {
+        current_revision
+    };
+    let ready = revisions.iter().filter(|(_, ready)| *ready).count();
     let status = json!({"status": {
         "observedGeneration": sts["metadata"]["generation"],
-        "replicas": replicas,
+        "replicas": revisions.len(),
         "readyReplicas": ready,
         "availableReplicas": ready,
-        "currentReplicas": replicas,
-        "updatedReplicas": replicas,
-        "currentRevision": revision,
-        "updateRevision": revision,
+        "currentReplicas": count(&current_revision),
+        "updatedReplicas": updated,
+        "currentRevision": current_revision,
+        "updateRevision": update_revision,
         "collisionCount": 0,
     }});
     let rt = find("apps", "statefulsets").expect("statefulsets are served");

@@ -1,7 +1,7 @@
 //! The objects, their resourceVersions and the change log watches replay.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -98,7 +98,7 @@ impl ApiError {
 
 /// Admission for one resource type: returns the object as stored (defaults
 /// applied) or why it is refused.
-pub type Validator = Arc<dyn Fn(&Value) -> Result<Value, String> + Send + Sync>;
+pub type Validator = Arc<dyn Fn(&Value, Option<&Value>) -> Result<Value, String> + Send + Sync>;
 
 /// How a write reached the server.
 pub enum Write<'a> {
@@ -117,6 +117,10 @@ pub struct Store {
     pub changes: broadcast::Sender<Arc<Change>>,
     pub validators: HashMap<&'static str, Validator>,
     pub pods: sim::Pods,
+    /// Pods whose container has one of these images never become ready.
+    pub broken_images: HashSet<String>,
+    /// The pod template of each StatefulSet revision (ControllerRevisions).
+    pub revisions: HashMap<String, Value>,
     next_uid: u64,
 }
 
@@ -130,6 +134,8 @@ impl Store {
             changes: broadcast::channel(65_536).0,
             validators: HashMap::new(),
             pods: sim::Pods::Ready,
+            broken_images: HashSet::new(),
+            revisions: HashMap::new(),
             next_uid: 1,
         }
     }
@@ -190,7 +196,7 @@ impl Store {
         };
         self.normalize(rt, namespace, name, &mut object, old.as_ref(), subresource)?;
         if let Some(validate) = self.validators.get(rt.plural).filter(|_| subresource.is_none()) {
-            object = validate(&object).map_err(|m| ApiError::invalid(rt, name, m))?;
+            object = validate(&object, old.as_ref()).map_err(|m| ApiError::invalid(rt, name, m))?;
         }
         if old.as_ref() == Some(&object) {
             return Ok(object);
