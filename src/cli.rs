@@ -96,6 +96,11 @@ pub struct OperatorArgs {
     /// status.visits; 0 never asks.
     #[arg(long, env = "VISITCOUNTER_VISITS_INTERVAL_SECONDS", default_value_t = 30)]
     pub visits_interval_seconds: u64,
+    /// Seconds a pod may stay not ready during a rollout (under OrderedReady)
+    /// before the rollout counts as stuck: reported, and with
+    /// replaceStuckPods, a pod of an abandoned revision is deleted.
+    #[arg(long, env = "VISITCOUNTER_STUCK_POD_SECONDS", default_value_t = 300)]
+    pub stuck_pod_seconds: u64,
     /// Log format.
     #[arg(long, env = "VISITCOUNTER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -219,6 +224,7 @@ async fn run_operator(args: OperatorArgs) -> Result<(), CliError> {
             instance: Some(identity),
             visits_interval: (args.visits_interval_seconds > 0)
                 .then(|| Duration::from_secs(args.visits_interval_seconds)),
+            stuck_after: Duration::from_secs(args.stuck_pod_seconds),
         },
         admin_address: Some(args.admin_address),
         lease,

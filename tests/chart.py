@@ -80,6 +80,8 @@ CHECKOV_ACCEPTED = {
 # The rendered kinds that are not Kubernetes' own, so kubernetes-validate has
 # no schema for them.
 FOREIGN_KINDS = {"ServiceMonitor"}
+# Resources without a namespace, which only a ClusterRole can grant.
+CLUSTER_SCOPED = {"customresourcedefinitions", "storageclasses"}
 
 
 def render(values):
@@ -285,8 +287,11 @@ def check_rbac(checks, label, values, documents, used):
     for role in by_kind(documents, "ClusterRole"):
         for rule in role["rules"]:
             if values.get("watchNamespace"):
+                # Namespaced resources only through the Role in the watched
+                # namespace; cluster-scoped ones (StorageClasses) have no namespace.
                 checks.check(
-                    rule.get("resourceNames"), f"{label}: a namespaced install's ClusterRole only names objects: {rule}"
+                    rule.get("resourceNames") or set(rule["resources"]) <= CLUSTER_SCOPED,
+                    f"{label}: a namespaced install's ClusterRole grants namespaced resources only by name: {rule}",
                 )
     for role in by_kind(documents, "Role"):
         namespace = role["metadata"]["namespace"]

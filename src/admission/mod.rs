@@ -76,6 +76,13 @@ impl Admission {
     /// Checks `object` as the API server would on create, and returns it with
     /// every schema default applied.
     pub fn admit(&self, object: &Value) -> Result<VisitCounterApp, Rejected> {
+        self.admit_update(object, None)
+    }
+
+    /// Checks `object` as the API server would when it replaces `old`: the
+    /// transition rules (those that read `oldSelf`, such as the one that
+    /// refuses to shrink `storage.size`) apply only then.
+    pub fn admit_update(&self, object: &Value, old: Option<&Value>) -> Result<VisitCounterApp, Rejected> {
         let mut problems = identity_problems(object);
         if !problems.is_empty() {
             return Err(Rejected(problems));
@@ -87,7 +94,11 @@ impl Admission {
                 .flat_map(|e| structural_problems(&e, &defaulted)),
         );
         if problems.is_empty()
-            && let Err(errors) = self.cel.validate(&self.openapi, &defaulted, None)
+            && let Err(errors) = self.cel.validate(
+                &self.openapi,
+                &defaulted,
+                old.map(|o| kube::core::cel::apply_defaults(&self.openapi, o)).as_ref(),
+            )
         {
             problems.extend(errors.iter().map(|e| Problem {
                 path: e.field_path.clone(),
@@ -301,6 +312,44 @@ mod tests {
         assert_eq!(
             problems(json!({"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "128Mi"}}})),
             ["spec.resources.requests.memory: the memory request must not be greater than the memory limit"]
+        );
+    }
+
+    #[test]
+    fn storage_can_grow_but_not_shrink() {
+        let app = |size: &str| {
+            json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "web"},
+                   "spec": {"storage": {"size": size}}})
+        };
+        let admission = Admission::new();
+        assert!(admission.admit_update(&app("2Gi"), Some(&app("1Gi"))).is_ok());
+        assert!(admission.admit_update(&app("1024Mi"), Some(&app("1Gi"))).is_ok());
+        assert_eq!(
+            admission
+                .admit_update(&app("500Mi"), Some(&app("1Gi")))
+                .unwrap_err()
+                .to_string(),
+            "spec.storage.size: storage.size cannot shrink from 1Gi to 500Mi: Kubernetes can grow a volume but never \
+             make it smaller, and the visit counts live on it"
+        );
+        // The default counts as the old size when the old spec had none.
+        let unset = json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "web"}, "spec": {}});
+        assert!(admission.admit_update(&app("512Mi"), Some(&unset)).is_err());
+        // On create there is nothing to shrink from.
+        assert!(admission.admit(&app("1Mi")).is_ok());
+    }
+
+    #[test]
+    fn canary_replicas_and_partition_exclude_each_other() {
+        assert!(admit(json!({"updateStrategy": {"rollingUpdate": {"canaryReplicas": 1}}})).is_ok());
+        assert_eq!(
+            problems(
+                json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"canaryReplicas": 1, "partition": 2}}})
+            ),
+            vec![
+                "spec.updateStrategy.rollingUpdate.canaryReplicas: set either partition or canaryReplicas, not both: \
+                 canaryReplicas sets the partition to replicas - canaryReplicas"
+            ]
         );
     }
 

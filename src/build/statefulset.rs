@@ -56,10 +56,12 @@ pub fn desired_statefulset(
             UpdateStrategyType::OnDelete => None,
             // A partition the spec leaves unset is not written, so the operator
             // does not own it and another rollout tool may drive it.
-            UpdateStrategyType::RollingUpdate => rolling_update.map(|r| RollingUpdateStatefulSetStrategy {
-                partition: r.partition,
-                max_unavailable: r.max_unavailable.clone(),
-            }),
+            UpdateStrategyType::RollingUpdate => rolling_update
+                .map(|r| RollingUpdateStatefulSetStrategy {
+                    partition: r.partition_for(spec.replicas),
+                    max_unavailable: r.max_unavailable.clone(),
+                })
+                .filter(|r| r.partition.is_some() || r.max_unavailable.is_some()),
         },
     };
     let retention = &spec.persistent_volume_claim_retention_policy;
@@ -338,6 +340,29 @@ mod tests {
         let rolling = spec.update_strategy.unwrap().rolling_update.unwrap();
         assert_eq!(rolling.partition, Some(2));
         assert_eq!(rolling.max_unavailable, Some(IntOrString::String("50%".into())));
+    }
+
+    #[test]
+    fn a_canary_sets_the_partition_below_the_top_ordinals() {
+        let partition = |replicas: i32, canary: i32| {
+            sts(json!({"replicas": replicas, "updateStrategy": {"rollingUpdate": {"canaryReplicas": canary}}}))
+                .update_strategy
+                .unwrap()
+                .rolling_update
+                .unwrap()
+                .partition
+        };
+        assert_eq!(partition(5, 1), Some(4));
+        assert_eq!(partition(5, 0), Some(5));
+        assert_eq!(partition(2, 3), Some(0));
+    }
+
+    #[test]
+    fn replace_stuck_pods_alone_writes_no_rolling_update() {
+        let strategy = sts(json!({"updateStrategy": {"rollingUpdate": {"replaceStuckPods": true}}}))
+            .update_strategy
+            .unwrap();
+        assert_eq!(strategy.rolling_update, None);
     }
 
     #[test]

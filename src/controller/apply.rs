@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, ObjectReference, Service},
+    core::v1::{ConfigMap, ObjectReference, Pod, Service},
 };
 use kube::{
     Api, Client, Resource,
@@ -67,6 +67,32 @@ pub async fn delete_statefulset_orphaning(
         Ok(_) => Ok(()),
         // Already gone: what we wanted.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the pod `name` (the one with `uid`, not its replacement), so its
+/// StatefulSet creates it again from the current template. Its claim stays.
+pub async fn delete_pod(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    metrics: &Metrics,
+) -> Result<(), kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    metrics.wrote("Pod");
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        // Gone, or already replaced: what we wanted.
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
         Err(e) => Err(e),
     }
 }

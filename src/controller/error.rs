@@ -46,6 +46,29 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    /// A claim's StorageClass cannot grow volumes, so `storage.size` cannot be
+    /// raised; nothing was changed.
+    #[error(
+        "storage.size cannot grow to {size}: {}; the StatefulSet keeps its old claim template and no claim was changed. Set storage.size back, or have an administrator set allowVolumeExpansion: true on the class",
+        claims.join("; ")
+    )]
+    VolumeExpansionNotAllowed { size: String, claims: Vec<String> },
+
+    #[error("cannot grow the volume claims of {name} to {size}: {source}")]
+    ExpandVolumes {
+        name: String,
+        size: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("cannot delete the stuck pod {pod}: {source}")]
+    ReplaceStuckPod {
+        pod: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("cannot write the status: {0}")]
     Status(#[source] Box<kube::Error>),
 
@@ -62,6 +85,9 @@ impl Error {
             Error::NotOwned { .. } => "ChildNotOwned",
             Error::Apply { .. } => "ApplyFailed",
             Error::Recreate { .. } => "RecreateFailed",
+            Error::VolumeExpansionNotAllowed { .. } => "VolumeExpansionNotAllowed",
+            Error::ExpandVolumes { .. } => "ExpandVolumesFailed",
+            Error::ReplaceStuckPod { .. } => "ReplaceStuckPodFailed",
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize(..) => "InternalError",
         }
@@ -72,7 +98,11 @@ impl Error {
     pub fn stalls(&self) -> bool {
         matches!(
             self,
-            Error::InvalidSpec(_) | Error::Build(_) | Error::ChildRejected { .. } | Error::NotOwned { .. }
+            Error::InvalidSpec(_)
+                | Error::Build(_)
+                | Error::ChildRejected { .. }
+                | Error::NotOwned { .. }
+                | Error::VolumeExpansionNotAllowed { .. }
         )
     }
 

@@ -17,7 +17,9 @@ pub mod error;
 pub mod metrics;
 pub mod plan;
 mod reconcile;
+pub mod rollout;
 pub mod status;
+pub mod storage;
 pub mod visits;
 
 use std::{
@@ -32,7 +34,7 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Pod, PodStatus, Service},
 };
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
@@ -49,7 +51,7 @@ pub use metrics::Metrics;
 
 use crate::{
     admission::Admission,
-    build::{BuildSettings, MANAGED_BY},
+    build::{BuildSettings, INSTANCE_LABEL, MANAGED_BY},
     resource::{VisitCounterApp, VisitCounterAppStatus},
 };
 
@@ -78,6 +80,9 @@ pub struct ControllerSettings {
     pub instance: Option<String>,
     /// How often each app's pods are asked for their visits; never when `None`.
     pub visits_interval: Option<Duration>,
+    /// How long a pod may stay not ready, during a rollout, before the rollout
+    /// counts as stuck (see `rollout.rs`).
+    pub stuck_after: Duration,
 }
 
 impl Default for ControllerSettings {
@@ -89,6 +94,7 @@ impl Default for ControllerSettings {
             build: BuildSettings::default(),
             instance: None,
             visits_interval: Some(Duration::from_secs(30)),
+            stuck_after: Duration::from_secs(300),
         }
     }
 }
@@ -99,6 +105,9 @@ pub struct ChildCaches {
     pub stateful_sets: Store<Compact<StatefulSet>>,
     pub services: Store<Compact<Service>>,
     pub config_maps: Store<ConfigMap>,
+    /// The apps' pods, stripped to what the rollout check and the visits
+    /// poller read.
+    pub pods: Store<Pod>,
 }
 
 impl ChildCaches {
@@ -112,7 +121,10 @@ impl ChildCaches {
     /// Whether every cache holds its first full list. Polled rather than
     /// awaited: a store's readiness wakes only one of several waiters.
     pub fn is_ready(&self) -> bool {
-        store_ready(&self.stateful_sets) && store_ready(&self.services) && store_ready(&self.config_maps)
+        store_ready(&self.stateful_sets)
+            && store_ready(&self.services)
+            && store_ready(&self.config_maps)
+            && store_ready(&self.pods)
     }
 
     /// The cached child of `kind`, as JSON.
@@ -132,6 +144,16 @@ impl ChildCaches {
                 .and_then(|c| serde_json::to_value(c.as_ref()).ok()),
             _ => None,
         }
+    }
+
+    /// The cached pods of the StatefulSet `name` with ordinals below `replicas`.
+    pub fn pods_of(&self, namespace: &str, name: &str, replicas: i32) -> Vec<Arc<Pod>> {
+        (0..replicas.max(0))
+            .filter_map(|ordinal| {
+                self.pods
+                    .get(&ObjectRef::new(&format!("{name}-{ordinal}")).within(namespace))
+            })
+            .collect()
     }
 }
 
@@ -296,10 +318,15 @@ pub async fn run(
     let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns, |_| {});
     let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns, |_| {});
     let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns, |_| {});
+    let (pods, pod_stream) = child_watch::<Pod>(&client, ns, strip_pod);
+    // A pod's readiness or revision can block a rollout; nothing else of a pod
+    // is worth a reconcile.
+    let pod_stream = pod_stream.predicate_filter(pod_rollout_state, Default::default());
     let caches = ChildCaches {
         stateful_sets,
         services,
         config_maps,
+        pods,
     };
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
@@ -318,12 +345,13 @@ pub async fn run(
         settings,
     });
     let visits = ctx.settings.visits_interval.map(|interval| {
-        // The visits poller reads only the pods' names, labels, IPs and readiness.
-        let (pods, pod_stream) = child_watch::<Pod>(&ctx.client, ns, strip_pod);
-        let poller = visits::Poller::new(ctx.client.clone(), apps.clone(), pods, ctx.metrics.clone());
-        tokio::spawn(async move {
-            tokio::join!(pod_stream.for_each(|_| async {}), poller.run(interval));
-        })
+        let poller = visits::Poller::new(
+            ctx.client.clone(),
+            apps.clone(),
+            caches.pods.clone(),
+            ctx.metrics.clone(),
+        );
+        tokio::spawn(poller.run(interval))
     });
     let ready = Arc::new(ready);
     let readiness = {
@@ -341,6 +369,10 @@ pub async fn run(
         .owns_stream(sts_stream)
         .owns_stream(svc_stream)
         .owns_stream(cm_stream)
+        .watches_stream(pod_stream, |pod| {
+            let app = pod.labels().get(INSTANCE_LABEL)?.clone();
+            Some(ObjectRef::new(&app).within(&pod.namespace()?))
+        })
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -361,8 +393,25 @@ pub async fn run(
     ready(false);
 }
 
-/// Keeps of a pod only what the visits poller reads: name, labels, IP and
-/// readiness.
+/// The parts of a pod that can change a rollout's state: its readiness, its
+/// revision, and whether it is going away.
+fn pod_rollout_state(pod: &Pod) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone());
+    ready.hash(&mut hasher);
+    pod.labels().get(rollout::REVISION_LABEL).hash(&mut hasher);
+    pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Keeps of a pod only what the rollout check and the visits poller read:
+/// name, uid, labels, creation and deletion times, IP and conditions.
 fn strip_pod(pod: &mut Pod) {
     pod.metadata.annotations = None;
     pod.metadata.owner_references = None;

@@ -15,14 +15,16 @@ use serde_json::{Value, json};
 
 use super::{
     Context, Error,
-    apply::{apply_child, delete_statefulset_orphaning, record, write_status},
+    apply::{apply_child, delete_pod, delete_statefulset_orphaning, record, write_status},
     error::is_refusal,
     plan::{DesiredChild, Step, plan},
+    rollout::{Stuck, check_rollout},
     status::{Failure, Observed, PAUSED, desired_status, same_status},
+    storage::expand_claims,
 };
 use crate::{
     build::{Children, desired_children},
-    resource::{API_VERSION, KIND, PAUSED_ANNOTATION, VisitCounterApp},
+    resource::{API_VERSION, KIND, PAUSED_ANNOTATION, StuckPod, VisitCounterApp},
 };
 
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -185,6 +187,13 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
                     .map_err(|source| refused_or_failed(child, source))?;
             }
         }
+        // A new claim template: the existing claims grow first (all or none),
+        // so the re-created StatefulSet's pods find volumes of the new size.
+        if let Some(Step::Recreate { fields }) = steps.last()
+            && fields.contains(&"volumeClaimTemplates")
+        {
+            grow_volumes(app, ctx, &namespace).await?;
+        }
         let mut changes: Vec<String> = Vec::new();
         let mut reasons: Vec<&'static str> = Vec::new();
         let mut failure = None;
@@ -244,6 +253,19 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
 
     let stateful_set: Option<StatefulSet> = observed[3].clone().and_then(|v| serde_json::from_value(v).ok());
     let service: Option<Service> = observed[2].clone().and_then(|v| serde_json::from_value(v).ok());
+    let now = Time(Timestamp::now());
+    let check = stateful_set
+        .as_ref()
+        .map(|sts| {
+            let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let pods = ctx.caches.pods_of(&namespace, &app.name_any(), replicas);
+            check_rollout(app, sts, pods.iter().map(AsRef::as_ref), &now, ctx.settings.stuck_after)
+        })
+        .unwrap_or_default();
+    let stuck = match &check.stuck {
+        Some(stuck) => handle_stuck_pod(app, ctx, &namespace, stuck).await?,
+        None => None,
+    };
     let status = desired_status(
         app,
         &Observed {
@@ -251,15 +273,98 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
             service: service.as_ref(),
             failure: None,
             paused: false,
+            stuck,
         },
-        Time(Timestamp::now()),
+        now,
     );
     update_status(app, status, ctx).await?;
-    Ok(Action::requeue(if recheck_soon {
-        super::CACHE_LAG_WINDOW
-    } else {
-        ctx.settings.resync
-    }))
+    let mut requeue = ctx.settings.resync;
+    if recheck_soon {
+        requeue = super::CACHE_LAG_WINDOW;
+    }
+    if let Some(later) = check.look_again_in {
+        requeue = requeue.min(later + Duration::from_secs(1));
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// Grows the app's claims to `storage.size` before its StatefulSet is
+/// re-created with the new claim template.
+async fn grow_volumes(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let size = &app.spec.storage.size.0;
+    let grown = expand_claims(&ctx.client, namespace, &app.name_any(), size, &ctx.metrics).await?;
+    if !grown.is_empty() {
+        record(
+            &ctx.recorder,
+            app,
+            EventType::Normal,
+            "ExpandingVolumes",
+            format!(
+                "asked for {size} on {}; the storage driver grows each volume in place",
+                grown.join(", ")
+            ),
+            None,
+            &ctx.metrics,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Replaces a pod that blocks the rollout when the app allows it and the pod
+/// runs a revision the template no longer has; otherwise reports it (an
+/// Event the first time). Returns what the status should say.
+async fn handle_stuck_pod(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    stuck: &Stuck,
+) -> Result<Option<StuckPod>, Error> {
+    let replace = app
+        .spec
+        .update_strategy
+        .rolling_update
+        .as_ref()
+        .is_some_and(|r| r.replace_stuck_pods);
+    if stuck.abandoned && replace {
+        delete_pod(&ctx.client, namespace, &stuck.pod, &stuck.uid, &ctx.metrics)
+            .await
+            .map_err(|source| Error::ReplaceStuckPod {
+                pod: stuck.pod.clone(),
+                source: Box::new(source),
+            })?;
+        record(
+            &ctx.recorder,
+            app,
+            EventType::Normal,
+            "StuckPodReplaced",
+            stuck.status(app, true).message,
+            None,
+            &ctx.metrics,
+        )
+        .await;
+        return Ok(None);
+    }
+    let status = stuck.status(app, false);
+    let reported = app
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .and_then(|r| r.stuck_pod.as_ref())
+        .is_some_and(|s| s.name == status.name && s.revision == status.revision);
+    if !reported {
+        record(
+            &ctx.recorder,
+            app,
+            EventType::Warning,
+            "RolloutStuck",
+            status.message.clone(),
+            None,
+            &ctx.metrics,
+        )
+        .await;
+    }
+    Ok(Some(status))
 }
 
 /// Writes one child: a plain server-side apply, or for a re-create the
@@ -374,6 +479,7 @@ fn status_from_caches(
         service: service.as_ref(),
         failure,
         paused,
+        stuck: None,
     };
     desired_status(app, &observed, Time(Timestamp::now()))
 }

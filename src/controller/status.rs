@@ -8,7 +8,9 @@ use k8s_openapi::{
 
 use crate::{
     build::selector_string,
-    resource::{PAUSED_ANNOTATION, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
+    resource::{
+        PAUSED_ANNOTATION, RolloutStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus,
+    },
 };
 
 pub const READY: &str = "Ready";
@@ -43,6 +45,9 @@ pub struct Observed<'a> {
     /// The app is paused (`visitcounter.dev/paused: "true"`): nothing was
     /// applied.
     pub paused: bool,
+    /// A pod that blocks the rollout for good (see `rollout.rs`), unless the
+    /// operator just replaced it.
+    pub stuck: Option<StuckPod>,
 }
 
 struct Cond {
@@ -74,18 +79,29 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         ),
         _ => (previous.replicas, previous.ready_replicas, previous.updated_replicas),
     };
-    let expected_updated = match app.spec.update_strategy.type_ {
-        UpdateStrategyType::OnDelete => 0,
-        UpdateStrategyType::RollingUpdate => {
-            let partition = app
-                .spec
-                .update_strategy
-                .rolling_update
-                .as_ref()
-                .and_then(|r| r.partition)
-                .unwrap_or(0);
-            (wanted - partition).max(0)
-        }
+    let rolling = app.spec.update_strategy.rolling_update.as_ref();
+    let partition = match app.spec.update_strategy.type_ {
+        UpdateStrategyType::OnDelete => wanted,
+        UpdateStrategyType::RollingUpdate => rolling.and_then(|r| r.partition_for(wanted)).unwrap_or(0),
+    };
+    let expected_updated = (wanted - partition).max(0);
+    let current_revision = sts_status
+        .and_then(|s| s.current_revision.clone())
+        .or(previous.current_revision);
+    let update_revision = sts_status
+        .and_then(|s| s.update_revision.clone())
+        .or(previous.update_revision);
+    // Pods the partition keeps at the old revision once the rest run the new.
+    let held = if app.spec.update_strategy.type_ == UpdateStrategyType::RollingUpdate
+        && partition > 0
+        && current
+        && replicas == wanted
+        && updated >= expected_updated
+        && current_revision != update_revision
+    {
+        replicas - updated
+    } else {
+        0
     };
 
     let progressing = if sts.is_none() {
@@ -97,6 +113,8 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             "StatefulSetPending",
             "the StatefulSet controller has not yet seen the latest spec".into(),
         )
+    } else if let Some(stuck) = &observed.stuck {
+        Cond::new(PROGRESSING, false, "RolloutStuck", stuck.message.clone())
     } else if replicas != wanted {
         Cond::new(
             PROGRESSING,
@@ -117,6 +135,25 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             true,
             "WaitingForPods",
             format!("{ready} of {wanted} pods are ready"),
+        )
+    } else if held > 0 {
+        let by = match rolling.and_then(|r| r.canary_replicas) {
+            Some(canary) => format!(
+                "updateStrategy.rollingUpdate.canaryReplicas: {canary}; raise or remove it to promote the new revision"
+            ),
+            None => format!(
+                "updateStrategy.rollingUpdate.partition: {partition}; lower or remove it to promote the new revision"
+            ),
+        };
+        Cond::new(
+            PROGRESSING,
+            false,
+            "RolloutHeld",
+            format!(
+                "{updated} of {wanted} pods run revision {}; {held} are held at revision {} by {by}",
+                update_revision.as_deref().unwrap_or("?"),
+                current_revision.as_deref().unwrap_or("?"),
+            ),
         )
     } else {
         Cond::new(
@@ -190,15 +227,15 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         replicas,
         ready_replicas: ready,
         updated_replicas: updated,
-        current_revision: sts_status
-            .and_then(|s| s.current_revision.clone())
-            .or(previous.current_revision),
-        update_revision: sts_status
-            .and_then(|s| s.update_revision.clone())
-            .or(previous.update_revision),
+        current_revision,
+        update_revision,
         selector: Some(selector_string(name)),
         node_port,
         conditions,
+        rollout: (held > 0 || observed.stuck.is_some()).then(|| RolloutStatus {
+            held_replicas: held,
+            stuck_pod: observed.stuck.clone(),
+        }),
         // Written apart, by the visits poller (`visits.rs`).
         visits: None,
     }
@@ -223,6 +260,12 @@ fn kstatus(progressing: &Cond, observed: &Observed<'_>) -> (Cond, Cond) {
         // kstatus would read Reconciling as "still in progress" for as long as
         // the pause lasts; a paused app is as settled as it will get.
         None if observed.paused => Cond::new(RECONCILING, false, "Paused", "reconciling is paused".into()),
+        None if observed.stuck.is_some() => Cond::new(
+            RECONCILING,
+            false,
+            "RolloutStuck",
+            "stalled; see the Stalled condition".into(),
+        ),
         None => Cond::new(
             RECONCILING,
             progressing.status,
@@ -233,6 +276,7 @@ fn kstatus(progressing: &Cond, observed: &Observed<'_>) -> (Cond, Cond) {
     let stalled = match failure {
         Some(f) if f.stalled => Cond::new(STALLED, true, f.reason, f.message.clone()),
         Some(_) => Cond::new(STALLED, false, "Retrying", "the operator retries with backoff".into()),
+        None if observed.stuck.is_some() => Cond::new(STALLED, true, "RolloutStuck", progressing.message.clone()),
         None => Cond::new(
             STALLED,
             false,
@@ -407,6 +451,74 @@ mod tests {
         sts.status.as_mut().unwrap().updated_replicas = Some(1);
         let status = desired_status(&app, &seen(&sts), now(10));
         assert_eq!(condition(&status, PROGRESSING).status, "False");
+    }
+
+    #[test]
+    fn a_canary_holds_the_rest_of_the_pods_and_says_how_to_promote() {
+        let app = app(
+            "web",
+            json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"canaryReplicas": 1}}}),
+        );
+        let mut held = sts(2, Some(2), 3, 3);
+        let st = held.status.as_mut().unwrap();
+        st.updated_replicas = Some(1);
+        st.update_revision = Some("web-2".into());
+        let status = desired_status(&app, &seen(&held), now(10));
+        let progressing = condition(&status, PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", "RolloutHeld")
+        );
+        assert_eq!(
+            progressing.message,
+            "1 of 3 pods run revision web-2; 2 are held at revision web-1 by \
+             updateStrategy.rollingUpdate.canaryReplicas: 1; raise or remove it to promote the new revision"
+        );
+        assert_eq!(status.rollout.as_ref().unwrap().held_replicas, 2);
+        assert_eq!(status.updated_replicas, 1);
+        assert_eq!(condition(&status, READY).status, "True");
+        assert_eq!(
+            condition(&status, RECONCILING).status,
+            "False",
+            "a held canary is settled"
+        );
+
+        // Still rolling to the canary pod: not held yet.
+        held.status.as_mut().unwrap().updated_replicas = Some(0);
+        let rolling = desired_status(&app, &seen(&held), now(10));
+        assert_eq!(condition(&rolling, PROGRESSING).reason, "RollingOut");
+        assert_eq!(rolling.rollout, None);
+
+        // Promoted: every pod on one revision, nothing held.
+        let promoted = desired_status(&app, &seen(&sts(2, Some(2), 3, 3)), now(10));
+        assert_eq!(condition(&promoted, PROGRESSING).reason, "RolloutComplete");
+        assert_eq!(promoted.rollout, None);
+    }
+
+    #[test]
+    fn a_stuck_pod_stalls_the_app_and_is_named() {
+        let app = app("web", json!({"replicas": 3}));
+        let rolling = sts(2, Some(2), 3, 2);
+        let stuck = StuckPod {
+            name: "web-2".into(),
+            revision: "web-bad".into(),
+            not_ready_since: Some(now(0)),
+            message: "pod web-2 is stuck".into(),
+        };
+        let observed = Observed {
+            stateful_set: Some(&rolling),
+            stuck: Some(stuck.clone()),
+            ..Default::default()
+        };
+        let status = desired_status(&app, &observed, now(10));
+        assert_eq!(condition(&status, PROGRESSING).reason, "RolloutStuck");
+        let stalled = condition(&status, STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.message.as_str()),
+            ("True", "pod web-2 is stuck")
+        );
+        assert_eq!(condition(&status, RECONCILING).status, "False");
+        assert_eq!(status.rollout.unwrap().stuck_pod, Some(stuck));
     }
 
     /// kstatus (Flux, kpt) reads `Reconciling` and `Stalled`, both

@@ -399,10 +399,19 @@ fn empty_object() -> serde_json::Value {
 }
 
 /// The per-pod volume. Each pod gets its own claim, `data-<name>-<ordinal>`.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0")
+        .message(Message::Expression(
+            "'storage.size cannot shrink from ' + string(oldSelf.size) + ' to ' + string(self.size) + ': Kubernetes can grow a volume but never make it smaller, and the visit counts live on it'".into()
+        ))
+        .field_path(".size")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Storage {
-    /// Size of each pod's volume.
+    /// Size of each pod's volume. Raising it grows every existing claim of the
+    /// app in place (when their StorageClass allows volume expansion); it
+    /// cannot be lowered.
     #[serde(default = "default_storage_size")]
     #[schemars(schema_with = "schema::quantity")]
     pub size: Quantity,
@@ -561,6 +570,11 @@ impl UpdateStrategyType {
 
 /// Parameters of a rolling update.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.partition) || !has(self.canaryReplicas)")
+        .message("set either partition or canaryReplicas, not both: canaryReplicas sets the partition to replicas - canaryReplicas")
+        .field_path(".canaryReplicas")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RollingUpdate {
     /// Only pods with an ordinal at or above the partition are updated. When
@@ -569,6 +583,21 @@ pub struct RollingUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub partition: Option<i32>,
+    /// A canary: the changed pod template goes only to this many pods, those
+    /// with the highest ordinals, and the rollout holds there (the operator sets
+    /// the partition to `replicas - canaryReplicas`, or 0 when that is
+    /// negative). Raise it, or remove it, to promote the new template to the
+    /// rest. Cannot be set with `partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub canary_replicas: Option<i32>,
+    /// Under `OrderedReady`, a pod of a template that has since been replaced
+    /// (reverted or fixed) which never became ready blocks the rollout for good
+    /// (kubernetes#67250). With this set, the operator deletes such a pod so
+    /// the StatefulSet re-creates it from the current template. A pod of the
+    /// current template is never deleted.
+    #[serde(default)]
+    pub replace_stuck_pods: bool,
     /// Most pods that may be unavailable during the update: a number, at least
     /// one, or a percentage such as `"25%"`. Needs the MaxUnavailableStatefulSet
     /// feature gate; ignored by clusters without it.
@@ -579,6 +608,15 @@ pub struct RollingUpdate {
             .message("maxUnavailable must be an integer of at least 1 or a percentage such as \"25%\"")
     )]
     pub max_unavailable: Option<IntOrString>,
+}
+
+impl RollingUpdate {
+    /// The StatefulSet partition: the spec's, or the one its canary implies;
+    /// `None` leaves the field to others.
+    pub fn partition_for(&self, replicas: i32) -> Option<i32> {
+        self.partition
+            .or_else(|| self.canary_replicas.map(|canary| (replicas - canary).max(0)))
+    }
 }
 
 /// What happens to the pods' volume claims.

@@ -39,6 +39,10 @@ pub struct VisitCounterAppStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,
+    /// Where the rollout of a changed pod template stands, while it is held by
+    /// the partition or blocked by a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// The visit count, read from each ready pod's `/visits` at the operator's
     /// `--visits-interval-seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,4 +79,34 @@ pub struct PodVisits {
     /// Why it has no count: not ready, unreachable, or a bad answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A rollout that is not simply in progress or done.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The partition (or `canaryReplicas`) holds this many pods, the lowest
+    /// ordinals, at `currentRevision` while the others run `updateRevision`.
+    /// Raising or removing `canaryReplicas` (or lowering `partition`)
+    /// promotes the rest.
+    #[serde(default)]
+    pub held_replicas: i32,
+    /// A pod the StatefulSet waits for and that will not become ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_pod: Option<StuckPod>,
+}
+
+/// A pod that blocks a rollout under `OrderedReady`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StuckPod {
+    /// The pod's name.
+    pub name: String,
+    /// The StatefulSet revision (`controller-revision-hash`) the pod runs.
+    pub revision: String,
+    /// When the pod was last seen to stop being ready, or was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready_since: Option<Time>,
+    /// What blocks the rollout and what to do about it.
+    pub message: String,
 }

@@ -6,6 +6,8 @@ mod day2;
 mod harness;
 mod leadership;
 mod rbac;
+mod rollouts;
+mod storage;
 #[path = "../support/mod.rs"]
 mod support;
 mod visits;

@@ -18,6 +18,17 @@ async fn every_api_access_of_the_operator() {
     let cluster = Cluster::start().await;
     let mut settings = settings();
     settings.lease = Some(lease("rbac"));
+    settings.controller.stuck_after = std::time::Duration::from_millis(200);
+    // The claims get this class, which lets them grow.
+    cluster
+        .standin
+        .insert_unchecked(
+            "storage.k8s.io",
+            "storageclasses",
+            json!({"metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                   "provisioner": "csi.example.com", "allowVolumeExpansion": true}),
+        )
+        .unwrap();
     let operator = cluster.start_operator(settings);
 
     // Create, with the Lease taken first.
@@ -44,6 +55,36 @@ async fn every_api_access_of_the_operator() {
             && cluster.is_ready("web")
     })
     .await;
+    // A bigger size: the claims grow (their StorageClass read first), then
+    // the StatefulSet is re-created.
+    cluster.patch_spec("web", json!({"storage": {"size": "2Gi"}})).await;
+    wait_until("web's claims grew", WAIT, || {
+        cluster.get("", "persistentvolumeclaims", "data-web-0").unwrap()["spec"]["resources"]["requests"]["storage"]
+            == "2Gi"
+            && cluster.is_ready("web")
+    })
+    .await;
+    // A pod of an abandoned, broken revision is replaced.
+    cluster.standin.break_image("app:broken");
+    cluster
+        .patch_spec(
+            "web",
+            json!({"podManagementPolicy": "OrderedReady", "image": "app:broken",
+                   "updateStrategy": {"rollingUpdate": {"replaceStuckPods": true}}}),
+        )
+        .await;
+    wait_until("the broken pod exists", WAIT, || {
+        cluster
+            .sts("web")
+            .is_some_and(|s| s["spec"]["podManagementPolicy"] == "OrderedReady")
+            && cluster.app("web")["status"]["updatedReplicas"] == 1
+    })
+    .await;
+    cluster.patch_spec("web", json!({"image": "app:1"})).await;
+    wait_until("the stuck pod is replaced", WAIT, || {
+        cluster.events("web").iter().any(|e| e.1 == "StuckPodReplaced") && cluster.is_ready("web")
+    })
+    .await;
     // Stopping releases the Lease.
     operator.stop().await.unwrap();
 
@@ -64,6 +105,10 @@ async fn every_api_access_of_the_operator() {
         ("apps", "statefulsets", "create"),
         ("apps", "statefulsets", "delete"),
         ("", "pods", "watch"),
+        ("", "pods", "delete"),
+        ("", "persistentvolumeclaims", "list"),
+        ("", "persistentvolumeclaims", "patch"),
+        ("storage.k8s.io", "storageclasses", "get"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
         ("coordination.k8s.io", "leases", "create"),

@@ -81,19 +81,24 @@ fn set(value: &mut Value, path: &[String], leaf: Value) {
         .insert(last.clone(), leaf);
 }
 
+/// Removes the leaf at `path`, and each map above it that it leaves empty:
+/// those held only that leaf, so they were the applier's too.
 fn remove(value: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else {
+    let Some((first, rest)) = path.split_first() else {
         return;
     };
-    let mut cursor = value;
-    for key in parents {
-        match cursor.as_object_mut().and_then(|m| m.get_mut(key)) {
-            Some(next) => cursor = next,
-            None => return,
-        }
+    let Some(map) = value.as_object_mut() else {
+        return;
+    };
+    if rest.is_empty() {
+        map.remove(first);
+        return;
     }
-    if let Some(map) = cursor.as_object_mut() {
-        map.remove(last);
+    if let Some(child) = map.get_mut(first) {
+        remove(child, rest);
+        if child.as_object().is_some_and(Map::is_empty) {
+            map.remove(first);
+        }
     }
 }
 
@@ -197,6 +202,14 @@ mod tests {
         own.update(&live, &edited, "kubectl");
         let after = own.apply(&edited, &json!({"a": 1}), "op", false).unwrap();
         assert_eq!(after, json!({"a": 1, "c": 3}));
+        // A map left empty goes with its last field.
+        let nested = own
+            .apply(&after, &json!({"a": 1, "n": {"m": {"x": 1}}}), "op", false)
+            .unwrap();
+        assert_eq!(
+            own.apply(&nested, &json!({"a": 1}), "op", false).unwrap(),
+            json!({"a": 1, "c": 3})
+        );
     }
 
     #[test]
