@@ -5,7 +5,10 @@
 
 use std::marker::PhantomData;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{
+    api::core::v1::{Pod, PodCondition, PodStatus},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -91,6 +94,64 @@ impl<K: k8s_openapi::Resource + DeserializeOwned> Compact<K> {
     }
 }
 
+/// A pod as the watch cache keeps it: its metadata, IP and conditions, and
+/// nothing of its spec or the rest of its status. Decoded straight into this
+/// form, so a pod's spec (most of its size) is never kept.
+#[derive(Clone, Debug, Serialize)]
+#[serde(transparent)]
+pub struct SlimPod(pub Pod);
+
+impl<'de> Deserialize<'de> for SlimPod {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            metadata: ObjectMeta,
+            #[serde(default)]
+            status: Option<RawStatus>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct RawStatus {
+            #[serde(default, rename = "podIP")]
+            pod_ip: Option<String>,
+            #[serde(default)]
+            conditions: Option<Vec<PodCondition>>,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        Ok(SlimPod(Pod {
+            metadata: raw.metadata,
+            spec: None,
+            status: raw.status.map(|s| PodStatus {
+                pod_ip: s.pod_ip,
+                conditions: s.conditions,
+                ..PodStatus::default()
+            }),
+        }))
+    }
+}
+
+impl k8s_openapi::Resource for SlimPod {
+    const API_VERSION: &'static str = Pod::API_VERSION;
+    const GROUP: &'static str = Pod::GROUP;
+    const KIND: &'static str = Pod::KIND;
+    const VERSION: &'static str = Pod::VERSION;
+    const URL_PATH_SEGMENT: &'static str = Pod::URL_PATH_SEGMENT;
+    type Scope = <Pod as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for SlimPod {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
 fn as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<Value>::deserialize(deserializer)?.map(|part| part.to_string()))
 }
@@ -127,5 +188,22 @@ mod tests {
         let event = serde_json::json!({"type": "ADDED", "object": json});
         let Event::Added(from_event) = serde_json::from_str(&event.to_string()).unwrap();
         assert_eq!(from_event.to_json(), json);
+    }
+
+    #[test]
+    fn a_slim_pod_keeps_metadata_ip_and_conditions_only() {
+        let json = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-0", "labels": {"controller-revision-hash": "web-1"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.7",
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        });
+        let SlimPod(pod) = serde_json::from_value(json).unwrap();
+        assert_eq!(pod.metadata.labels.unwrap()["controller-revision-hash"], "web-1");
+        assert!(pod.spec.is_none());
+        let status = pod.status.unwrap();
+        assert_eq!((status.pod_ip.as_deref(), status.phase), (Some("10.0.0.7"), None));
+        assert_eq!(status.conditions.unwrap()[0].type_, "Ready");
     }
 }

@@ -31,7 +31,7 @@ use std::{
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Pod, PodStatus, Service},
+    core::v1::{ConfigMap, Service},
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -45,7 +45,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use cache::Compact;
+use cache::{Compact, SlimPod};
 pub use error::Error;
 pub use metrics::Metrics;
 
@@ -107,7 +107,7 @@ pub struct ChildCaches {
     pub config_maps: Store<ConfigMap>,
     /// The apps' pods, stripped to what the rollout check and the visits
     /// poller read.
-    pub pods: Store<Pod>,
+    pub pods: Store<SlimPod>,
 }
 
 impl ChildCaches {
@@ -147,7 +147,7 @@ impl ChildCaches {
     }
 
     /// The cached pods of the StatefulSet `name` with ordinals below `replicas`.
-    pub fn pods_of(&self, namespace: &str, name: &str, replicas: i32) -> Vec<Arc<Pod>> {
+    pub fn pods_of(&self, namespace: &str, name: &str, replicas: i32) -> Vec<Arc<SlimPod>> {
         (0..replicas.max(0))
             .filter_map(|ordinal| {
                 self.pods
@@ -318,7 +318,12 @@ pub async fn run(
     let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns, |_| {});
     let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns, |_| {});
     let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns, |_| {});
-    let (pods, pod_stream) = child_watch::<Pod>(&client, ns, strip_pod);
+    // Pods are cached slim (`SlimPod`): metadata, IP and conditions. The
+    // rollout check and the visits poller read no annotations or owners.
+    let (pods, pod_stream) = child_watch::<SlimPod>(&client, ns, |SlimPod(pod)| {
+        pod.metadata.annotations = None;
+        pod.metadata.owner_references = None;
+    });
     // A pod's readiness or revision can block a rollout; nothing else of a pod
     // is worth a reconcile.
     let pod_stream = pod_stream.predicate_filter(pod_rollout_state, Default::default());
@@ -395,7 +400,7 @@ pub async fn run(
 
 /// The parts of a pod that can change a rollout's state: its readiness, its
 /// revision, and whether it is going away.
-fn pod_rollout_state(pod: &Pod) -> Option<u64> {
+fn pod_rollout_state(SlimPod(pod): &SlimPod) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let ready = pod
@@ -408,19 +413,4 @@ fn pod_rollout_state(pod: &Pod) -> Option<u64> {
     pod.labels().get(rollout::REVISION_LABEL).hash(&mut hasher);
     pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
-}
-
-/// Keeps of a pod only what the rollout check and the visits poller read:
-/// name, uid, labels, creation and deletion times, IP and conditions.
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.annotations = None;
-    pod.metadata.owner_references = None;
-    pod.spec = None;
-    if let Some(status) = pod.status.as_mut() {
-        *status = PodStatus {
-            pod_ip: status.pod_ip.take(),
-            conditions: status.conditions.take(),
-            ..PodStatus::default()
-        };
-    }
 }

@@ -259,7 +259,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         .map(|sts| {
             let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let pods = ctx.caches.pods_of(&namespace, &app.name_any(), replicas);
-            check_rollout(app, sts, pods.iter().map(AsRef::as_ref), &now, ctx.settings.stuck_after)
+            check_rollout(app, sts, pods.iter().map(|p| &p.0), &now, ctx.settings.stuck_after)
         })
         .unwrap_or_default();
     let stuck = match &check.stuck {

@@ -26,7 +26,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::Metrics;
+use super::{Metrics, cache::SlimPod};
 use crate::{
     build::INSTANCE_LABEL,
     resource::{API_VERSION, KIND, PodVisits, VisitCounterApp, VisitsStatus},
@@ -120,14 +120,14 @@ pub struct Poller {
     client: Client,
     http: HttpClient<HttpConnector, Empty<Bytes>>,
     apps: Store<VisitCounterApp>,
-    pods: Store<Pod>,
+    pods: Store<SlimPod>,
     metrics: Arc<Metrics>,
     /// Apps with a gauge, to drop the gauges of deleted apps.
     gauged: Mutex<HashSet<(String, String)>>,
 }
 
 impl Poller {
-    pub fn new(client: Client, apps: Store<VisitCounterApp>, pods: Store<Pod>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, apps: Store<VisitCounterApp>, pods: Store<SlimPod>, metrics: Arc<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(ANSWER_TIMEOUT));
         Self {
@@ -169,7 +169,7 @@ impl Poller {
         // Every pod of every app in one stream, so at most PARALLEL_ASKS are
         // asked at once overall and a slow app does not hold up the others.
         let mut pods_of: HashMap<(Option<String>, &str), Vec<&Pod>> = HashMap::new();
-        for pod in &pods {
+        for pod in pods.iter().map(|p| &p.0) {
             if let Some(instance) = pod.labels().get(INSTANCE_LABEL) {
                 pods_of.entry((pod.namespace(), instance)).or_default().push(pod);
             }
