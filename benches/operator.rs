@@ -1,7 +1,8 @@
 //! The operator (the release binary, as its own process) against the
 //! in-process stand-in API server with 1,000 apps: time until all are
 //! converged, API requests per app, write requests over a full resync of
-//! converged apps, and the operator's peak RSS.
+//! converged apps, and the operator's peak RSS; with the visits poller on
+//! and off, side by side.
 //!
 //! `cargo bench --bench operator` (`-- --apps N` for another count).
 
@@ -16,7 +17,10 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use serde_json::{Value, json};
-use visitcounter::resource::{API_VERSION, KIND, VisitCounterApp};
+use visitcounter::{
+    controller::visits::VISITS_FIELD_MANAGER,
+    resource::{API_VERSION, KIND, VisitCounterApp},
+};
 
 #[allow(dead_code)] // the bench uses the stand-in cluster, not the test helpers
 #[path = "../tests/operator/harness.rs"]
@@ -60,6 +64,20 @@ async fn scrape(port: u16) -> String {
     }
 }
 
+/// What one run measured.
+struct Figures {
+    converge: Duration,
+    requests_per_app: f64,
+    writes_per_app: f64,
+    /// Writes over the resync window by the controller, and by the visits
+    /// poller (its own field manager), of how many requests.
+    resync_writes: usize,
+    visits_writes: usize,
+    resync_requests: usize,
+    peak_kib: u64,
+    now_kib: u64,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -69,7 +87,58 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
+    // The same run with the visits poller on (the default) and off, side by
+    // side: the poller's pod watch and status writes are its cost.
+    let on = run(apps, &[]).await;
+    let off = run(apps, &["--visits-interval-seconds", "0"]).await;
 
+    let concurrency = std::env::var("VISITCOUNTER_CONCURRENCY").unwrap_or_else(|_| "4 (default)".into());
+    println!("operator against the stand-in API server: {apps} apps, 2 replicas each, concurrency {concurrency}");
+    println!("| measure | visits poller on (default) | visits poller off | target |");
+    println!("| --- | --- | --- | --- |");
+    let row = |measure: &str, f: &dyn Fn(&Figures) -> String, target: &str| {
+        println!("| {measure} | {} | {} | {target} |", f(&on), f(&off));
+    };
+    row(
+        "time until all apps are Ready",
+        &|f| format!("{:.2} s", f.converge.as_secs_f64()),
+        "",
+    );
+    row(
+        "API requests per app to converge",
+        &|f| format!("{:.2} ({:.2} writes)", f.requests_per_app, f.writes_per_app),
+        "",
+    );
+    row(
+        "controller writes over one full resync of converged apps",
+        &|f| format!("{} (of {} requests)", f.resync_writes, f.resync_requests),
+        "0",
+    );
+    row(
+        "status.visits writes in the same window",
+        &|f| f.visits_writes.to_string(),
+        "at most 1 per app (a count changed)",
+    );
+    row(
+        "operator peak RSS",
+        &|f| format!("{:.1} MiB", f.peak_kib as f64 / 1024.0),
+        "< 64 MiB",
+    );
+    row(
+        "operator RSS once converged",
+        &|f| format!("{:.1} MiB", f.now_kib as f64 / 1024.0),
+        "",
+    );
+    for f in [&on, &off] {
+        assert_eq!(f.resync_writes, 0, "a converged app was written on a resync");
+        assert!(
+            f.visits_writes <= apps,
+            "status.visits was written more than once per app"
+        );
+    }
+}
+
+async fn run(apps: usize, extra_args: &[&str]) -> Figures {
     let cluster = harness::Cluster::start().await;
     let standin = &cluster.standin;
     let client = cluster.client.clone();
@@ -102,6 +171,7 @@ async fn main() {
         .args(["operator", "--leader-election=false", "--admin-address"])
         .arg(format!("127.0.0.1:{port}"))
         .args(["--resync-seconds", &RESYNC_SECONDS.to_string()])
+        .args(extra_args)
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -144,30 +214,24 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let resync = standin.requests()[settled..].to_vec();
-    let resync_writes = resync.iter().filter(|r| r.is_write()).count();
-    let peak = memory_kib(pid, "VmHWM:").unwrap_or(0);
-    let now = memory_kib(pid, "VmRSS:").unwrap_or(0);
+    let by_visits = |r: &&apiserver_standin::RecordedRequest| r.query.contains(VISITS_FIELD_MANAGER);
+    let visits_writes = resync.iter().filter(|r| r.is_write()).filter(by_visits).count();
+    let resync_writes = resync.iter().filter(|r| r.is_write()).count() - visits_writes;
+    let peak_kib = memory_kib(pid, "VmHWM:").unwrap_or(0);
+    let now_kib = memory_kib(pid, "VmRSS:").unwrap_or(0);
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let stopped = operator.wait().unwrap();
-
-    let concurrency = std::env::var("VISITCOUNTER_CONCURRENCY").unwrap_or_else(|_| "4 (default)".into());
-    println!("operator against the stand-in API server: {apps} apps, 2 replicas each, concurrency {concurrency}");
-    println!("| measure | value | target |");
-    println!("| --- | --- | --- |");
-    println!("| time until all apps are Ready | {:.2} s | |", converge.as_secs_f64());
-    println!(
-        "| API requests per app to converge | {:.2} ({:.2} writes) | |",
-        to_converge.len() as f64 / apps as f64,
-        writes_to_converge as f64 / apps as f64
-    );
-    println!(
-        "| write requests over one full resync of converged apps | {resync_writes} (of {} requests, all lists and watches) | 0 |",
-        resync.len()
-    );
-    println!("| operator peak RSS | {:.1} MiB | < 64 MiB |", peak as f64 / 1024.0);
-    println!("| operator RSS once converged | {:.1} MiB | |", now as f64 / 1024.0);
-    println!("operator exit after SIGTERM: {stopped}");
-    assert_eq!(resync_writes, 0, "a converged app was written on a resync");
+    assert!(stopped.success(), "the operator exits cleanly after SIGTERM: {stopped}");
+    Figures {
+        converge,
+        requests_per_app: to_converge.len() as f64 / apps as f64,
+        writes_per_app: writes_to_converge as f64 / apps as f64,
+        resync_writes,
+        visits_writes,
+        resync_requests: resync.len(),
+        peak_kib,
+        now_kib,
+    }
 }
