@@ -54,21 +54,7 @@ pub async fn delete_statefulset_orphaning(
     metrics: &Metrics,
 ) -> Result<(), kube::Error> {
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Orphan),
-        preconditions: Some(Preconditions {
-            uid: Some(uid.to_owned()),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    metrics.wrote("StatefulSet");
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(()),
-        // Already gone: what we wanted.
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    delete_by_uid(&api, name, uid, Some(PropagationPolicy::Orphan), metrics).await
 }
 
 /// Deletes the pod `name` (the one with `uid`, not its replacement), so its
@@ -81,18 +67,37 @@ pub async fn delete_pod(
     metrics: &Metrics,
 ) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match delete_by_uid(&api, name, uid, None, metrics).await {
+        // Already replaced by a pod with another uid: what we wanted.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        other => other,
+    }
+}
+
+/// Deletes `name` only if it is still the object with `uid` (409 Conflict
+/// otherwise). Gone already is what was wanted.
+async fn delete_by_uid<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: &str,
+    propagation_policy: Option<PropagationPolicy>,
+    metrics: &Metrics,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let params = DeleteParams {
+        propagation_policy,
         preconditions: Some(Preconditions {
             uid: Some(uid.to_owned()),
             resource_version: None,
         }),
         ..DeleteParams::default()
     };
-    metrics.wrote("Pod");
+    metrics.wrote(&K::kind(&()));
     match api.delete(name, &params).await {
         Ok(_) => Ok(()),
-        // Gone, or already replaced: what we wanted.
-        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
 }
