@@ -314,6 +314,49 @@ async fn scenarios(env: &Env) {
     )
     .await;
 
+    // A canary of 2 pods: partition 1 (taken over from the rollout tool
+    // above); removing it leaves the partition to the API server's default.
+    let partition = || async {
+        stateful_sets
+            .get("web")
+            .await
+            .ok()
+            .and_then(|s| s.spec?.update_strategy?.rolling_update?.partition)
+    };
+    let canary = |replicas: serde_json::Value| {
+        json!({"replicas": 3, "image": image, "config": {"json": {"color": "teal"}},
+               "updateStrategy": {"rollingUpdate": {"canaryReplicas": replicas}}})
+    };
+    env.apply_app("web", canary(json!(2))).await;
+    eventually("the canary sets the partition", || async {
+        partition().await == Some(1)
+    })
+    .await;
+    env.apply_app(
+        "web",
+        json!({"replicas": 3, "image": image, "config": {"json": {"color": "teal"}}}),
+    )
+    .await;
+    eventually("promoted, the partition is back to 0", || async {
+        partition().await.unwrap_or(0) == 0
+    })
+    .await;
+
+    // A smaller volume is refused by the API server itself, with the reason.
+    let shrink = json!({"apiVersion": "visitcounter.dev/v1alpha1", "kind": "VisitCounterApp",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "image": image, "config": {"json": {"color": "teal"}}, "storage": {"size": "512Mi"}}});
+    let refused = apps
+        .patch("web", &PatchParams::apply("e2e"), &Patch::Apply(shrink))
+        .await
+        .expect_err("a smaller storage.size is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("storage.size cannot shrink from 1Gi to 512Mi"),
+        "{refused}"
+    );
+
     config_maps
         .delete("web-config", &DeleteParams::default())
         .await
