@@ -312,7 +312,7 @@ async fn grow_volumes(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> 
 }
 
 /// Replaces a pod that blocks the rollout when the app allows it and the pod
-/// runs a revision the template no longer has; otherwise reports it (an
+/// runs another revision than the update revision; otherwise reports it (an
 /// Event the first time). Returns what the status should say.
 async fn handle_stuck_pod(
     app: &VisitCounterApp,
@@ -327,12 +327,18 @@ async fn handle_stuck_pod(
         .as_ref()
         .is_some_and(|r| r.replace_stuck_pods);
     if stuck.abandoned && replace {
+        // The cache may still hold the pod we just deleted.
+        let key = format!("Pod/{namespace}/{}", stuck.pod);
+        if ctx.recently_applied(&key, &stuck.uid) {
+            return Ok(None);
+        }
         delete_pod(&ctx.client, namespace, &stuck.pod, &stuck.uid, &ctx.metrics)
             .await
             .map_err(|source| Error::ReplaceStuckPod {
                 pod: stuck.pod.clone(),
                 source: Box::new(source),
             })?;
+        ctx.remember_apply(key, stuck.uid.clone());
         record(
             &ctx.recorder,
             app,
