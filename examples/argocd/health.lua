@@ -1,8 +1,10 @@
 -- Argo CD health check for visitcounter.dev/VisitCounterApp.
 -- Healthy only when the operator has seen the current generation and says
 -- Ready; Degraded when it reports Stalled (only a person can unblock it) or
--- Degraded; Suspended while paused (visitcounter.dev/paused: "true");
--- Progressing otherwise, with the operator's own message.
+-- Degraded (a stuck rollout stalls it); Suspended while paused
+-- (visitcounter.dev/paused: "true"); Progressing otherwise, with the
+-- operator's own message. A held canary is Healthy, saying it is held, as
+-- Argo CD says of a partitioned StatefulSet.
 local hs = {status = "Progressing", message = "Waiting for the operator to report a status"}
 
 local function condition(conditions, type_)
@@ -44,6 +46,9 @@ elseif degraded ~= nil and degraded.status == "True" then
 elseif ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message or ready.reason
+  if progressing ~= nil and progressing.reason == "RolloutHeld" then
+    hs.message = progressing.message
+  end
 elseif progressing ~= nil and progressing.status == "True" then
   hs.message = progressing.message or progressing.reason
 elseif ready ~= nil then
