@@ -16,7 +16,7 @@ use futures::FutureExt;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Namespace, Node, Service},
+        core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Service},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -356,6 +356,39 @@ async fn scenarios(env: &Env) {
             .contains("storage.size cannot shrink from 1Gi to 512Mi"),
         "{refused}"
     );
+
+    // A new pod management policy re-creates the StatefulSet; its claims
+    // (however many the StatefulSet controller made without running pods)
+    // are the same objects afterwards.
+    let claims = env.api::<PersistentVolumeClaim>();
+    let claim_uids = || async {
+        let listed = claims
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=web"))
+            .await
+            .unwrap();
+        listed
+            .items
+            .into_iter()
+            .map(|c| (c.metadata.name.unwrap_or_default(), c.metadata.uid.unwrap_or_default()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = claim_uids().await;
+    let old_uid = stateful_sets.get("web").await.unwrap().metadata.uid;
+    env.apply_app(
+        "web",
+        json!({"replicas": 3, "image": image, "config": {"json": {"color": "teal"}}, "podManagementPolicy": "Parallel"}),
+    )
+    .await;
+    eventually("the StatefulSet is re-created with the new policy", || async {
+        stateful_sets.get("web").await.is_ok_and(|s| {
+            s.metadata.uid != old_uid && s.spec.unwrap_or_default().pod_management_policy.as_deref() == Some("Parallel")
+        })
+    })
+    .await;
+    let after = claim_uids().await;
+    for (name, uid) in &before {
+        assert_eq!(after.get(name), Some(uid), "claim {name} was kept");
+    }
 
     config_maps
         .delete("web-config", &DeleteParams::default())

@@ -197,6 +197,19 @@ impl Cluster {
     }
 }
 
+/// The operator's requests since request number `from`, as "METHOD path"
+/// without the namespace prefix: its writes and one-off reads, not its
+/// watches, status writes, Events or Lease.
+pub fn operator_calls(cluster: &Cluster, from: usize) -> Vec<String> {
+    cluster.standin.requests()[from..]
+        .iter()
+        .filter(|r| r.user.as_deref() == Some(OPERATOR_USER) && !r.dry_run)
+        .filter(|r| !r.query.contains("watch=") && !r.path.contains("/events") && !r.path.contains("/leases"))
+        .filter(|r| !r.path.ends_with("/status"))
+        .map(|r| format!("{} {}", r.method, r.path.replace(&format!("/namespaces/{NS}"), "")))
+        .collect()
+}
+
 /// Polls `check` every 20 ms until it holds, or fails the test after `timeout`
 /// saying what it waited for.
 pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {

@@ -14,7 +14,7 @@ mod visits;
 
 use std::time::Duration;
 
-use harness::{Cluster, NS, WAIT, settings, wait_until};
+use harness::{Cluster, NS, WAIT, operator_calls, settings, wait_until};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::ConfigMap};
 use kube::{
     Api,
@@ -370,6 +370,7 @@ async fn a_policy_change_recreates_the_statefulset_and_keeps_pods_and_claims() {
         .map(|c| cluster.get("", "persistentvolumeclaims", c).unwrap()["metadata"]["uid"].clone())
         .collect();
 
+    let from = cluster.standin.requests().len();
     cluster
         .patch_spec("web", json!({"podManagementPolicy": "Parallel"}))
         .await;
@@ -395,6 +396,26 @@ async fn a_policy_change_recreates_the_statefulset_and_keeps_pods_and_claims() {
         );
     }
     assert!(cluster.events("web").iter().any(|e| e.1 == "Recreating"));
+    // The orphaning delete, then the create; no claim is touched, nothing
+    // else is deleted.
+    let calls = operator_calls(&cluster, from);
+    assert_eq!(
+        &calls[..2.min(calls.len())],
+        [
+            "DELETE /apis/apps/v1/statefulsets/web",
+            "PATCH /apis/apps/v1/statefulsets/web"
+        ],
+        "{calls:#?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("DELETE")).count(),
+        1,
+        "{calls:#?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.contains("persistentvolumeclaims")),
+        "{calls:#?}"
+    );
     operator.stop().await.unwrap();
 }
 

@@ -4,7 +4,7 @@
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::harness::{Cluster, NS, OPERATOR_USER, WAIT, settings, wait_until};
+use crate::harness::{Cluster, NS, WAIT, operator_calls, settings, wait_until};
 
 async fn storage_class(cluster: &Cluster, name: &str, expands: bool) {
     let class = json!({
@@ -23,18 +23,6 @@ fn uid(cluster: &Cluster, plural: &str, name: &str) -> Value {
 
 fn requested(cluster: &Cluster, claim: &str) -> Value {
     cluster.get("", "persistentvolumeclaims", claim).unwrap()["spec"]["resources"]["requests"]["storage"].clone()
-}
-
-/// The operator's requests since `from`, as "METHOD path" without the
-/// namespace prefix, skipping reads of its watches, Events and its Lease.
-fn operator_calls(cluster: &Cluster, from: usize) -> Vec<String> {
-    cluster.standin.requests()[from..]
-        .iter()
-        .filter(|r| r.user.as_deref() == Some(OPERATOR_USER) && !r.dry_run)
-        .filter(|r| !r.query.contains("watch=") && !r.path.contains("/events") && !r.path.contains("/leases"))
-        .filter(|r| !r.path.ends_with("/status"))
-        .map(|r| format!("{} {}", r.method, r.path.replace(&format!("/namespaces/{NS}"), "")))
-        .collect()
 }
 
 #[tokio::test]
