@@ -38,7 +38,8 @@ fn converged(app: &Value) -> bool {
     ready && app["status"]["observedGeneration"] == app["metadata"]["generation"]
 }
 
-/// A memory figure of `/proc/PID/status` in KiB: `VmHWM` (peak) or `VmRSS`.
+/// A memory figure of `/proc/PID/status` in KiB: `VmHWM` (peak), `VmRSS`,
+/// or its parts `RssAnon` and `RssFile`.
 fn memory_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -76,6 +77,9 @@ struct Figures {
     resync_requests: usize,
     peak_kib: u64,
     now_kib: u64,
+    /// Of `now_kib`: anonymous memory (heap, stacks) and mapped files (code).
+    anon_kib: u64,
+    file_kib: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -127,6 +131,17 @@ async fn main() {
     row(
         "operator RSS once converged",
         &|f| format!("{:.1} MiB", f.now_kib as f64 / 1024.0),
+        "",
+    );
+    row(
+        "of which anonymous / mapped files",
+        &|f| {
+            format!(
+                "{:.1} / {:.1} MiB",
+                f.anon_kib as f64 / 1024.0,
+                f.file_kib as f64 / 1024.0
+            )
+        },
         "",
     );
     for f in [&on, &off] {
@@ -219,6 +234,8 @@ async fn run(apps: usize, extra_args: &[&str]) -> Figures {
     let resync_writes = resync.iter().filter(|r| r.is_write()).count() - visits_writes;
     let peak_kib = memory_kib(pid, "VmHWM:").unwrap_or(0);
     let now_kib = memory_kib(pid, "VmRSS:").unwrap_or(0);
+    let anon_kib = memory_kib(pid, "RssAnon:").unwrap_or(0);
+    let file_kib = memory_kib(pid, "RssFile:").unwrap_or(0);
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -233,5 +250,7 @@ async fn run(apps: usize, extra_args: &[&str]) -> Figures {
         resync_requests: resync.len(),
         peak_kib,
         now_kib,
+        anon_kib,
+        file_kib,
     }
 }
