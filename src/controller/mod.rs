@@ -403,13 +403,7 @@ pub async fn run(
 fn pod_rollout_state(SlimPod(pod): &SlimPod) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.clone());
-    ready.hash(&mut hasher);
+    rollout::ready_condition(pod).map(|c| &c.status).hash(&mut hasher);
     pod.labels().get(rollout::REVISION_LABEL).hash(&mut hasher);
     pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())

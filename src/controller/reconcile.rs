@@ -320,13 +320,7 @@ async fn handle_stuck_pod(
     namespace: &str,
     stuck: &Stuck,
 ) -> Result<Option<StuckPod>, Error> {
-    let replace = app
-        .spec
-        .update_strategy
-        .rolling_update
-        .as_ref()
-        .is_some_and(|r| r.replace_stuck_pods);
-    if stuck.abandoned && replace {
+    if stuck.abandoned && app.spec.update_strategy.replaces_stuck_pods() {
         // The cache may still hold the pod we just deleted.
         let key = format!("Pod/{namespace}/{}", stuck.pod);
         if ctx.recently_applied(&key, &stuck.uid) {

@@ -62,13 +62,7 @@ impl Stuck {
                 self.pod,
                 self.revision,
                 app.name_any(),
-                if app
-                    .spec
-                    .update_strategy
-                    .rolling_update
-                    .as_ref()
-                    .is_some_and(|r| r.replace_stuck_pods)
-                {
+                if app.spec.update_strategy.replaces_stuck_pods() {
                     " (the operator then replaces the pod)"
                 } else {
                     ", then delete the pod or set updateStrategy.rollingUpdate.replaceStuckPods: true"
@@ -175,11 +169,13 @@ pub fn check_rollout<'a>(
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
+/// Whether the pod's `Ready` condition is `True`.
+pub fn is_ready(pod: &Pod) -> bool {
     ready_condition(pod).is_some_and(|c| c.status == "True")
 }
 
-fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
+/// The pod's `Ready` condition, as the kubelet last reported it.
+pub fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
     pod.status
         .as_ref()?
         .conditions

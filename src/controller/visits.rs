@@ -26,7 +26,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Metrics, cache::SlimPod};
+use super::{Metrics, cache::SlimPod, rollout::is_ready};
 use crate::{
     build::INSTANCE_LABEL,
     resource::{API_VERSION, KIND, PodVisits, VisitCounterApp, VisitsStatus},
@@ -59,14 +59,10 @@ pub fn pod_targets<'a>(app: &VisitCounterApp, pods: impl IntoIterator<Item = &'a
         .into_iter()
         .filter(|p| p.namespace() == namespace && p.labels().get(INSTANCE_LABEL) == Some(&name))
         .map(|pod| {
-            let status = pod.status.as_ref();
-            let ready = status
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            let ip = status.and_then(|s| s.pod_ip.clone());
+            let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
             PodTarget {
                 name: pod.name_any(),
-                address: ip.filter(|_| ready && pod.metadata.deletion_timestamp.is_none()),
+                address: ip.filter(|_| is_ready(pod) && pod.metadata.deletion_timestamp.is_none()),
             }
         })
         .collect();

@@ -551,6 +551,14 @@ pub struct UpdateStrategy {
     pub rolling_update: Option<RollingUpdate>,
 }
 
+impl UpdateStrategy {
+    /// Whether the operator may delete a pod that blocks a rolling update
+    /// (`rollingUpdate.replaceStuckPods`).
+    pub fn replaces_stuck_pods(&self) -> bool {
+        self.rolling_update.as_ref().is_some_and(|r| r.replace_stuck_pods)
+    }
+}
+
 /// Kind of update strategy.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UpdateStrategyType {
