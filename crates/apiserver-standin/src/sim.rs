@@ -397,6 +397,28 @@ fn run_kubelet(store: &mut Store, namespace: &str, pod_name: &str) {
     });
 }
 
+/// The label the StatefulSet controller puts on each pod: its revision.
+const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// A pod's owner reference to its StatefulSet `sts`, as its controller.
+fn owner_references(sts: &Value) -> Value {
+    json!([{
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"], "uid": sts["metadata"]["uid"],
+        "controller": true, "blockOwnerDeletion": true,
+    }])
+}
+
+/// The revision of the stored pod `key`, if it exists.
+fn pod_revision(store: &Store, key: &Key) -> Option<String> {
+    let pod = &store.objects.get(key)?.object;
+    Some(
+        pod["metadata"]["labels"][REVISION_LABEL]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
 fn is_ready(store: &Store, key: &Key) -> bool {
     store.objects.get(key).is_some_and(|e| {
         e.object["status"]["conditions"]
@@ -421,13 +443,10 @@ fn create_pod(store: &mut Store, sts: &Value, ordinal: u64, revision: &str) {
         .cloned()
         .unwrap_or_else(|| sts["spec"]["template"].clone());
     let mut pod = json!({
-        "metadata": {"labels": template["metadata"]["labels"].clone(), "ownerReferences": [{
-            "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": sts["metadata"]["uid"],
-            "controller": true, "blockOwnerDeletion": true,
-        }]},
+        "metadata": {"labels": template["metadata"]["labels"].clone(), "ownerReferences": owner_references(sts)},
         "spec": template["spec"].clone(),
     });
-    pod["metadata"]["labels"]["controller-revision-hash"] = json!(revision);
+    pod["metadata"]["labels"][REVISION_LABEL] = json!(revision);
     let _ = store.write(
         pods_rt,
         &namespace,
@@ -522,10 +541,7 @@ pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
                     .as_array()
                     .is_none_or(|r| r.is_empty())
                 {
-                    pod["metadata"]["ownerReferences"] = json!([{
-                        "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": uid,
-                        "controller": true, "blockOwnerDeletion": true,
-                    }]);
+                    pod["metadata"]["ownerReferences"] = owner_references(&sts);
                     let _ = store.write(
                         pods_rt,
                         &namespace,
@@ -565,13 +581,7 @@ pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
     }
     if !blocked && rolling {
         for ordinal in (partition..replicas).rev() {
-            let revision = store.objects.get(&pod_key(ordinal)).map(|e| {
-                e.object["metadata"]["labels"]["controller-revision-hash"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            });
-            if revision.is_some_and(|r| r != update_revision) {
+            if pod_revision(store, &pod_key(ordinal)).is_some_and(|r| r != update_revision) {
                 create_pod(store, &sts, ordinal, &update_revision);
             }
             if !is_ready(store, &pod_key(ordinal)) {
@@ -582,11 +592,7 @@ pub fn run_statefulset_controller(store: &mut Store, key: &Key) {
     let revisions: Vec<(String, bool)> = (0..replicas)
         .filter_map(|ordinal| {
             let key = pod_key(ordinal);
-            let revision = store.objects.get(&key)?.object["metadata"]["labels"]["controller-revision-hash"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            Some((revision, is_ready(store, &key)))
+            Some((pod_revision(store, &key)?, is_ready(store, &key)))
         })
         .collect();
     let count = |wanted: &str| revisions.iter().filter(|(r, _)| r == wanted).count();
