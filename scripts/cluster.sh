@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on loopback, built from the Kubernetes Go
+# modules (tests/cluster/go.mod pins the version), for the tests, the benchmark
+# and the demo.
+#
+#   scripts/cluster.sh up     build what is missing, start, wait until ready
+#   scripts/cluster.sh env    print the exports that point a shell at it
+#   scripts/cluster.sh down   stop exactly what `up` started
+#   scripts/cluster.sh build  only build the binaries
+#
+# `up` starts etcd, kube-apiserver (RBAC, a JSON audit log of every request at
+# Metadata level), kube-controller-manager, kube-scheduler, kwok with three
+# simulated nodes (pods turn Running and Ready without containers; the image
+# example.invalid/never-ready:v1 never does) and tests/cluster/sim/cmd/volumes (a
+# provisioner and resizer for the default StorageClass "standard", which allows
+# expansion). Everything listens on 127.0.0.1 only; pod IPs are loopback
+# addresses too, so nothing is ever sent to an address outside this machine.
+# A second `up` while one runs reuses it.
+#
+# State (certificates, etcd's data, logs, pid files, kubeconfigs) lives in
+# $VISITCOUNTER_CLUSTER_DIR, target/cluster by default.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+module="$root/tests/cluster"
+bin="$module/bin"
+state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster}"
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok volumes)
+
+log() { printf 'cluster: %s\n' "$*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+
+# The binaries are rebuilt when go.mod, go.sum or our Go sources change; Go's
+# build cache makes a rebuild after a small change take seconds.
+build() {
+  command -v go >/dev/null || die "Go is needed to build the control plane (go.dev/doc/install)"
+  local stamp want
+  want=$(cd "$module" && cat go.mod go.sum sim/go.mod sim/go.sum $(find . -name '*.go' | sort) | sha256sum | cut -d' ' -f1)
+  stamp="$bin/.built"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$bin/kube-apiserver" ]; then
+    return 0
+  fi
+  local version
+  version=$(cd "$module" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  local minor=${version#v1.}
+  minor=${minor%%.*}
+  log "building Kubernetes $version, etcd, kwok and the volume controller (the first build takes many minutes)"
+  mkdir -p "$bin"
+  (
+    cd "$module"
+    GOFLAGS=-mod=readonly go build -trimpath \
+      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version" \
+      -o "$bin/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd
+    cd sim
+    GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" sigs.k8s.io/kwok/cmd/kwok ./cmd/volumes
+  ) || die "building the control plane failed (output above)"
+  echo "$want" >"$stamp"
+}
+
+alive() {
+  local pid
+  pid=$(cat "$state/pids/$1.pid" 2>/dev/null) || return 1
+  kill -0 "$pid" 2>/dev/null
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start() {
+  local name=$1
+  shift
+  "$@" >"$state/logs/$name.log" 2>&1 &
+  echo $! >"$state/pids/$name.pid"
+}
+
+kubectl_() { "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" "$@"; }
+
+certificates() {
+  local dir="$state/pki"
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=visitcounter-test-ca" \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    # name, subject, extensions
+    sign() {
+      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+      printf '%s\n' "$3" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+    }
+    sign apiserver "/CN=kube-apiserver" \
+      "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth"
+    sign admin "/O=system:masters/CN=visitcounter-test-admin" "extendedKeyUsage=clientAuth"
+    sign controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+    sign scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
+    sign kwok "/O=system:masters/CN=kwok" "extendedKeyUsage=clientAuth"
+    sign volumes "/O=system:masters/CN=visitcounter-test-volumes" "extendedKeyUsage=clientAuth"
+  )
+}
+
+kubeconfig() {
+  cat >"$state/$1.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: visitcounter-test
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority: $state/pki/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $state/pki/$1.crt
+    client-key: $state/pki/$1.key
+contexts:
+- name: visitcounter-test
+  context: {cluster: visitcounter-test, user: $1}
+current-context: visitcounter-test
+EOF
+}
+
+wait_for() {
+  local what=$1 seconds=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    for c in "${components[@]}"; do
+      if [ -f "$state/pids/$c.pid" ] && ! alive "$c"; then
+        tail -n 30 "$state/logs/$c.log" >&2 || true
+        die "$c exited while waiting until $what (log: $state/logs/$c.log)"
+      fi
+    done
+    [ $SECONDS -lt $deadline ] || die "timed out after ${seconds}s waiting until $what (logs: $state/logs)"
+    sleep 0.5
+  done
+}
+
+up() {
+  if alive kube-apiserver && kubectl_ get --raw /readyz >/dev/null 2>&1; then
+    log "already running (state in $state)"
+    return 0
+  fi
+  build
+  down >/dev/null 2>&1 || true
+  rm -rf "$state"
+  mkdir -p "$state/pids" "$state/logs" "$state/volumes"
+  local etcd_port etcd_peer_port
+  etcd_port=$(free_port)
+  etcd_peer_port=$(free_port)
+  api_port=$(free_port)
+  certificates
+  for user in admin controller-manager scheduler kwok volumes; do kubeconfig "$user"; done
+  cat >"$state/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+EOF
+  start etcd "$bin/etcd" --name=test --data-dir="$state/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster="test=http://127.0.0.1:$etcd_peer_port" --unsafe-no-fsync --log-level=warn
+  start kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --endpoint-reconciler-type=none \
+    --tls-cert-file="$state/pki/apiserver.crt" --tls-private-key-file="$state/pki/apiserver.key" \
+    --client-ca-file="$state/pki/ca.crt" \
+    --service-account-key-file="$state/pki/sa.pub" --service-account-signing-key-file="$state/pki/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --authorization-mode=Node,RBAC \
+    --audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$state/audit.log" \
+    --audit-log-format=json --audit-log-mode=blocking --audit-log-maxsize=0 \
+    --profiling=false
+  wait_for "kube-apiserver is ready" 120 kubectl_ get --raw /readyz
+  local cm_port sched_port
+  cm_port=$(free_port)
+  sched_port=$(free_port)
+  local cm="$state/controller-manager.kubeconfig"
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig="$cm" --authentication-kubeconfig="$cm" --authorization-kubeconfig="$cm" \
+    --bind-address=127.0.0.1 --secure-port="$cm_port" --leader-elect=false \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$state/pki/sa.key" --root-ca-file="$state/pki/ca.crt" \
+    --cluster-name=visitcounter-test --profiling=false
+  local sched="$state/scheduler.kubeconfig"
+  start kube-scheduler "$bin/kube-scheduler" \
+    --kubeconfig="$sched" --authentication-kubeconfig="$sched" --authorization-kubeconfig="$sched" \
+    --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false --profiling=false
+  # kwok's node stages come from its Go module, the pod stages are ours.
+  local kwok_dir
+  kwok_dir=$(cd "$module/sim" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  {
+    cat "$kwok_dir/kustomize/stage/node/fast/node-initialize.yaml"
+    echo "---"
+    cat "$kwok_dir/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"
+    echo "---"
+    cat "$module/kwok-pod-stages.yaml"
+  } >"$state/kwok.yaml"
+  start kwok "$bin/kwok" --kubeconfig="$state/kwok.kubeconfig" --config="$state/kwok.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=127.64.0.0/12 --node-ip=127.0.0.1
+  start volumes "$bin/volumes" --kubeconfig="$state/volumes.kubeconfig" --root="$state/volumes"
+  kubectl_ apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: visitcounter.dev/local-volumes
+allowVolumeExpansion: true
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+$(for i in 0 1 2; do cat <<NODE
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
+status:
+  capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
+  allocatable: {cpu: "64", memory: 256Gi, pods: "1000"}
+NODE
+  done)
+EOF
+  wait_for "the default ServiceAccount exists" 120 kubectl_ -n default get serviceaccount default
+  wait_for "the simulated nodes are Ready" 120 kubectl_ wait --for=condition=Ready node --all --timeout=1s
+  echo "$api_port" >"$state/api-port"
+  log "ready: kube-apiserver on https://127.0.0.1:$api_port (state in $state)"
+}
+
+down() {
+  local stopped=()
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+    local c=${components[$i]} pid
+    pid=$(cat "$state/pids/$c.pid" 2>/dev/null) || continue
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+      stopped+=("$c")
+    fi
+    rm -f "$state/pids/$c.pid"
+  done
+  log "stopped: ${stopped[*]:-nothing was running}"
+}
+
+env_() {
+  [ -f "$state/admin.kubeconfig" ] && alive kube-apiserver || die "not running: scripts/cluster.sh up"
+  echo "export KUBECONFIG=$state/admin.kubeconfig"
+  echo "export VISITCOUNTER_AUDIT_LOG=$state/audit.log"
+  echo "export PATH=$bin:\$PATH"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  env) env_ ;;
+  build) build ;;
+  *) die "usage: scripts/cluster.sh up | env | down | build" ;;
+esac
