@@ -199,7 +199,9 @@ EOF
   start kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig="$sched" --authentication-kubeconfig="$sched" --authorization-kubeconfig="$sched" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false --profiling=false
-  # kwok's node stages come from its Go module, the pod stages are ours.
+  # kwok's node stages come from its Go module, the pod stages are ours. It
+  # renews each node's Lease, without which the node lifecycle controller
+  # marks the nodes NotReady after 40 s and every pod with them.
   local kwok_dir
   kwok_dir=$(cd "$module/sim" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
   {
@@ -211,7 +213,7 @@ EOF
   } >"$state/kwok.yaml"
   start kwok "$bin/kwok" --kubeconfig="$state/kwok.kubeconfig" --config="$state/kwok.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=127.64.0.0/12 --node-ip=127.0.0.1
+    --cidr=127.64.0.0/12 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
   start volumes "$bin/volumes" --kubeconfig="$state/volumes.kubeconfig" --root="$state/volumes"
   kubectl_ apply -f - >/dev/null <<EOF
 apiVersion: storage.k8s.io/v1

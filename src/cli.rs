@@ -192,7 +192,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
 }
 
 async fn run_operator(args: OperatorArgs) -> Result<(), CliError> {
-    let client = kube::Client::try_default().await.map_err(CliError::Kube)?;
+    let client = crate::operator::client().await.map_err(CliError::Kube)?;
     // Two replicas with one identity would both believe they hold the Lease:
     // the pod name (HOSTNAME in a pod) or something as unique.
     let identity = args

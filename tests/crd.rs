@@ -1,6 +1,8 @@
-//! The committed CRD is what the binary prints, and its CEL rules are ones the
-//! API server will accept: they compile, use only what a CRD rule may, and stay
-//! within the cost budget.
+//! The committed CRD is what the binary prints, and its CEL rules compile and
+//! use only what a CRD rule may. Whether the API server accepts them (its cost
+//! budget among other things) only the API server can say: `tests/e2e.rs`
+//! installs the CRD on a real one. kube's estimator passed rules that
+//! Kubernetes 1.36 refused.
 
 use std::{path::Path, process::Command};
 
@@ -95,7 +97,7 @@ fn every_spec_field_is_described() {
 }
 
 #[test]
-fn every_cel_rule_compiles_and_fits_the_api_server_budget() {
+fn every_cel_rule_compiles_for_a_crd() {
     fn walk(path: &str, node: &Value, found: &mut usize, problems: &mut Vec<String>) {
         let Some(object) = node.as_object() else { return };
         if let Some(Value::Array(rules)) = object.get("x-kubernetes-validations") {

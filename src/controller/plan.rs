@@ -134,7 +134,9 @@ fn first_difference_under(live: &Value, desired: &Value, key: &str, path: &str) 
                     format!("{path}.{k}")
                 };
                 match have.get(k) {
-                    None if v.is_null() => None,
+                    // The API server leaves zero values out of what it
+                    // returns (`minReadySeconds: 0`, `hostNetwork: false`).
+                    None if is_zero(v) => None,
                     None => Some(child),
                     Some(h) if quantities => (!same_quantity(h, v)).then_some(child),
                     Some(h) => first_difference_under(h, v, k, &child),
@@ -159,6 +161,19 @@ fn first_difference_under(live: &Value, desired: &Value, key: &str, path: &str) 
             _ => Some(path.to_owned()),
         },
         _ => (live != desired).then(|| path.to_owned()),
+    }
+}
+
+/// Whether a desired value means the same as an absent one: null, `0`,
+/// `false`, `""`, or an empty list or object (or one of only such values).
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.values().all(is_zero),
     }
 }
 
@@ -236,6 +251,25 @@ mod tests {
         live["spec"]["clusterIP"] = json!("10.0.0.1");
         live["metadata"]["labels"] = json!({"added-by-someone": "x"});
         assert_eq!(plan(&desired, Some(&live)), Step::UpToDate);
+    }
+
+    #[test]
+    fn zero_values_the_api_server_leaves_out_are_not_drift() {
+        let desired = DesiredChild::new(
+            "StatefulSet",
+            json!({"metadata": {"name": "a"}, "spec": {"minReadySeconds": 0, "replicas": 2,
+                "template": {"spec": {"hostNetwork": false, "volumes": [], "securityContext": {"runAsGroup": 0}}}}}),
+        );
+        let mut live = live_after_apply(&desired);
+        live["spec"] = json!({"replicas": 2, "template": {"spec": {}}});
+        assert_eq!(plan(&desired, Some(&live)), Step::UpToDate);
+        live["spec"]["minReadySeconds"] = json!(5);
+        assert_eq!(
+            plan(&desired, Some(&live)),
+            Step::RestoreDrift {
+                path: "spec.minReadySeconds".into()
+            }
+        );
     }
 
     #[test]

@@ -6,13 +6,28 @@ pub mod http;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use kube::Client;
+use kube::{Client, Config};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
 use crate::controller::{self, ControllerSettings, Metrics};
 pub use crd_check::CrdProblem;
 pub use http::{Health, Phase};
+
+/// The User-Agent of every request the operator makes, so that cluster
+/// administrators find its traffic in audit logs and API Priority and Fairness.
+pub const USER_AGENT: &str = concat!("visitcounter-operator/", env!("CARGO_PKG_VERSION"));
+
+/// A client for the cluster of `KUBECONFIG`, `~/.kube/config` or the pod's
+/// service account, that names the operator in its User-Agent.
+pub async fn client() -> Result<Client, kube::Error> {
+    let mut config = Config::infer().await.map_err(kube::Error::InferConfig)?;
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static(USER_AGENT),
+    ));
+    Client::try_from(config)
+}
 
 /// Leader election with a `coordination.k8s.io/v1` Lease.
 #[derive(Clone, Debug)]
@@ -90,6 +105,9 @@ impl Operator {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        // The admin server stops when the operator does, for whatever reason:
+        // a process that no longer reconciles must exit, so its pod restarts.
+        let (admin_stop_tx, admin_stop) = watch::channel(false);
         crd_check::check_installed(&self.client).await?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "the installed CRD matches");
         let admin = match self.settings.admin_address {
@@ -99,7 +117,7 @@ impl Operator {
                     .map_err(|source| OperatorError::Listen { address, source })?;
                 tracing::info!(%address, "serving /healthz, /readyz and /metrics");
                 let app = http::router(self.health.clone(), self.metrics.clone());
-                let mut admin_stop = stop.clone();
+                let mut admin_stop = admin_stop.clone();
                 Some(tokio::spawn(async move {
                     let stopped = async move {
                         let _ = admin_stop.wait_for(|s| *s).await;
@@ -119,6 +137,10 @@ impl Operator {
             Some(lease) => self.elect_and_lead(lease, stop.clone()).await,
         };
         self.health.set(Phase::Stopping);
+        if let Err(error) = &result {
+            tracing::error!(%error, "stopping");
+        }
+        let _ = admin_stop_tx.send(true);
         if let Some(admin) = admin {
             let _ = admin.await;
         }
@@ -197,12 +219,22 @@ impl Operator {
         // Closing the channel makes the lease task release the lease, so a
         // standby replica takes over without waiting for it to expire.
         drop(leading);
-        match task.await {
-            Ok(Ok(_)) => tracing::info!(lease = %lease.name, "released the lease"),
-            Ok(Err(error)) => tracing::warn!(%error, "cannot release the lease; it expires on its own"),
-            Err(error) => tracing::warn!(%error, "the lease task failed"),
+        match (task.await, result) {
+            (Ok(Ok(_)), result) => {
+                tracing::info!(lease = %lease.name, "released the lease");
+                result
+            }
+            // The task ended by itself: its error is why (a 403 on the Lease).
+            (Ok(Err(error)), Err(OperatorError::LeaseTaskDied)) => Err(lease_error(error)),
+            (Ok(Err(error)), result) => {
+                tracing::warn!(%error, "cannot release the lease; it expires on its own");
+                result
+            }
+            (Err(error), result) => {
+                tracing::warn!(%error, "the lease task failed");
+                result
+            }
         }
-        result
     }
 }
 

@@ -7,6 +7,9 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 pub fn quantity(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "x-kubernetes-int-or-string": true,
+        // A bound keeps the CEL rules that read it cheap in the API server's
+        // cost estimate.
+        "maxLength": 64,
         "x-kubernetes-validations": [{
             "rule": "isQuantity(string(self))",
             "message": "must be a Kubernetes quantity such as 100m, 128Mi or 1Gi",
@@ -18,6 +21,7 @@ pub fn quantity(_: &mut SchemaGenerator) -> Schema {
 pub fn int_or_string(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "x-kubernetes-int-or-string": true,
+        "maxLength": 64,
     })
 }
 

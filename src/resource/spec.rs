@@ -71,7 +71,9 @@ use super::{VisitCounterAppStatus, schema};
         "!has(self.updateStrategy.rollingUpdate) || !has(self.updateStrategy.rollingUpdate.partition) || self.updateStrategy.rollingUpdate.partition <= self.replicas"
     )
     .message(Message::Expression(
-        "string(self.updateStrategy.rollingUpdate.partition) + ' is greater than spec.replicas (' + string(self.replicas) + ')'".into()
+        // format(), not string() and +: the API server estimates a
+        // concatenated string() of a number as unbounded and refuses the CRD.
+        "'%d is greater than spec.replicas (%d)'.format([self.updateStrategy.rollingUpdate.partition, self.replicas])".into()
     ))
     .field_path(".updateStrategy.rollingUpdate.partition")
 )]
