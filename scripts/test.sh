@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The project's one test command, for a new user and for CI alike.
-# 1. cargo test: unit, snapshot and CLI tests, the CRD drift check, the
-#    controller against the stand-in API server (tests/e2e.rs skips itself
-#    unless VISITCOUNTER_E2E=1).
-# 2. With Python tools installed into .venv on first use (tests/requirements.txt):
+# The project's one test command, for a new user and for CI alike. It needs
+# Rust, Go and Python 3; it builds and installs everything else itself.
+# 1. cargo test: unit, snapshot and CLI tests, the CRD drift check, and the
+#    controller tests that inject faults through the in-process stand-in.
+# 2. A real Kubernetes control plane (scripts/cluster.sh: kube-apiserver,
+#    kube-controller-manager, kube-scheduler and etcd built from the Kubernetes
+#    Go modules, kwok's simulated nodes), then tests/e2e.rs against it. A
+#    cluster that cannot be built or started fails the run with its reason.
+#    With VISITCOUNTER_E2E_KUBECONFIG set, e2e runs against that cluster
+#    instead (kind, k3d, minikube) and no local control plane is started.
+# 3. With Python tools installed into .venv on first use (tests/requirements.txt):
 #    the rendered examples and the CRD against Kubernetes' own schemas; the Helm
 #    chart (lint, render, schemas, bad values, checkov, RBAC against what the
 #    operator really calls); the GitOps examples and the Argo CD health check;
@@ -12,6 +18,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace --locked
+
+if [ -n "${VISITCOUNTER_E2E_KUBECONFIG:-}" ]; then
+  echo "e2e against the cluster of $VISITCOUNTER_E2E_KUBECONFIG"
+  KUBECONFIG=$VISITCOUNTER_E2E_KUBECONFIG cargo test --locked --test e2e -- --ignored
+else
+  # A control plane that was already running is reused and left running;
+  # one started here is stopped when the tests end, pass or fail.
+  started_here=
+  if ! scripts/cluster.sh env >/dev/null 2>&1; then
+    started_here=1
+    trap 'scripts/cluster.sh down' EXIT
+  fi
+  scripts/cluster.sh up
+  eval "$(scripts/cluster.sh env)"
+  kubectl version
+  cargo test --locked --test e2e -- --ignored
+  [ -z "$started_here" ] || echo "e2e passed; stopping the control plane this run started"
+fi
 
 venv=.venv
 stamp="$venv/.requirements"

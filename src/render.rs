@@ -73,8 +73,11 @@ pub fn render(
 
 /// The children of each app in apply order, as a YAML stream.
 pub fn to_yaml_stream(all: &[Children]) -> Result<String, RenderError> {
-    let mut documents = Vec::with_capacity(all.len() * 4);
+    let mut documents = Vec::with_capacity(all.len() * 5);
     for children in all {
+        if let Some(account) = &children.service_account {
+            documents.push(serde_saphyr::to_string(account)?);
+        }
         documents.push(serde_saphyr::to_string(&children.config_map)?);
         documents.push(serde_saphyr::to_string(&children.headless_service)?);
         documents.push(serde_saphyr::to_string(&children.service)?);

@@ -300,7 +300,9 @@ async fn scenarios(env: &Env) {
     };
     // The operator's own client, as `visitcounter operator` builds it. Its
     // start checks the CRD the API server stores against the built-in one.
-    let client = visitcounter::operator::client().await.expect("a client from KUBECONFIG");
+    let client = visitcounter::operator::client()
+        .await
+        .expect("a client from KUBECONFIG");
     let operator = Operator::new(client, settings);
     let metrics: std::sync::Arc<Metrics> = operator.metrics();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -324,13 +326,25 @@ async fn scenarios(env: &Env) {
     running.await.unwrap().unwrap();
 }
 
-/// `examples/minimal.yaml`, admitted under the `restricted` Pod Security
-/// profile, reaches Ready with its pod Ready.
+/// The seed's two apps and `examples/minimal.yaml`, admitted under the
+/// `restricted` Pod Security profile, reach Ready with every pod Ready. The
+/// seed's apps run under the ServiceAccount the operator creates for them.
 async fn examples_reach_ready(env: &Env) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal.yaml");
-    let example: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    env.apply_object(example).await;
-    eventually("minimal is Ready with its pod Ready", || env.ready_with_pods("minimal", 1)).await;
+    let mut replicas = Vec::new();
+    for example in ["minimal", "app-python", "app-go"] {
+        let path = format!("{}/examples/{example}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let object: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        replicas.push((example, object["spec"]["replicas"].as_u64().unwrap_or(1) as usize));
+        env.apply_object(object).await;
+    }
+    for (example, replicas) in replicas {
+        eventually(&format!("{example} is Ready with {replicas} pods Ready"), || {
+            env.ready_with_pods(example, replicas)
+        })
+        .await;
+    }
+    let account = env.kubectl(&["get", "pod", "app-go-0", "-o", "jsonpath={.spec.serviceAccountName}"]);
+    assert_eq!(account, "internal-app");
 }
 
 /// One app through a day of changes: scale, image, config rollouts, another
@@ -621,6 +635,8 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
         env.ready_with_pods("web", 3).await
             && env.ready_with_pods("first", 1).await
             && env.ready_with_pods("minimal", 1).await
+            && env.ready_with_pods("app-python", 3).await
+            && env.ready_with_pods("app-go", 3).await
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -631,7 +647,10 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
     assert!(metrics.reconciles() > reconciles + 3, "no resync happened");
     if let (Some(window), Some(_)) = (window, audit) {
         let writes = window.operator_writes(&env.ns);
-        assert!(writes.is_empty(), "the audit log shows writes over resyncs: {writes:#?}");
+        assert!(
+            writes.is_empty(),
+            "the audit log shows writes over resyncs: {writes:#?}"
+        );
     }
     assert_eq!(
         metrics.total_writes(),
@@ -665,10 +684,10 @@ async fn stuck_rollout(env: &Env) {
     env.apply_app("stuck", spec(DEFAULT_APP_IMAGE)).await;
     eventually("reverted, the stuck pod is replaced and every pod is Ready", || async {
         env.ready_with_pods("stuck", 3).await
-            && apps
-                .get("stuck")
-                .await
-                .is_ok_and(|a| a.status.is_some_and(|s| s.rollout.is_none_or(|r| r.stuck_pod.is_none())))
+            && apps.get("stuck").await.is_ok_and(|a| {
+                a.status
+                    .is_some_and(|s| s.rollout.is_none_or(|r| r.stuck_pod.is_none()))
+            })
     })
     .await;
     apps.delete("stuck", &DeleteParams::default()).await.unwrap();
@@ -726,8 +745,7 @@ async fn deletion_keeps_claims(env: &Env) {
         .await
         .unwrap();
     eventually("the garbage collector removes the StatefulSet and its pods", || async {
-        env.api::<StatefulSet>().get_opt("grow").await.ok().flatten().is_none()
-            && env.pod_uids("grow").await.is_empty()
+        env.api::<StatefulSet>().get_opt("grow").await.ok().flatten().is_none() && env.pod_uids("grow").await.is_empty()
     })
     .await;
     assert_eq!(env.claim_uids("grow").await, claims_before, "a claim was deleted");

@@ -4,12 +4,16 @@
 
 mod configmap;
 mod service;
+mod serviceaccount;
 mod statefulset;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::{apps::v1::StatefulSet, core::v1::ConfigMap, core::v1::Service},
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{ConfigMap, Service, ServiceAccount},
+    },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::Resource;
@@ -18,6 +22,7 @@ use crate::resource::VisitCounterApp;
 
 pub use configmap::{CONFIG_JSON_KEY, config_checksum, desired_config_map};
 pub use service::{desired_headless_service, desired_service};
+pub use serviceaccount::{desired_service_account, service_account_name};
 pub use statefulset::{CONFIG_CHECKSUM_ANNOTATION, CONFIG_MOUNT_PATH, DATA_VOLUME, desired_statefulset};
 
 /// Image of the apps whose spec names none: this operator's own image, which
@@ -58,6 +63,8 @@ pub enum BuildError {
 /// StatefulSet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
+    /// Only with `createServiceAccount`.
+    pub service_account: Option<ServiceAccount>,
     pub config_map: ConfigMap,
     pub headless_service: Service,
     pub service: Service,
@@ -68,6 +75,7 @@ pub struct Children {
 pub fn desired_children(app: &VisitCounterApp, settings: &BuildSettings) -> Result<Children, BuildError> {
     let config_map = desired_config_map(app)?;
     Ok(Children {
+        service_account: desired_service_account(app)?,
         stateful_set: desired_statefulset(app, settings, &config_map)?,
         headless_service: desired_headless_service(app)?,
         service: desired_service(app)?,

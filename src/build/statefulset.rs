@@ -24,7 +24,7 @@ use k8s_openapi::{
 
 use super::{
     BuildError, BuildSettings, CONFIG_JSON_KEY, app_name, child_meta, common_labels, config_checksum, config_map_name,
-    headless_service_name, selector_labels,
+    headless_service_name, selector_labels, service_account_name,
 };
 use crate::resource::{
     ComputeResources, HttpProbe, LIVENESS_PATH, READINESS_PATH, UpdateStrategyType, VisitCounterApp,
@@ -108,7 +108,7 @@ fn pod_template(
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            service_account_name: spec.service_account_name.clone(),
+            service_account_name: service_account_name(name, spec),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(APP_UID),

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, ObjectReference, Pod, Service},
+    core::v1::{ConfigMap, ObjectReference, Pod, Service, ServiceAccount},
 };
 use kube::{
     Api, Client, Resource,
@@ -19,6 +19,7 @@ fn api_resource(kind: &str) -> ApiResource {
     match kind {
         "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
         "Service" => ApiResource::erase::<Service>(&()),
+        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
         _ => ApiResource::erase::<ConfigMap>(&()),
     }
 }

@@ -139,10 +139,17 @@ impl Metrics {
 
     /// All write requests sent so far.
     pub fn total_writes(&self) -> u64 {
-        ["ConfigMap", "Service", "StatefulSet", "VisitCounterApp", "Event"]
-            .iter()
-            .map(|k| self.writes.get_or_create(&KindLabel { kind: (*k).into() }).get())
-            .sum()
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "Service",
+            "StatefulSet",
+            "VisitCounterApp",
+            "Event",
+        ]
+        .iter()
+        .map(|k| self.writes.get_or_create(&KindLabel { kind: (*k).into() }).get())
+        .sum()
     }
 
     /// The OpenMetrics text exposition.

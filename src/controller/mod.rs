@@ -31,7 +31,7 @@ use std::{
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Service},
+    core::v1::{ConfigMap, Service, ServiceAccount},
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -105,6 +105,8 @@ pub struct ChildCaches {
     pub stateful_sets: Store<Compact<StatefulSet>>,
     pub services: Store<Compact<Service>>,
     pub config_maps: Store<ConfigMap>,
+    /// Only the ServiceAccounts the operator created (by label).
+    pub service_accounts: Store<ServiceAccount>,
     /// The apps' pods, stripped to what the rollout check and the visits
     /// poller read.
     pub pods: Store<SlimPod>,
@@ -124,6 +126,7 @@ impl ChildCaches {
         store_ready(&self.stateful_sets)
             && store_ready(&self.services)
             && store_ready(&self.config_maps)
+            && store_ready(&self.service_accounts)
             && store_ready(&self.pods)
     }
 
@@ -142,6 +145,10 @@ impl ChildCaches {
                 .config_maps
                 .get(&ObjectRef::new(name).within(namespace))
                 .and_then(|c| serde_json::to_value(c.as_ref()).ok()),
+            "ServiceAccount" => self
+                .service_accounts
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|a| serde_json::to_value(a.as_ref()).ok()),
             _ => None,
         }
     }
@@ -318,6 +325,7 @@ pub async fn run(
     let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns, |_| {});
     let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns, |_| {});
     let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns, |_| {});
+    let (service_accounts, sa_stream) = child_watch::<ServiceAccount>(&client, ns, |_| {});
     // Pods are cached slim (`SlimPod`): metadata, IP and conditions. The
     // rollout check and the visits poller read no annotations or owners.
     let (pods, pod_stream) = child_watch::<SlimPod>(&client, ns, |SlimPod(pod)| {
@@ -331,6 +339,7 @@ pub async fn run(
         stateful_sets,
         services,
         config_maps,
+        service_accounts,
         pods,
     };
     let reporter = Reporter {
@@ -374,6 +383,7 @@ pub async fn run(
         .owns_stream(sts_stream)
         .owns_stream(svc_stream)
         .owns_stream(cm_stream)
+        .owns_stream(sa_stream)
         .watches_stream(pod_stream, |pod| {
             let app = pod.labels().get(INSTANCE_LABEL)?.clone();
             Some(ObjectRef::new(&app).within(&pod.namespace()?))

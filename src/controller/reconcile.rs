@@ -70,22 +70,19 @@ fn validate(app: &VisitCounterApp, ctx: &Context) -> Result<(), Error> {
 }
 
 fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
-    let json = |what: &'static str, v: Result<Value, serde_json::Error>| v.map_err(|e| Error::Serialize(what, e));
-    Ok(vec![
-        DesiredChild::new(
-            "ConfigMap",
-            json("ConfigMap", serde_json::to_value(children.config_map))?,
-        ),
-        DesiredChild::new(
-            "Service",
-            json("Service", serde_json::to_value(children.headless_service))?,
-        ),
-        DesiredChild::new("Service", json("Service", serde_json::to_value(children.service))?),
-        DesiredChild::new(
-            "StatefulSet",
-            json("StatefulSet", serde_json::to_value(children.stateful_set))?,
-        ),
-    ])
+    fn child(kind: &'static str, object: impl serde::Serialize) -> Result<DesiredChild, Error> {
+        let value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
+        Ok(DesiredChild::new(kind, value))
+    }
+    let mut desired = Vec::with_capacity(5);
+    if let Some(account) = children.service_account {
+        desired.push(child("ServiceAccount", account)?);
+    }
+    desired.push(child("ConfigMap", children.config_map)?);
+    desired.push(child("Service", children.headless_service)?);
+    desired.push(child("Service", children.service)?);
+    desired.push(child("StatefulSet", children.stateful_set)?);
+    Ok(desired)
 }
 
 /// The controller of `live`, when it is not `app`.
@@ -251,8 +248,11 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         }
     }
 
-    let stateful_set: Option<StatefulSet> = observed[3].clone().and_then(|v| serde_json::from_value(v).ok());
-    let service: Option<Service> = observed[2].clone().and_then(|v| serde_json::from_value(v).ok());
+    // The StatefulSet is the last child and the user-facing Service the one
+    // before it, with or without a ServiceAccount first.
+    let observed_at = |back: usize| observed.iter().rev().nth(back).cloned().flatten();
+    let stateful_set: Option<StatefulSet> = observed_at(0).and_then(|v| serde_json::from_value(v).ok());
+    let service: Option<Service> = observed_at(1).and_then(|v| serde_json::from_value(v).ok());
     let now = Time(Timestamp::now());
     let check = stateful_set
         .as_ref()

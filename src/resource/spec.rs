@@ -120,10 +120,19 @@ pub struct VisitCounterAppSpec {
     #[serde(default)]
     pub service: ServiceSpec,
 
-    /// Service account the pods run as. When unset, the namespace's `default`.
+    /// Service account the pods run as. When unset, the namespace's `default`,
+    /// or the app's name with `createServiceAccount`. Pods are created only
+    /// once it exists: the app is `Degraded` until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
+
+    /// Create the pods' ServiceAccount (named by `serviceAccountName`, or the
+    /// app's name when that is unset) and keep it with the app's other
+    /// children, as the seed's Helm charts did. Deleting the app deletes it.
+    /// When false, the ServiceAccount must already exist.
+    #[serde(default)]
+    pub create_service_account: bool,
 
     /// Annotations added to every pod (for example Vault agent-injection
     /// annotations).

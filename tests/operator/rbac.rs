@@ -33,7 +33,10 @@ async fn every_api_access_of_the_operator() {
 
     // Create, with the Lease taken first.
     cluster
-        .apply_app("web", json!({"replicas": 2, "podManagementPolicy": "OrderedReady"}))
+        .apply_app(
+            "web",
+            json!({"replicas": 2, "podManagementPolicy": "OrderedReady", "createServiceAccount": true}),
+        )
         .await;
     wait_until("web is ready", WAIT, || cluster.is_ready("web")).await;
     // Two failed applies in a row: a Warning Event, then the same Event's

@@ -43,6 +43,7 @@ const fn rt(
 
 pub const TYPES: &[ResourceType] = &[
     rt("", "v1", "configmaps", "ConfigMap", true, false),
+    rt("", "v1", "serviceaccounts", "ServiceAccount", true, false),
     rt("", "v1", "services", "Service", true, true),
     rt("", "v1", "pods", "Pod", true, true),
     rt("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true, true),
