@@ -311,6 +311,7 @@ async fn scenarios(env: &Env) {
     }));
 
     examples_reach_ready(env).await;
+    pods_not_created(env).await;
     web(env, &metrics, audit.as_ref()).await;
     stuck_rollout(env).await;
     storage_growth(env).await;
@@ -345,6 +346,33 @@ async fn examples_reach_ready(env: &Env) {
     }
     let account = env.kubectl(&["get", "pod", "app-go-0", "-o", "jsonpath={.spec.serviceAccountName}"]);
     assert_eq!(account, "internal-app");
+}
+
+/// Pods the StatefulSet controller cannot create (here: their ServiceAccount
+/// does not exist) make the app Degraded with the controller's own message;
+/// once the account exists, the pods come and the app is Ready.
+async fn pods_not_created(env: &Env) {
+    env.apply_app("lonely", json!({"serviceAccountName": "nobody"})).await;
+    eventually("lonely is Degraded: its pods cannot be created", || async {
+        let Ok(app) = env.api::<VisitCounterApp>().get("lonely").await else {
+            return false;
+        };
+        let conditions = app.status.map(|s| s.conditions).unwrap_or_default();
+        let degraded = conditions.iter().find(|c| c.type_ == "Degraded");
+        let progressing = conditions.iter().find(|c| c.type_ == "Progressing");
+        degraded.is_some_and(|c| {
+            c.status == "True"
+                && c.reason == "PodsNotCreated"
+                && c.message.contains("serviceaccount \"nobody\" not found")
+        }) && progressing.is_some_and(|c| c.status == "False" && c.reason == "PodsNotCreated")
+    })
+    .await;
+    env.kubectl(&["create", "serviceaccount", "nobody"]);
+    eventually("with its ServiceAccount, lonely is Ready", || env.ready_with_pods("lonely", 1)).await;
+    env.api::<VisitCounterApp>()
+        .delete("lonely", &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 /// One app through a day of changes: scale, image, config rollouts, another

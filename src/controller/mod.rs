@@ -16,6 +16,7 @@ pub mod cache;
 pub mod error;
 pub mod metrics;
 pub mod plan;
+pub mod pod_creation;
 mod reconcile;
 pub mod rollout;
 pub mod status;

@@ -18,6 +18,7 @@ use super::{
     apply::{apply_child, delete_pod, delete_statefulset_orphaning, record, write_status},
     error::is_refusal,
     plan::{DesiredChild, Step, plan},
+    pod_creation::{GRACE, PODS_NOT_CREATED, pods_missing, why_pods_are_missing, worth_a_look},
     rollout::{Stuck, check_rollout},
     status::{Failure, Observed, PAUSED, desired_status, same_status},
     storage::expand_claims,
@@ -266,12 +267,28 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         Some(stuck) => handle_stuck_pod(app, ctx, &namespace, stuck).await?,
         None => None,
     };
+    // Pods missing for a while: the StatefulSet's Events may say why, and
+    // nothing else will wake this app when they are created after all.
+    let mut look_again_in = check.look_again_in;
+    let mut failure = None;
+    if let Some(sts) = stateful_set.as_ref().filter(|sts| pods_missing(sts)) {
+        look_again_in = Some(look_again_in.map_or(GRACE, |d| d.min(GRACE)));
+    }
+    if let Some(sts) = &stateful_set
+        && worth_a_look(app, sts, &now)
+    {
+        failure = why_pods_are_missing(&ctx.client, sts).await.map(|message| Failure {
+            reason: PODS_NOT_CREATED,
+            message: format!("the StatefulSet controller cannot create pods: {message}"),
+            stalled: true,
+        });
+    }
     let status = desired_status(
         app,
         &Observed {
             stateful_set: stateful_set.as_ref(),
             service: service.as_ref(),
-            failure: None,
+            failure,
             paused: false,
             stuck,
         },
@@ -282,7 +299,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     if recheck_soon {
         requeue = super::CACHE_LAG_WINDOW;
     }
-    if let Some(later) = check.look_again_in {
+    if let Some(later) = look_again_in {
         requeue = requeue.min(later + Duration::from_secs(1));
     }
     Ok(Action::requeue(requeue))

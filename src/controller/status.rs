@@ -6,6 +6,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 
+use super::pod_creation::PODS_NOT_CREATED;
 use crate::{
     build::selector_string,
     resource::{
@@ -113,6 +114,8 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             "StatefulSetPending",
             "the StatefulSet controller has not yet seen the latest spec".into(),
         )
+    } else if let Some(f) = observed.failure.as_ref().filter(|f| f.reason == PODS_NOT_CREATED) {
+        Cond::new(PROGRESSING, false, f.reason, f.message.clone())
     } else if let Some(stuck) = &observed.stuck {
         Cond::new(PROGRESSING, false, "RolloutStuck", stuck.message.clone())
     } else if replicas != wanted {
@@ -172,13 +175,13 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             "the children match the spec".into(),
         ),
     };
-    let ready_cond = if observed.failure.is_some() {
-        Cond::new(
-            READY,
-            false,
-            "Degraded",
-            "the last reconcile failed; see the Degraded condition".into(),
-        )
+    let ready_cond = if let Some(failure) = &observed.failure {
+        let what = if failure.reason == PODS_NOT_CREATED {
+            "pods cannot be created"
+        } else {
+            "the last reconcile failed"
+        };
+        Cond::new(READY, false, "Degraded", format!("{what}; see the Degraded condition"))
     } else if current && ready >= wanted && replicas == wanted {
         if wanted == 0 {
             Cond::new(READY, true, "ScaledToZero", "the app is scaled to zero".into())

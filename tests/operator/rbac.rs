@@ -88,6 +88,23 @@ async fn every_api_access_of_the_operator() {
         cluster.events("web").iter().any(|e| e.1 == "StuckPodReplaced") && cluster.is_ready("web")
     })
     .await;
+    // Pods missing for longer than a moment: the operator reads the
+    // StatefulSet's Events for why (here only an unready pod, under
+    // OrderedReady, keeps the second from being created).
+    cluster
+        .apply_app(
+            "slow",
+            json!({"replicas": 2, "podManagementPolicy": "OrderedReady", "image": "app:broken"}),
+        )
+        .await;
+    wait_until("the operator looked at slow's Events", WAIT, || {
+        cluster
+            .standin
+            .requests()
+            .iter()
+            .any(|r| r.user.as_deref() == Some(OPERATOR_USER) && r.method == "GET" && r.path.ends_with("/events"))
+    })
+    .await;
     // Stopping releases the Lease.
     operator.stop().await.unwrap();
 
@@ -113,6 +130,7 @@ async fn every_api_access_of_the_operator() {
         ("", "persistentvolumeclaims", "patch"),
         ("storage.k8s.io", "storageclasses", "get"),
         ("events.k8s.io", "events", "create"),
+        ("", "events", "list"),
         ("events.k8s.io", "events", "patch"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "patch"),

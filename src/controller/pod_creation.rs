@@ -1,0 +1,170 @@
+//! Pods the StatefulSet controller cannot create: a missing ServiceAccount,
+//! a ResourceQuota, a Pod Security refusal, a webhook. The StatefulSet's status
+//! does not say so; only its `FailedCreate` Events do, so the operator reads
+//! them, once pods have been missing for a while.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::{apps::v1::StatefulSet, core::v1::Event},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{Api, Client, api::ListParams};
+
+use crate::resource::VisitCounterApp;
+
+/// `Degraded`'s reason while pods cannot be created.
+pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
+/// How long pods may be missing before the operator looks for why: creating
+/// pods takes the StatefulSet controller a moment, and a look costs a read.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Whether the StatefulSet has had fewer pods than it asks for, for at least
+/// `GRACE`, by the app's last status: `Progressing` says `Scaling` since then,
+/// or already says the pods cannot be created.
+pub fn worth_a_look(app: &VisitCounterApp, sts: &StatefulSet, now: &Time) -> bool {
+    if !pods_missing(sts) {
+        return false;
+    }
+    let progressing = app
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Progressing"));
+    progressing.is_some_and(|c| {
+        c.reason == PODS_NOT_CREATED
+            || (c.reason == "Scaling"
+                && now.0.duration_since(c.last_transition_time.0).as_secs_f64() >= GRACE.as_secs_f64())
+    })
+}
+
+/// Whether the StatefulSet, as its controller last saw it, has fewer pods
+/// than it asks for.
+pub fn pods_missing(sts: &StatefulSet) -> bool {
+    let wanted = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = sts.status.as_ref();
+    let current = status
+        .and_then(|s| s.observed_generation)
+        .is_some_and(|seen| Some(seen) >= sts.metadata.generation);
+    current && status.map_or(0, |s| s.replicas) < wanted
+}
+
+/// The StatefulSet controller's message, when its latest Event about `sts` is
+/// a `FailedCreate` (a later `SuccessfulCreate` means pods are coming again).
+pub fn failed_create(events: &[Event]) -> Option<String> {
+    let latest = events.iter().max_by_key(|e| {
+        e.last_timestamp
+            .as_ref()
+            .or(e.first_timestamp.as_ref())
+            .map(|t| t.0)
+            .or(e.event_time.as_ref().map(|t| t.0))
+            .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    })?;
+    (latest.reason.as_deref() == Some("FailedCreate")).then(|| latest.message.clone().unwrap_or_default())
+}
+
+/// Reads the Events about `sts` (one list, by its uid) and returns why its
+/// pods cannot be created, if that is what they say. A failed read says
+/// nothing: the status then keeps saying the pods are being created.
+pub async fn why_pods_are_missing(client: &Client, sts: &StatefulSet) -> Option<String> {
+    let namespace = sts.metadata.namespace.as_deref()?;
+    let uid = sts.metadata.uid.as_deref()?;
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
+    match events.list(&params).await {
+        Ok(list) => failed_create(&list.items),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the StatefulSet's Events");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::{
+        api::apps::v1::{StatefulSetSpec, StatefulSetStatus},
+        apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta},
+        jiff::Timestamp,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::{build::tests::app, resource::VisitCounterAppStatus};
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(1_800_000_000 + seconds).unwrap())
+    }
+
+    fn sts(wanted: i32, have: i32) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta {
+                generation: Some(1),
+                ..ObjectMeta::default()
+            },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(wanted),
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(1),
+                replicas: have,
+                ..StatefulSetStatus::default()
+            }),
+        }
+    }
+
+    fn progressing(reason: &str, since: i64) -> VisitCounterApp {
+        let mut app = app("web", json!({"replicas": 3}));
+        app.status = Some(VisitCounterAppStatus {
+            conditions: vec![Condition {
+                type_: "Progressing".into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message: String::new(),
+                last_transition_time: at(since),
+                observed_generation: None,
+            }],
+            ..VisitCounterAppStatus::default()
+        });
+        app
+    }
+
+    #[test]
+    fn look_only_once_pods_have_been_missing_for_the_grace_period() {
+        let scaling = progressing("Scaling", 0);
+        assert!(!worth_a_look(&scaling, &sts(3, 0), &at(2)));
+        assert!(worth_a_look(&scaling, &sts(3, 0), &at(5)));
+        assert!(!worth_a_look(&scaling, &sts(3, 3), &at(60)), "no pod is missing");
+        assert!(!worth_a_look(&progressing("RollingOut", 0), &sts(3, 1), &at(60)));
+        assert!(worth_a_look(&progressing(PODS_NOT_CREATED, 59), &sts(3, 0), &at(60)));
+        let mut unseen = sts(3, 0);
+        unseen.metadata.generation = Some(2);
+        assert!(
+            !worth_a_look(&scaling, &unseen, &at(60)),
+            "the controller has not seen the spec"
+        );
+    }
+
+    fn event(reason: &str, message: &str, at_second: i64) -> Event {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("e{at_second}")},
+            "involvedObject": {},
+            "reason": reason,
+            "message": message,
+            "lastTimestamp": at(at_second).0.to_string(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_latest_event_decides() {
+        let forbidden = "create Pod web-0 in StatefulSet web failed error: pods \"web-0\" is forbidden: error looking up service account shop/app: serviceaccount \"app\" not found";
+        let failed = event("FailedCreate", forbidden, 10);
+        assert_eq!(failed_create(std::slice::from_ref(&failed)).as_deref(), Some(forbidden));
+        let created = event("SuccessfulCreate", "create Pod web-0 in StatefulSet web successful", 20);
+        assert_eq!(failed_create(&[failed.clone(), created.clone()]), None);
+        let again = event("FailedCreate", forbidden, 30);
+        assert!(failed_create(&[failed, created, again]).is_some());
+        assert_eq!(failed_create(&[]), None);
+    }
+}
