@@ -271,7 +271,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     // nothing else will wake this app when they are created after all.
     let mut look_again_in = check.look_again_in;
     let mut failure = None;
-    if let Some(sts) = stateful_set.as_ref().filter(|sts| pods_missing(sts)) {
+    if stateful_set.as_ref().is_some_and(pods_missing) {
         look_again_in = Some(look_again_in.map_or(GRACE, |d| d.min(GRACE)));
     }
     if let Some(sts) = &stateful_set
