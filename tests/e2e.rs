@@ -135,6 +135,14 @@ impl Env {
     }
 }
 
+/// Whether the API server has the feature gate `gate` on, from its metrics.
+fn feature_enabled(env: &Env, gate: &str) -> bool {
+    let metrics = env.kubectl(&["get", "--raw", "/metrics"]);
+    metrics
+        .lines()
+        .any(|l| l.starts_with(&format!("kubernetes_feature_enabled{{name=\"{gate}\"")) && l.ends_with(" 1"))
+}
+
 fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -368,7 +376,10 @@ async fn pods_not_created(env: &Env) {
     })
     .await;
     env.kubectl(&["create", "serviceaccount", "nobody"]);
-    eventually("with its ServiceAccount, lonely is Ready", || env.ready_with_pods("lonely", 1)).await;
+    eventually("with its ServiceAccount, lonely is Ready", || {
+        env.ready_with_pods("lonely", 1)
+    })
+    .await;
     env.api::<VisitCounterApp>()
         .delete("lonely", &DeleteParams::default())
         .await
@@ -658,6 +669,27 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
     );
     apps.delete("second", &DeleteParams::default()).await.unwrap();
 
+    // maxUnavailable needs a feature gate that is off by default in 1.36:
+    // the API server drops it, and the app says so instead of re-applying it.
+    env.apply_app(
+        "gated",
+        json!({"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}),
+    )
+    .await;
+    let gate_on = feature_enabled(env, "MaxUnavailableStatefulSet");
+    if gate_on {
+        println!("MaxUnavailableStatefulSet is on in this cluster: maxUnavailable is kept");
+    } else {
+        eventually("gated says maxUnavailable has no effect", || async {
+            env.condition("gated", "UnsupportedSpec")
+                .await
+                .is_some_and(|c| c.0 == "True" && c.1 == "DroppedByAPIServer")
+        })
+        .await;
+        let events = env.kubectl(&["get", "events", "--field-selector", "reason=FieldDropped", "-o", "name"]);
+        assert_eq!(events.lines().count(), 1, "one FieldDropped Event: {events}");
+    }
+
     // Converged: resyncs every 2 s cost no write, as the API server counts.
     eventually("every app is Ready", || async {
         env.ready_with_pods("web", 3).await
@@ -665,6 +697,7 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
             && env.ready_with_pods("minimal", 1).await
             && env.ready_with_pods("app-python", 3).await
             && env.ready_with_pods("app-go", 3).await
+            && env.ready_with_pods("gated", 1).await
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;

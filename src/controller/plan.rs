@@ -18,6 +18,23 @@ pub const APPLIED_HASH_ANNOTATION: &str = "visitcounter.dev/applied-hash";
 pub const IMMUTABLE_STATEFULSET_FIELDS: &[&str] =
     &["podManagementPolicy", "serviceName", "selector", "volumeClaimTemplates"];
 
+/// StatefulSet fields that an API server drops when a feature gate is off,
+/// with the gate: applying them again would only be dropped again.
+pub const GATED_STATEFULSET_FIELDS: &[(&str, &str)] = &[(
+    "/spec/updateStrategy/rollingUpdate/maxUnavailable",
+    "MaxUnavailableStatefulSet",
+)];
+
+/// The gated fields `desired` sets that the API server left out of `live`,
+/// as JSON pointers.
+pub fn dropped_by_server(desired: &Value, live: &Value) -> Vec<&'static str> {
+    GATED_STATEFULSET_FIELDS
+        .iter()
+        .map(|(pointer, _)| *pointer)
+        .filter(|p| desired.pointer(p).is_some_and(|v| !v.is_null()) && live.pointer(p).is_none())
+        .collect()
+}
+
 /// A desired child, ready to apply.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredChild {
@@ -101,7 +118,19 @@ pub fn plan(desired: &DesiredChild, live: Option<&Value>) -> Step {
     if applied != Some(desired.hash.as_str()) {
         return Step::Update;
     }
-    match first_difference(live, &desired.object, "") {
+    // A field the API server dropped is not drift: it would drop it again.
+    let dropped = if desired.kind == "StatefulSet" {
+        dropped_by_server(&desired.object, live)
+    } else {
+        Vec::new()
+    };
+    let mut wanted = std::borrow::Cow::Borrowed(&desired.object);
+    for pointer in dropped {
+        if let Some(field) = wanted.to_mut().pointer_mut(pointer) {
+            *field = Value::Null;
+        }
+    }
+    match first_difference(live, &wanted, "") {
         Some(path) => Step::RestoreDrift { path },
         None => Step::UpToDate,
     }
@@ -270,6 +299,25 @@ mod tests {
                 path: "spec.minReadySeconds".into()
             }
         );
+    }
+
+    #[test]
+    fn a_gated_field_the_api_server_dropped_is_not_drift() {
+        let desired = DesiredChild::new(
+            "StatefulSet",
+            json!({"metadata": {"name": "a"}, "spec": {"replicas": 3,
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}}}),
+        );
+        let mut live = live_after_apply(&desired);
+        live["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
+        assert_eq!(
+            dropped_by_server(&desired.object, &live),
+            vec!["/spec/updateStrategy/rollingUpdate/maxUnavailable"]
+        );
+        assert_eq!(plan(&desired, Some(&live)), Step::UpToDate);
+        live["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] = json!(1);
+        assert!(dropped_by_server(&desired.object, &live).is_empty());
+        assert!(matches!(plan(&desired, Some(&live)), Step::RestoreDrift { .. }));
     }
 
     #[test]

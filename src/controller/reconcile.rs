@@ -17,10 +17,10 @@ use super::{
     Context, Error,
     apply::{apply_child, delete_pod, delete_statefulset_orphaning, record, write_status},
     error::is_refusal,
-    plan::{DesiredChild, Step, plan},
+    plan::{DesiredChild, Step, dropped_by_server, plan},
     pod_creation::{GRACE, PODS_NOT_CREATED, pods_missing, why_pods_are_missing, worth_a_look},
     rollout::{Stuck, check_rollout},
-    status::{Failure, Observed, PAUSED, desired_status, same_status},
+    status::{Failure, Observed, PAUSED, UNSUPPORTED_SPEC, desired_status, dropped_message, same_status},
     storage::expand_claims,
 };
 use crate::{
@@ -283,6 +283,27 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
             stalled: true,
         });
     }
+    let dropped = match (children.last(), observed_at(0)) {
+        (Some(desired), Some(live)) => dropped_by_server(&desired.object, &live),
+        _ => Vec::new(),
+    };
+    let newly_dropped = !dropped.is_empty()
+        && !app
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == UNSUPPORTED_SPEC));
+    if newly_dropped {
+        record(
+            &ctx.recorder,
+            app,
+            EventType::Warning,
+            "FieldDropped",
+            dropped_message(&dropped),
+            None,
+            &ctx.metrics,
+        )
+        .await;
+    }
     let status = desired_status(
         app,
         &Observed {
@@ -291,6 +312,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
             failure,
             paused: false,
             stuck,
+            dropped,
         },
         now,
     );
@@ -497,6 +519,7 @@ fn status_from_caches(
         failure,
         paused,
         stuck: None,
+        dropped: Vec::new(),
     };
     desired_status(app, &observed, Time(Timestamp::now()))
 }

@@ -6,7 +6,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 
-use super::pod_creation::PODS_NOT_CREATED;
+use super::{plan::GATED_STATEFULSET_FIELDS, pod_creation::PODS_NOT_CREATED};
 use crate::{
     build::selector_string,
     resource::{
@@ -49,6 +49,30 @@ pub struct Observed<'a> {
     /// A pod that blocks the rollout for good (see `rollout.rs`), unless the
     /// operator just replaced it.
     pub stuck: Option<StuckPod>,
+    /// Fields of the spec the API server dropped from the StatefulSet (JSON
+    /// pointers into it, from `plan::dropped_by_server`).
+    pub dropped: Vec<&'static str>,
+}
+
+/// The condition that names spec fields the cluster ignores.
+pub const UNSUPPORTED_SPEC: &str = "UnsupportedSpec";
+
+/// What `UnsupportedSpec` says about fields the API server dropped.
+pub fn dropped_message(dropped: &[&str]) -> String {
+    let parts: Vec<String> = dropped
+        .iter()
+        .map(|pointer| {
+            let gate = GATED_STATEFULSET_FIELDS
+                .iter()
+                .find(|(p, _)| p == pointer)
+                .map_or("?", |(_, gate)| gate);
+            format!(
+                "{} has no effect: this cluster's API server drops it from the StatefulSet (the {gate} feature gate is off)",
+                pointer.trim_start_matches('/').replace('/', ".")
+            )
+        })
+        .collect();
+    parts.join("; ")
 }
 
 struct Cond {
@@ -213,9 +237,18 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             ),
         )
     });
+    let unsupported = (!observed.dropped.is_empty()).then(|| {
+        Cond::new(
+            UNSUPPORTED_SPEC,
+            true,
+            "DroppedByAPIServer",
+            dropped_message(&observed.dropped),
+        )
+    });
     let conditions = [ready_cond, progressing, degraded, reconciling, stalled]
         .into_iter()
         .chain(paused)
+        .chain(unsupported)
         .map(|c| c.into_condition(&previous.conditions, generation, &now))
         .collect();
     let node_port = observed
