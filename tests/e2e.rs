@@ -354,6 +354,16 @@ async fn examples_reach_ready(env: &Env) {
     }
     let account = env.kubectl(&["get", "pod", "app-go-0", "-o", "jsonpath={.spec.serviceAccountName}"]);
     assert_eq!(account, "internal-app");
+    // The environment holds what config.env and config.jsonEnvVar say, and
+    // not the ConfigMap's config.json key as a variable.
+    let container = |path: &str| {
+        env.kubectl(&["get", "pod", "app-go-0", "-o", &format!("jsonpath={{.spec.containers[0].{path}}}")])
+    };
+    assert_eq!(container("envFrom"), "");
+    assert_eq!(
+        container("env[*].name"),
+        "VISITCOUNTER_POD_NAME VISITCOUNTER_PORT VISITCOUNTER_DATA_DIR VISITCOUNTER_CONFIG APP_LANGUAGE LAB12_KEY"
+    );
 }
 
 /// Pods the StatefulSet controller cannot create (here: their ServiceAccount

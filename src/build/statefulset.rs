@@ -9,10 +9,10 @@ use k8s_openapi::{
             StatefulSetSpec, StatefulSetUpdateStrategy,
         },
         core::v1::{
-            Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapVolumeSource, Container,
-            ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+            Capabilities, ConfigMap, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+            EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+            PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{
@@ -154,13 +154,6 @@ fn container(app: &VisitCounterApp, settings: &BuildSettings, name: &str) -> Con
             ..ContainerPort::default()
         }]),
         env: Some(env(app, name)),
-        env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: config_map_name(name),
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]),
         resources: Some(ResourceRequirements {
             requests: quantities(&spec.resources.requests),
             limits: quantities(&spec.resources.limits),
@@ -196,8 +189,10 @@ fn container(app: &VisitCounterApp, settings: &BuildSettings, name: &str) -> Con
     }
 }
 
-/// The variables `visitcounter serve` reads, plus the one that carries
-/// `config.json` when the spec names it. Plain config keys arrive by `envFrom`.
+/// The variables `visitcounter serve` reads, each of `config.env` from its
+/// key in the ConfigMap, and the one that carries `config.json` when the spec
+/// names it: exactly these. (`envFrom` over the ConfigMap would also export
+/// its `config.json` key, which clusters since 1.32 accept as a variable name.)
 fn env(app: &VisitCounterApp, name: &str) -> Vec<EnvVar> {
     let spec = &app.spec;
     let plain = |key: &str, value: String| EnvVar {
@@ -221,19 +216,21 @@ fn env(app: &VisitCounterApp, name: &str) -> Vec<EnvVar> {
         plain("VISITCOUNTER_DATA_DIR", spec.storage.mount_path.clone()),
         plain("VISITCOUNTER_CONFIG", CONFIG_MOUNT_PATH.into()),
     ];
-    if let Some(var) = &spec.config.json_env_var {
-        env.push(EnvVar {
-            name: var.clone(),
-            value_from: Some(EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector {
-                    name: config_map_name(name),
-                    key: CONFIG_JSON_KEY.into(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
+    let from_config_map = |var: &str, key: &str| EnvVar {
+        name: var.into(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: config_map_name(name),
+                key: key.into(),
+                optional: Some(false),
             }),
-            ..EnvVar::default()
-        });
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    env.extend(spec.config.env.iter().map(|e| from_config_map(&e.name, &e.name)));
+    if let Some(var) = &spec.config.json_env_var {
+        env.push(from_config_map(var, CONFIG_JSON_KEY));
     }
     env
 }
@@ -383,15 +380,43 @@ mod tests {
 
     #[test]
     fn mounts_config_json_and_data_and_takes_env_from_the_config_map() {
-        let spec = sts(json!({"config": {"jsonEnvVar": "LAB12_KEY"}, "storage": {"mountPath": "/var/counter"}}));
+        let spec = sts(
+            json!({"config": {"jsonEnvVar": "LAB12_KEY", "env": [{"name": "GREETING", "value": "hi"}]},
+                              "storage": {"mountPath": "/var/counter"}}),
+        );
         let c = container_of(&spec);
         let mounts = c.volume_mounts.as_ref().unwrap();
         assert_eq!(mounts[0].mount_path, "/var/counter");
         assert_eq!(mounts[1].mount_path, "/config.json");
         assert_eq!(mounts[1].sub_path.as_deref(), Some("config.json"));
-        let env_from = c.env_from.as_ref().unwrap();
-        assert_eq!(env_from[0].config_map_ref.as_ref().unwrap().name, "web-config");
+        // Exactly the variables the spec and the app need: no envFrom, which
+        // would export the ConfigMap's config.json key too.
+        assert_eq!(c.env_from, None);
         let env = c.env.as_ref().unwrap();
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "VISITCOUNTER_POD_NAME",
+                "VISITCOUNTER_PORT",
+                "VISITCOUNTER_DATA_DIR",
+                "VISITCOUNTER_CONFIG",
+                "GREETING",
+                "LAB12_KEY"
+            ]
+        );
+        let greeting = env.iter().find(|e| e.name == "GREETING").unwrap();
+        let selector = greeting
+            .value_from
+            .as_ref()
+            .unwrap()
+            .config_map_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (selector.name.as_str(), selector.key.as_str()),
+            ("web-config", "GREETING")
+        );
         let key = env.iter().find(|e| e.name == "LAB12_KEY").unwrap();
         let selector = key.value_from.as_ref().unwrap().config_map_key_ref.as_ref().unwrap();
         assert_eq!(

@@ -366,8 +366,8 @@ pub struct AppConfig {
     #[schemars(schema_with = "schema::free_form_object")]
     pub json: serde_json::Value,
 
-    /// Plain environment variables, stored as ConfigMap keys and exposed to the
-    /// container with `envFrom`.
+    /// Plain environment variables, stored as ConfigMap keys; the container
+    /// gets each one by name (and no other key of the ConfigMap).
     #[serde(default)]
     #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<EnvEntry>,
