@@ -333,6 +333,129 @@ async fn scenarios(env: &Env) {
     }
     let _ = stop.send(());
     running.await.unwrap().unwrap();
+    crd_check_on_the_stored_crd(env).await;
+    leader_election_failure_exits(env).await;
+}
+
+/// A kubeconfig for the ServiceAccount `account` of the test namespace, with a
+/// token from the TokenRequest API, for the same API server.
+fn service_account_kubeconfig(env: &Env, account: &str) -> tempfile::NamedTempFile {
+    let token = env.kubectl(&["create", "token", account, "--duration=10m"]);
+    let mut config: Value = serde_json::from_str(&env.kubectl(&["config", "view", "--minify", "--raw", "-o", "json"]))
+        .expect("kubectl prints the kubeconfig as JSON");
+    config["users"] = json!([{"name": account, "user": {"token": token.trim()}}]);
+    config["contexts"][0]["context"]["user"] = json!(account);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), config.to_string()).unwrap();
+    file
+}
+
+/// Run as a ServiceAccount that may read the CRD but not the Lease,
+/// `visitcounter operator` says why in its log and exits non-zero, so its
+/// pod restarts and `kubectl logs` tells the story.
+async fn leader_election_failure_exits(env: &Env) {
+    let reader = format!("{}-crd-reader", env.ns);
+    env.kubectl(&["create", "serviceaccount", "no-lease"]);
+    env.kubectl(&[
+        "create",
+        "clusterrole",
+        &reader,
+        "--verb=get",
+        "--resource=customresourcedefinitions.apiextensions.k8s.io",
+    ]);
+    env.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        &reader,
+        &format!("--clusterrole={reader}"),
+        &format!("--serviceaccount={}:no-lease", env.ns),
+    ]);
+    let kubeconfig = service_account_kubeconfig(env, "no-lease");
+    let started = Instant::now();
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
+        .args(["operator", "--namespace", &env.ns, "--leader-election", "true"])
+        .args(["--lease-namespace", &env.ns, "--admin-address", "127.0.0.1:0"])
+        .env("KUBECONFIG", kubeconfig.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = operator.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = operator.kill();
+            panic!("the operator did not exit by itself when leader election failed");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut operator.stderr.take().unwrap(), &mut log).unwrap();
+    let _ = Command::new("kubectl")
+        .args(["delete", "clusterrolebinding,clusterrole", &reader])
+        .output();
+    assert!(!status.success(), "exit status {status:?}\n{log}");
+    assert!(
+        log.contains("leader election failed") && log.contains("forbidden"),
+        "the log says why:\n{log}"
+    );
+    println!("leader election refused: exited in {:?}", started.elapsed());
+}
+
+/// The operator started, so the CRD as the API server stores it passed the
+/// check. An older CRD (without a field) and a newer one (with one more) are
+/// refused, each with what to do.
+async fn crd_check_on_the_stored_crd(env: &Env) {
+    use visitcounter::operator::{CrdProblem, crd_check::check_installed};
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    let install = |crd: CustomResourceDefinition| {
+        let crds = crds.clone();
+        async move {
+            crds.patch(
+                "visitcounterapps.visitcounter.dev",
+                &PatchParams::apply("visitcounter-e2e").force(),
+                &Patch::Apply(crd),
+            )
+            .await
+            .expect("the API server takes the CRD");
+        }
+    };
+    let with_spec_fields = |change: &dyn Fn(&mut std::collections::BTreeMap<String, _>)| {
+        let mut crd = crd::definition();
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_mut()
+            .unwrap()
+            .open_api_v3_schema
+            .as_mut()
+            .unwrap();
+        let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
+        change(spec.properties.as_mut().unwrap());
+        crd
+    };
+    assert_eq!(check_installed(&env.client).await, Ok(()));
+    install(with_spec_fields(&|fields| {
+        fields.remove("createServiceAccount");
+    }))
+    .await;
+    let older = check_installed(&env.client).await.unwrap_err();
+    assert!(
+        matches!(&older, CrdProblem::Outdated { path, .. } if path.contains("createServiceAccount")),
+        "{older}"
+    );
+    install(with_spec_fields(&|fields| {
+        let copy = fields["createServiceAccount"].clone();
+        fields.insert("someFutureField".into(), copy);
+    }))
+    .await;
+    let newer = check_installed(&env.client).await.unwrap_err();
+    assert!(
+        matches!(&newer, CrdProblem::Newer { path, .. } if path.contains("someFutureField")),
+        "{newer}"
+    );
+    install(crd::definition()).await;
+    assert_eq!(check_installed(&env.client).await, Ok(()));
 }
 
 /// The seed's two apps and `examples/minimal.yaml`, admitted under the
@@ -357,7 +480,13 @@ async fn examples_reach_ready(env: &Env) {
     // The environment holds what config.env and config.jsonEnvVar say, and
     // not the ConfigMap's config.json key as a variable.
     let container = |path: &str| {
-        env.kubectl(&["get", "pod", "app-go-0", "-o", &format!("jsonpath={{.spec.containers[0].{path}}}")])
+        env.kubectl(&[
+            "get",
+            "pod",
+            "app-go-0",
+            "-o",
+            &format!("jsonpath={{.spec.containers[0].{path}}}"),
+        ])
     };
     assert_eq!(container("envFrom"), "");
     assert_eq!(

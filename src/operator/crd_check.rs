@@ -2,12 +2,25 @@
 //! Helm never upgrades the CRDs in a chart's `crds/`, so an older one is a
 //! real possibility after an upgrade, and its missing fields would be
 //! pruned from every app without a word.
+//!
+//! A newer CRD (the operator was downgraded, the CRD was not) stops the
+//! operator too: apps may then set fields this operator does not know, which
+//! it would silently ignore while the user believes them in effect. Its
+//! message says to run the operator that matches the CRD, or to apply this
+//! operator's CRD knowingly.
+//!
+//! The comparison is against the CRD as the API server stores and returns
+//! it; `tests/e2e.rs` shows that it passes there, and fails on an older one.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client};
 use serde_json::Value;
 
-use crate::{controller::plan::contains, crd, resource::VERSION};
+use crate::{
+    controller::plan::{contains, first_difference},
+    crd,
+    resource::VERSION,
+};
 
 /// The command that installs or upgrades the CRD.
 pub const UPGRADE_COMMAND: &str = "visitcounter crd | kubectl apply --server-side -f -";
@@ -28,6 +41,13 @@ pub enum CrdProblem {
         env!("CARGO_PKG_VERSION")
     )]
     Outdated { name: String, path: String },
+    #[error(
+        "the installed CRD {name} is newer than this operator ({}): it has {path}, which this operator does not \
+         know and would ignore. Run the operator version that installed it, or apply this operator's CRD \
+         (fields it does not have are then pruned from every app): {UPGRADE_COMMAND}",
+        env!("CARGO_PKG_VERSION")
+    )]
+    Newer { name: String, path: String },
     #[error("cannot read the CRD {name} (the operator needs `get` on customresourcedefinitions): {message}")]
     Unreadable { name: String, message: String },
 }
@@ -42,17 +62,20 @@ pub fn compare(installed: &CustomResourceDefinition) -> Result<(), CrdProblem> {
     let theirs = serde_json::to_value(version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()))
         .unwrap_or(Value::Null);
     let wanted = crd::openapi_schema();
-    let path = crate::controller::plan::first_difference(&theirs, &wanted, "openAPIV3Schema")
-        .or_else(|| crate::controller::plan::first_difference(&wanted, &theirs, "openAPIV3Schema"));
+    // What ours has that theirs lacks or holds otherwise: theirs is older
+    // (or other). Only what theirs has beyond ours: theirs is newer.
+    let lacking = first_difference(&theirs, &wanted, "openAPIV3Schema");
+    let beyond = first_difference(&wanted, &theirs, "openAPIV3Schema");
     let ours_sub = serde_json::to_value(&ours.spec.versions[0].subresources).unwrap_or(Value::Null);
     let theirs_sub = serde_json::to_value(&version.subresources).unwrap_or(Value::Null);
-    match path {
-        Some(path) => Err(CrdProblem::Outdated { name, path }),
-        None if !contains(&theirs_sub, &ours_sub, "subresources") => Err(CrdProblem::Outdated {
+    match (lacking, beyond) {
+        (Some(path), _) => Err(CrdProblem::Outdated { name, path }),
+        (None, Some(path)) => Err(CrdProblem::Newer { name, path }),
+        _ if !contains(&theirs_sub, &ours_sub, "subresources") => Err(CrdProblem::Outdated {
             name,
             path: "subresources".into(),
         }),
-        None => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -97,6 +120,27 @@ mod tests {
             "{error}"
         );
         assert!(error.to_string().contains(UPGRADE_COMMAND));
+    }
+
+    #[test]
+    fn a_crd_with_a_field_this_operator_lacks_is_newer_and_says_so() {
+        let mut newer = crd::definition();
+        let schema = newer.spec.versions[0]
+            .schema
+            .as_mut()
+            .unwrap()
+            .open_api_v3_schema
+            .as_mut()
+            .unwrap();
+        let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
+        let field = spec.properties.as_ref().unwrap()["minReadySeconds"].clone();
+        spec.properties.as_mut().unwrap().insert("futureField".into(), field);
+        let error = compare(&newer).unwrap_err();
+        assert!(
+            matches!(&error, CrdProblem::Newer { path, .. } if path.contains("futureField")),
+            "{error}"
+        );
+        assert!(error.to_string().contains("newer than this operator"), "{error}");
     }
 
     #[test]
