@@ -101,6 +101,12 @@ pub struct OperatorArgs {
     /// replaceStuckPods, a pod of an abandoned revision is deleted.
     #[arg(long, env = "VISITCOUNTER_STUCK_POD_SECONDS", default_value_t = 300)]
     pub stuck_pod_seconds: u64,
+
+    /// How long the controller waits after an app or one of its children
+    /// changed before it reconciles, so that a burst of changes (pods turning
+    /// ready one after another) costs one reconcile and one status write.
+    #[arg(long, env = "VISITCOUNTER_DEBOUNCE_MILLIS", default_value_t = 500)]
+    pub debounce_millis: u64,
     /// Log format.
     #[arg(long, env = "VISITCOUNTER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -225,6 +231,7 @@ async fn run_operator(args: OperatorArgs) -> Result<(), CliError> {
             visits_interval: (args.visits_interval_seconds > 0)
                 .then(|| Duration::from_secs(args.visits_interval_seconds)),
             stuck_after: Duration::from_secs(args.stuck_pod_seconds),
+            debounce: Duration::from_millis(args.debounce_millis),
         },
         admin_address: Some(args.admin_address),
         lease,

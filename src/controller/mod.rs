@@ -84,6 +84,9 @@ pub struct ControllerSettings {
     /// How long a pod may stay not ready, during a rollout, before the rollout
     /// counts as stuck (see `rollout.rs`).
     pub stuck_after: Duration,
+    /// Reconcile requests within this window after the last one for an app
+    /// are merged into one.
+    pub debounce: Duration,
 }
 
 impl Default for ControllerSettings {
@@ -96,6 +99,7 @@ impl Default for ControllerSettings {
             instance: None,
             visits_interval: Some(Duration::from_secs(30)),
             stuck_after: Duration::from_secs(300),
+            debounce: Duration::ZERO,
         }
     }
 }
@@ -188,9 +192,28 @@ pub struct Context {
     recent_status: Mutex<HashMap<String, (VisitCounterAppStatus, Instant)>>,
     /// Consecutive failures, by app key, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Since when each app's StatefulSet has had pods missing, by app key,
+    /// with its pod count then.
+    pods_missing_since: Mutex<HashMap<String, (i32, Instant)>>,
 }
 
 impl Context {
+    /// How long the app's StatefulSet has had pods missing without its pod
+    /// count moving (`replicas` is that count), as this operator has seen it;
+    /// `None` (and forgotten) when none is missing.
+    fn pod_creation_stalled_for(&self, key: &str, missing: bool, replicas: i32) -> Option<Duration> {
+        let mut since = self.pods_missing_since.lock().expect("pods missing since");
+        if !missing {
+            since.remove(key);
+            return None;
+        }
+        let entry = since.entry(key.to_owned()).or_insert((replicas, Instant::now()));
+        if entry.0 != replicas {
+            *entry = (replicas, Instant::now());
+        }
+        Some(entry.1.elapsed())
+    }
+
     fn recently_applied(&self, key: &str, hash: &str) -> bool {
         let recent = self.recent_applies.lock().expect("recent applies");
         recent
@@ -357,6 +380,7 @@ pub async fn run(
         recent_applies: Mutex::default(),
         recent_status: Mutex::default(),
         failures: Mutex::default(),
+        pods_missing_since: Mutex::default(),
         settings,
     });
     let visits = ctx.settings.visits_interval.map(|interval| {
@@ -389,7 +413,11 @@ pub async fn run(
             let app = pod.labels().get(INSTANCE_LABEL)?.clone();
             Some(ObjectRef::new(&app).within(&pod.namespace()?))
         })
-        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(concurrency)
+                .debounce(ctx.settings.debounce),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {

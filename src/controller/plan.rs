@@ -99,6 +99,24 @@ impl Step {
     }
 }
 
+/// Which steps are first sent as a server-side-apply dry run, so that a spec
+/// the API server refuses for one child changes none. The writes go in order
+/// after every dry run passed, so the first write needs none (refused, it has
+/// changed nothing), and one write alone needs none. A re-create has its own
+/// sequence and is never dry-run.
+pub fn dry_runs(steps: &[Step]) -> Vec<bool> {
+    let mut first = true;
+    steps
+        .iter()
+        .map(|step| {
+            if !step.writes() || matches!(step, Step::Recreate { .. }) {
+                return false;
+            }
+            !std::mem::replace(&mut first, false)
+        })
+        .collect()
+}
+
 /// Decides the step for `desired` given the cached `live` object.
 pub fn plan(desired: &DesiredChild, live: Option<&Value>) -> Step {
     let Some(live) = live else {
@@ -318,6 +336,30 @@ mod tests {
         live["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] = json!(1);
         assert!(dropped_by_server(&desired.object, &live).is_empty());
         assert!(matches!(plan(&desired, Some(&live)), Step::RestoreDrift { .. }));
+    }
+
+    #[test]
+    fn only_writes_after_the_first_are_dry_run() {
+        let drift = || Step::RestoreDrift { path: "x".into() };
+        assert_eq!(
+            dry_runs(&[Step::UpToDate, Step::UpToDate, Step::Update]),
+            [false, false, false]
+        );
+        assert_eq!(
+            dry_runs(&[Step::Create, Step::Create, Step::Create, Step::Create]),
+            [false, true, true, true]
+        );
+        assert_eq!(
+            dry_runs(&[Step::UpToDate, Step::Update, drift(), Step::Update]),
+            [false, false, true, true]
+        );
+        let recreate = Step::Recreate {
+            fields: vec!["podManagementPolicy"],
+        };
+        assert_eq!(
+            dry_runs(&[Step::Update, Step::UpToDate, recreate]),
+            [false, false, false]
+        );
     }
 
     #[test]

@@ -5,10 +5,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{
-    api::{apps::v1::StatefulSet, core::v1::Event},
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Event};
 use kube::{Api, Client, api::ListParams};
 
 use crate::resource::VisitCounterApp;
@@ -19,22 +16,23 @@ pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
 /// pods takes the StatefulSet controller a moment, and a look costs a read.
 pub const GRACE: Duration = Duration::from_secs(5);
 
-/// Whether the StatefulSet has had fewer pods than it asks for, for at least
-/// `GRACE`, by the app's last status: `Progressing` says `Scaling` since then,
-/// or already says the pods cannot be created.
-pub fn worth_a_look(app: &VisitCounterApp, sts: &StatefulSet, now: &Time) -> bool {
+/// Whether to read the StatefulSet's Events: pods are missing, none of the
+/// existing ones holds the next back (under `OrderedReady` the controller
+/// waits for each pod to be ready before it creates the next, which is no
+/// failure), and the StatefulSet's pod count has not moved for `stalled_for`,
+/// at least `GRACE`; or the app's status already says pods cannot be created
+/// (after a restart of the operator, say).
+pub fn worth_a_look(app: &VisitCounterApp, sts: &StatefulSet, all_existing_ready: bool, stalled_for: Duration) -> bool {
     if !pods_missing(sts) {
         return false;
     }
-    let progressing = app
+    let ordered = sts.spec.as_ref().and_then(|s| s.pod_management_policy.as_deref()) != Some("Parallel");
+    let already_said = app
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Progressing"));
-    progressing.is_some_and(|c| {
-        c.reason == PODS_NOT_CREATED
-            || (c.reason == "Scaling"
-                && now.0.duration_since(c.last_transition_time.0).as_secs_f64() >= GRACE.as_secs_f64())
-    })
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Progressing"))
+        .is_some_and(|c| c.reason == PODS_NOT_CREATED);
+    already_said || ((all_existing_ready || !ordered) && stalled_for >= GRACE)
 }
 
 /// Whether the StatefulSet, as its controller last saw it, has fewer pods
@@ -83,7 +81,7 @@ pub async fn why_pods_are_missing(client: &Client, sts: &StatefulSet) -> Option<
 mod tests {
     use k8s_openapi::{
         api::apps::v1::{StatefulSetSpec, StatefulSetStatus},
-        apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta},
+        apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time},
         jiff::Timestamp,
     };
     use serde_json::json;
@@ -130,17 +128,29 @@ mod tests {
     }
 
     #[test]
-    fn look_only_once_pods_have_been_missing_for_the_grace_period() {
+    fn look_only_when_pod_creation_has_stalled_for_the_grace_period() {
         let scaling = progressing("Scaling", 0);
-        assert!(!worth_a_look(&scaling, &sts(3, 0), &at(2)));
-        assert!(worth_a_look(&scaling, &sts(3, 0), &at(5)));
-        assert!(!worth_a_look(&scaling, &sts(3, 3), &at(60)), "no pod is missing");
-        assert!(!worth_a_look(&progressing("RollingOut", 0), &sts(3, 1), &at(60)));
-        assert!(worth_a_look(&progressing(PODS_NOT_CREATED, 59), &sts(3, 0), &at(60)));
+        assert!(!worth_a_look(&scaling, &sts(3, 0), true, Duration::from_secs(2)));
+        assert!(worth_a_look(&scaling, &sts(3, 0), true, GRACE));
+        assert!(
+            !worth_a_look(&scaling, &sts(3, 3), true, GRACE * 10),
+            "no pod is missing"
+        );
+        assert!(
+            !worth_a_look(&scaling, &sts(3, 1), false, GRACE * 10),
+            "under OrderedReady an unready pod holds the next back"
+        );
+        let mut parallel = sts(3, 1);
+        parallel.spec.as_mut().unwrap().pod_management_policy = Some("Parallel".into());
+        assert!(worth_a_look(&scaling, &parallel, false, GRACE));
+        assert!(
+            worth_a_look(&progressing(PODS_NOT_CREATED, 0), &sts(3, 0), true, Duration::ZERO),
+            "the status already says so"
+        );
         let mut unseen = sts(3, 0);
         unseen.metadata.generation = Some(2);
         assert!(
-            !worth_a_look(&scaling, &unseen, &at(60)),
+            !worth_a_look(&scaling, &unseen, true, GRACE * 10),
             "the controller has not seen the spec"
         );
     }

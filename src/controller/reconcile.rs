@@ -17,9 +17,9 @@ use super::{
     Context, Error,
     apply::{apply_child, delete_pod, delete_statefulset_orphaning, record, write_status},
     error::is_refusal,
-    plan::{DesiredChild, Step, dropped_by_server, plan},
+    plan::{DesiredChild, Step, dropped_by_server, dry_runs, plan},
     pod_creation::{GRACE, PODS_NOT_CREATED, pods_missing, why_pods_are_missing, worth_a_look},
-    rollout::{Stuck, check_rollout},
+    rollout::{Stuck, check_rollout, is_ready},
     status::{Failure, Observed, PAUSED, UNSUPPORTED_SPEC, desired_status, dropped_message, same_status},
     storage::expand_claims,
 };
@@ -176,10 +176,10 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
 
     let mut observed: Vec<Option<Value>> = live.clone();
     if steps.iter().any(Step::writes) {
-        // Every change is tried first, so a spec the API server refuses for
-        // one child changes none.
-        for (child, step) in children.iter().zip(&steps) {
-            if step.writes() && !matches!(step, Step::Recreate { .. }) {
+        // The writes after the first are tried first, so a spec the API
+        // server refuses for one child changes none.
+        for ((child, _), dry_run) in children.iter().zip(&steps).zip(dry_runs(&steps)) {
+            if dry_run {
                 apply_child(&ctx.client, &namespace, child, true, &ctx.metrics)
                     .await
                     .map_err(|source| refused_or_failed(child, source))?;
@@ -271,11 +271,25 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     // nothing else will wake this app when they are created after all.
     let mut look_again_in = check.look_again_in;
     let mut failure = None;
-    if stateful_set.as_ref().is_some_and(pods_missing) {
-        look_again_in = Some(look_again_in.map_or(GRACE, |d| d.min(GRACE)));
+    let missing_for = ctx.pod_creation_stalled_for(
+        &app_key(app),
+        stateful_set.as_ref().is_some_and(pods_missing),
+        stateful_set
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .map_or(0, |s| s.replicas),
+    );
+    if let Some(missing_for) = missing_for {
+        // At the end of the grace period; then, while pods stay missing, every
+        // two (a new pod wakes the app through its StatefulSet anyway).
+        let next = match GRACE.checked_sub(missing_for) {
+            Some(left) if !left.is_zero() => left,
+            _ => GRACE * 2,
+        };
+        look_again_in = Some(look_again_in.map_or(next, |d| d.min(next)));
     }
-    if let Some(sts) = &stateful_set
-        && worth_a_look(app, sts, &now)
+    if let (Some(sts), Some(missing_for)) = (&stateful_set, missing_for)
+        && worth_a_look(app, sts, existing_pods_ready(ctx, &namespace, app, sts), missing_for)
     {
         failure = why_pods_are_missing(&ctx.client, sts).await.map(|message| Failure {
             reason: PODS_NOT_CREATED,
@@ -325,6 +339,14 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         requeue = requeue.min(later + Duration::from_secs(1));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether every pod the StatefulSet has (by its status) is in the cache and
+/// ready.
+fn existing_pods_ready(ctx: &Context, namespace: &str, app: &VisitCounterApp, sts: &StatefulSet) -> bool {
+    let existing = sts.status.as_ref().map_or(0, |s| s.replicas);
+    let pods = ctx.caches.pods_of(namespace, &app.name_any(), existing);
+    pods.len() == existing as usize && pods.iter().all(|p| is_ready(&p.0))
 }
 
 /// Grows the app's claims to `storage.size` before its StatefulSet is

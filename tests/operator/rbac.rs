@@ -88,15 +88,31 @@ async fn every_api_access_of_the_operator() {
         cluster.events("web").iter().any(|e| e.1 == "StuckPodReplaced") && cluster.is_ready("web")
     })
     .await;
-    // Pods missing for longer than a moment: the operator reads the
-    // StatefulSet's Events for why (here only an unready pod, under
-    // OrderedReady, keeps the second from being created).
+    // Pods missing, and a status that says they cannot be created (as an
+    // operator finds it after a restart; the stand-in cannot refuse a pod):
+    // the operator reads the StatefulSet's Events for why. e2e shows the
+    // real case, a ServiceAccount that does not exist.
     cluster
         .apply_app(
             "slow",
             json!({"replicas": 2, "podManagementPolicy": "OrderedReady", "image": "app:broken"}),
         )
         .await;
+    wait_until("slow's second pod is missing", WAIT, || {
+        cluster.sts("slow").is_some_and(|s| s["status"]["replicas"] == 1)
+    })
+    .await;
+    cluster
+        .apps(crate::harness::NS)
+        .patch_status(
+            "slow",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"conditions": [{
+                "type": "Progressing", "status": "False", "reason": "PodsNotCreated",
+                "message": "set by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
+        )
+        .await
+        .unwrap();
     wait_until("the operator looked at slow's Events", WAIT, || {
         cluster
             .standin
