@@ -234,6 +234,13 @@ impl Context {
             .is_some_and(|(s, at)| status::same_status(s, status) && at.elapsed() < CACHE_LAG_WINDOW)
     }
 
+    /// How long ago the operator last wrote the app's status, if within the
+    /// cache-lag window.
+    fn status_written_ago(&self, key: &str) -> Option<Duration> {
+        let recent = self.recent_status.lock().expect("recent status");
+        recent.get(key).map(|(_, at)| at.elapsed())
+    }
+
     fn remember_status(&self, key: String, status: VisitCounterAppStatus) {
         let mut recent = self.recent_status.lock().expect("recent status");
         recent.retain(|_, (_, at)| at.elapsed() < CACHE_LAG_WINDOW);

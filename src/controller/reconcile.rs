@@ -20,7 +20,9 @@ use super::{
     plan::{DesiredChild, Step, dropped_by_server, dry_runs, plan},
     pod_creation::{GRACE, PODS_NOT_CREATED, pods_missing, why_pods_are_missing, worth_a_look},
     rollout::{Stuck, check_rollout, is_ready},
-    status::{Failure, Observed, PAUSED, UNSUPPORTED_SPEC, desired_status, dropped_message, same_status},
+    status::{
+        Failure, Observed, PAUSED, UNSUPPORTED_SPEC, desired_status, dropped_message, only_progress, same_status,
+    },
     storage::expand_claims,
 };
 use crate::{
@@ -29,6 +31,8 @@ use crate::{
 };
 
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Status writes that only report progress come at most this often per app.
+const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(2);
 
 fn app_key(app: &VisitCounterApp) -> String {
     format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
@@ -330,7 +334,9 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         },
         now,
     );
-    update_status(app, status, ctx).await?;
+    if let Some(left) = update_status(app, status, ctx).await? {
+        look_again_in = Some(look_again_in.map_or(left, |d| d.min(left)));
+    }
     let mut requeue = ctx.settings.resync;
     if recheck_soon {
         requeue = super::CACHE_LAG_WINDOW;
@@ -498,21 +504,32 @@ fn refused_or_failed(child: &DesiredChild, source: kube::Error) -> Error {
 
 /// Writes `status` unless the app already has it (or we just wrote it and
 /// the cache has not caught up).
+/// Writes the status when it changed. Progress alone is written at most
+/// once per `PROGRESS_WRITE_INTERVAL`; the time left is returned, for a
+/// reconcile then.
 async fn update_status(
     app: &VisitCounterApp,
     status: crate::resource::VisitCounterAppStatus,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Option<Duration>, Error> {
     let key = app_key(app);
     let unchanged = app.status.as_ref().is_some_and(|s| same_status(s, &status));
     if unchanged || ctx.recently_written_status(&key, &status) {
-        return Ok(());
+        return Ok(None);
+    }
+    if let Some(current) = &app.status
+        && only_progress(current, &status)
+        && let Some(left) = ctx
+            .status_written_ago(&key)
+            .and_then(|ago| PROGRESS_WRITE_INTERVAL.checked_sub(ago))
+    {
+        return Ok(Some(left));
     }
     write_status(&ctx.client, app, &status, &ctx.metrics)
         .await
         .map_err(|e| Error::Status(Box::new(e)))?;
     ctx.remember_status(key, status);
-    Ok(())
+    Ok(None)
 }
 
 /// The status, from the app's StatefulSet and Service as the watch caches

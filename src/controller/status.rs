@@ -365,6 +365,31 @@ pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool
     strip(a) == strip(b)
 }
 
+/// Whether `new` differs from `old` only in progress: counts, revisions,
+/// messages, and reasons under an unchanged condition status. Such a status
+/// can wait a moment, so that pods turning ready one after another cost one
+/// status write rather than one each; a condition that turns (Ready, say)
+/// cannot.
+pub fn only_progress(old: &VisitCounterAppStatus, new: &VisitCounterAppStatus) -> bool {
+    let strip = |s: &VisitCounterAppStatus| {
+        let mut s = s.clone();
+        s.visits = None;
+        s.replicas = 0;
+        s.ready_replicas = 0;
+        s.updated_replicas = 0;
+        s.current_revision = None;
+        s.update_revision = None;
+        s.rollout = None;
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Default::default());
+            c.message.clear();
+            c.reason.clear();
+        }
+        s
+    };
+    strip(old) == strip(new)
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::{
@@ -559,6 +584,17 @@ mod tests {
 
     /// kstatus (Flux, kpt) reads `Reconciling` and `Stalled`, both
     /// abnormal-true: neither may be True once the app is Ready.
+    #[test]
+    fn progress_alone_is_told_apart_from_a_condition_that_turns() {
+        let app = app("web", json!({"replicas": 3}));
+        let one = desired_status(&app, &seen(&sts(2, Some(2), 3, 1)), now(10));
+        let two = desired_status(&app, &seen(&sts(2, Some(2), 3, 2)), now(11));
+        assert!(!same_status(&one, &two));
+        assert!(only_progress(&one, &two), "one more pod ready is progress");
+        let ready = desired_status(&app, &seen(&sts(2, Some(2), 3, 3)), now(12));
+        assert!(!only_progress(&two, &ready), "Ready turning True is written at once");
+    }
+
     #[test]
     fn kstatus_conditions_follow_progress_and_failures() {
         let kstatus = |status: &VisitCounterAppStatus| {
