@@ -13,7 +13,8 @@
 #    the rendered examples and the CRD against Kubernetes' own schemas; the Helm
 #    chart (lint, render, schemas, bad values, checkov, RBAC against what the
 #    operator really calls); the GitOps examples and the Argo CD health check;
-#    the Dockerfile through hadolint.
+#    the Dockerfile through hadolint; on the local control plane, the operator
+#    under the chart's own RBAC with a ServiceAccount token (tests/rbac_real.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,10 @@ fi
 cargo build --locked --quiet
 "$venv/bin/python" tests/kubernetes_schemas.py target/debug/visitcounter
 "$venv/bin/python" tests/chart.py
+if [ -n "${VISITCOUNTER_AUDIT_LOG:-}" ]; then
+  # The operator under the chart's RBAC, judged by the local control plane's audit log.
+  "$venv/bin/python" tests/rbac_real.py target/debug/visitcounter
+fi
 "$venv/bin/python" tests/gitops.py
 "$venv/bin/hadolint" Dockerfile
 echo "hadolint: Dockerfile passes"
