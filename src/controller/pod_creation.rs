@@ -1,7 +1,7 @@
 //! Pods the StatefulSet controller cannot create: a missing ServiceAccount,
 //! a ResourceQuota, a Pod Security refusal, a webhook. The StatefulSet's status
 //! does not say so; only its `FailedCreate` Events do, so the operator reads
-//! them, once pods have been missing for a while.
+//! them, once pod creation has stood still for a while.
 
 use std::time::Duration;
 
@@ -12,9 +12,11 @@ use crate::resource::VisitCounterApp;
 
 /// `Degraded`'s reason while pods cannot be created.
 pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
-/// How long pods may be missing before the operator looks for why: creating
-/// pods takes the StatefulSet controller a moment, and a look costs a read.
-pub const GRACE: Duration = Duration::from_secs(5);
+/// How long the StatefulSet's pod count may stand still, with pods missing,
+/// before the operator looks for why: a busy StatefulSet controller takes its
+/// time (at 200 apps on two cores, often more than 5 s), and a look costs a
+/// read. Then it looks again every `2 * GRACE` while it lasts.
+pub const GRACE: Duration = Duration::from_secs(30);
 
 /// Whether to read the StatefulSet's Events: pods are missing, none of the
 /// existing ones holds the next back (under `OrderedReady` the controller
@@ -130,7 +132,7 @@ mod tests {
     #[test]
     fn look_only_when_pod_creation_has_stalled_for_the_grace_period() {
         let scaling = progressing("Scaling", 0);
-        assert!(!worth_a_look(&scaling, &sts(3, 0), true, Duration::from_secs(2)));
+        assert!(!worth_a_look(&scaling, &sts(3, 0), true, GRACE / 2));
         assert!(worth_a_look(&scaling, &sts(3, 0), true, GRACE));
         assert!(
             !worth_a_look(&scaling, &sts(3, 3), true, GRACE * 10),

@@ -31,8 +31,9 @@ use crate::{
 };
 
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// Status writes that only report progress come at most this often per app.
-const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(2);
+/// Status writes that only report progress come at most this often per app
+/// (at most the cache-lag window, within which the last write is known).
+const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 
 fn app_key(app: &VisitCounterApp) -> String {
     format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())

@@ -102,25 +102,31 @@ async fn every_api_access_of_the_operator() {
         cluster.sts("slow").is_some_and(|s| s["status"]["replicas"] == 1)
     })
     .await;
-    cluster
-        .apps(crate::harness::NS)
-        .patch_status(
-            "slow",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"status": {"conditions": [{
-                "type": "Progressing", "status": "False", "reason": "PodsNotCreated",
-                "message": "set by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
-        )
-        .await
-        .unwrap();
-    wait_until("the operator looked at slow's Events", WAIT, || {
+    // The operator's own status writes may replace that condition, so it is
+    // set again until the operator has looked.
+    let looked = || {
         cluster
             .standin
             .requests()
             .iter()
             .any(|r| r.user.as_deref() == Some(OPERATOR_USER) && r.method == "GET" && r.path.ends_with("/events"))
-    })
-    .await;
+    };
+    let started = std::time::Instant::now();
+    while !looked() {
+        assert!(started.elapsed() < WAIT, "the operator never looked at slow's Events");
+        cluster
+            .apps(crate::harness::NS)
+            .patch_status(
+                "slow",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"status": {"conditions": [{
+                    "type": "Progressing", "status": "False", "reason": "PodsNotCreated",
+                    "message": "set by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     // Stopping releases the Lease.
     operator.stop().await.unwrap();
 
