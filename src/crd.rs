@@ -1,7 +1,9 @@
 //! The CustomResourceDefinition, generated from the Rust types: the one source
 //! of truth for `crds/`, the Helm chart and client-side validation.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
 use kube::CustomResourceExt;
 
 use crate::resource::VisitCounterApp;
@@ -28,4 +30,18 @@ pub fn openapi_schema() -> serde_json::Value {
 /// The CRD as YAML, exactly as committed in `crds/visitcounterapp.yaml`.
 pub fn yaml() -> Result<String, serde_saphyr::SerializeError> {
     serde_saphyr::to_string(&definition())
+}
+
+/// The schemas of `spec`'s fields in a CRD of this resource, to change: for
+/// tests that install an older or a newer CRD than this operator's.
+pub fn spec_fields_mut(crd: &mut CustomResourceDefinition) -> Option<&mut BTreeMap<String, JSONSchemaProps>> {
+    let schema = crd
+        .spec
+        .versions
+        .first_mut()?
+        .schema
+        .as_mut()?
+        .open_api_v3_schema
+        .as_mut()?;
+    schema.properties.as_mut()?.get_mut("spec")?.properties.as_mut()
 }

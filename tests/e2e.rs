@@ -423,15 +423,7 @@ async fn crd_check_on_the_stored_crd(env: &Env) {
     };
     let with_spec_fields = |change: &dyn Fn(&mut std::collections::BTreeMap<String, _>)| {
         let mut crd = crd::definition();
-        let schema = crd.spec.versions[0]
-            .schema
-            .as_mut()
-            .unwrap()
-            .open_api_v3_schema
-            .as_mut()
-            .unwrap();
-        let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
-        change(spec.properties.as_mut().unwrap());
+        change(crd::spec_fields_mut(&mut crd).unwrap());
         crd
     };
     assert_eq!(check_installed(&env.client).await, Ok(()));

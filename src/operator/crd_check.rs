@@ -105,15 +105,7 @@ mod tests {
     #[test]
     fn a_crd_without_a_new_field_is_outdated_and_says_where_and_what_to_run() {
         let mut old = crd::definition();
-        let schema = old.spec.versions[0]
-            .schema
-            .as_mut()
-            .unwrap()
-            .open_api_v3_schema
-            .as_mut()
-            .unwrap();
-        let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
-        spec.properties.as_mut().unwrap().remove("minReadySeconds");
+        crd::spec_fields_mut(&mut old).unwrap().remove("minReadySeconds");
         let error = compare(&old).unwrap_err();
         assert!(
             matches!(&error, CrdProblem::Outdated { path, .. } if path.contains("minReadySeconds")),
@@ -125,16 +117,9 @@ mod tests {
     #[test]
     fn a_crd_with_a_field_this_operator_lacks_is_newer_and_says_so() {
         let mut newer = crd::definition();
-        let schema = newer.spec.versions[0]
-            .schema
-            .as_mut()
-            .unwrap()
-            .open_api_v3_schema
-            .as_mut()
-            .unwrap();
-        let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
-        let field = spec.properties.as_ref().unwrap()["minReadySeconds"].clone();
-        spec.properties.as_mut().unwrap().insert("futureField".into(), field);
+        let fields = crd::spec_fields_mut(&mut newer).unwrap();
+        let field = fields["minReadySeconds"].clone();
+        fields.insert("futureField".into(), field);
         let error = compare(&newer).unwrap_err();
         assert!(
             matches!(&error, CrdProblem::Newer { path, .. } if path.contains("futureField")),

@@ -122,15 +122,7 @@ async fn a_missing_or_older_crd_stops_the_start_with_what_to_run() {
     assert!(error.to_string().contains("visitcounter crd | kubectl apply"));
 
     let mut old = crd::definition();
-    let schema = old.spec.versions[0]
-        .schema
-        .as_mut()
-        .unwrap()
-        .open_api_v3_schema
-        .as_mut()
-        .unwrap();
-    let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
-    spec.properties.as_mut().unwrap().remove("podManagementPolicy");
+    crd::spec_fields_mut(&mut old).unwrap().remove("podManagementPolicy");
     Api::<CustomResourceDefinition>::all(cluster.client.clone())
         .create(&PostParams::default(), &old)
         .await
