@@ -225,7 +225,8 @@ provisioner: visitcounter.dev/local-volumes
 allowVolumeExpansion: true
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
-$(for i in 0 1 2; do cat <<NODE
+$(# Room for the benchmark's 1,000 apps at 3 replicas of 100m CPU each.
+for i in 0 1 2; do cat <<NODE
 ---
 apiVersion: v1
 kind: Node
@@ -234,8 +235,8 @@ metadata:
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
   labels: {kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
 status:
-  capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
-  allocatable: {cpu: "64", memory: 256Gi, pods: "1000"}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "3000"}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "3000"}
 NODE
   done)
 EOF
