@@ -779,7 +779,19 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
 
     // Of two apps asking for one node port, the second gets none of its
     // children and says why.
-    let port = 30000 + fastrand::i32(0..2700);
+    // A node port no Service of the cluster holds yet.
+    let taken: std::collections::BTreeSet<i32> = Api::<Service>::all(env.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .flat_map(|s| s.spec.iter().flat_map(|spec| spec.ports.iter().flatten()))
+        .filter_map(|p| p.node_port)
+        .collect();
+    let port = std::iter::repeat_with(|| 30000 + fastrand::i32(0..2700))
+        .find(|p| !taken.contains(p))
+        .unwrap();
     env.apply_app("first", json!({"service": {"nodePort": port}})).await;
     eventually("the first app holds the port", || async {
         apps.get("first")
