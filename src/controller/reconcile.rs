@@ -272,8 +272,8 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         Some(stuck) => handle_stuck_pod(app, ctx, &namespace, stuck).await?,
         None => None,
     };
-    // Pods missing for a while: the StatefulSet's Events may say why, and
-    // nothing else will wake this app when they are created after all.
+    // Pods missing, pod creation standing still: the StatefulSet's Events may
+    // say why. Nothing else wakes this app while the StatefulSet stays as it is.
     let mut look_again_in = check.look_again_in;
     let mut failure = None;
     let missing_for = ctx.pod_creation_stalled_for(
@@ -286,7 +286,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     );
     if let Some(missing_for) = missing_for {
         // At the end of the grace period; then, while pods stay missing, every
-        // two (a new pod wakes the app through its StatefulSet anyway).
+        // two grace periods (a new pod wakes the app through its StatefulSet).
         let next = match GRACE.checked_sub(missing_for) {
             Some(left) if !left.is_zero() => left,
             _ => GRACE * 2,
