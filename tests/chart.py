@@ -10,11 +10,13 @@ library (helm-python-sdk, Helm v4's Go SDK; no helm binary):
   leader election, probes, and the restricted pod security profile;
 - checkov's Kubernetes checks on the rendered chart: no failed check that is
   not listed below with its reason (and no listed check that now passes);
-- RBAC: the rules grant exactly the (API group, resource, verb) accesses the
-  operator makes, as recorded by `tests/operator/rbac.rs` running the real
-  controller against the stand-in API server; no wildcards, no Secrets.
+- RBAC: no wildcards, no Secrets; and the rules of every configuration grant
+  exactly the (API group, resource, verb) accesses the operator made on the
+  real API server, as `tests/rbac_real.py` recorded them from its audit log
+  (the file VISITCOUNTER_RBAC_USED names; without it that check is reported
+  as not run).
 
-Usage: python tests/chart.py (from anywhere; it runs one cargo test itself).
+Usage: python tests/chart.py (from anywhere).
 """
 
 import json
@@ -223,27 +225,14 @@ def checkov(checks, rendered_by_label):
 
 
 def operator_accesses():
-    """The accesses the real operator makes, from tests/operator/rbac.rs."""
-    with tempfile.TemporaryDirectory() as directory:
-        output = pathlib.Path(directory) / "accesses.json"
-        subprocess.run(
-            [
-                "cargo",
-                "test",
-                "--quiet",
-                "--locked",
-                "--test",
-                "operator",
-                "rbac::every_api_access_of_the_operator",
-                "--",
-                "--exact",
-            ],
-            cwd=ROOT,
-            check=True,
-            env={**os.environ, "VISITCOUNTER_RBAC_USED": str(output)},
-            stdout=subprocess.DEVNULL,
-        )
-        return {(a["apiGroup"], a["resource"], a["verb"]) for a in json.loads(output.read_text())}
+    """The accesses the real operator made on the real API server, as
+    tests/rbac_real.py recorded them from the audit log (written where
+    VISITCOUNTER_RBAC_USED names; scripts/test.sh runs it first). None when
+    there is no such record (no local control plane)."""
+    path = os.environ.get("VISITCOUNTER_RBAC_USED")
+    if not path or not pathlib.Path(path).exists():
+        return None
+    return {(a["apiGroup"], a["resource"], a["verb"]) for a in json.loads(pathlib.Path(path).read_text())}
 
 
 def granted(rules):
@@ -264,9 +253,10 @@ def check_rbac(checks, label, values, documents, used):
         checks.check("*" not in flat and not any("*" in x for x in flat), f"{label}: no wildcard in {rule}")
         checks.check("secrets" not in rule.get("resources", []), f"{label}: no Secrets in {rule}")
     grants = granted(rules)
-    missing, extra = used - grants, grants - used
-    checks.check(not missing, f"{label}: the operator uses but the chart does not grant {sorted(missing)}")
-    checks.check(not extra, f"{label}: the chart grants but the operator never uses {sorted(extra)}")
+    if used is not None:
+        missing, extra = used - grants, grants - used
+        checks.check(not missing, f"{label}: the operator uses but the chart does not grant {sorted(missing)}")
+        checks.check(not extra, f"{label}: the chart grants but the operator never uses {sorted(extra)}")
 
     bindings = by_kind(documents, "ClusterRoleBinding") + by_kind(documents, "RoleBinding")
     (service_account,) = by_kind(documents, "ServiceAccount")
@@ -304,7 +294,11 @@ def main():
     checks = Checks()
     rendered_by_label = {}
     used = operator_accesses()
-    checks.check(len(used) > 10, f"the operator's accesses were recorded: {sorted(used)}")
+    if used is None:
+        print("chart: NOT CHECKED: the rules against the operator's accesses need tests/rbac_real.py's record "
+              "(VISITCOUNTER_RBAC_USED); scripts/test.sh makes it on the local control plane")
+    else:
+        checks.check(len(used) > 10, f"the operator's accesses were recorded: {sorted(used)}")
     for label, values in CONFIGURATIONS.items():
         documents, rendered = render(values)
         rendered_by_label[label] = rendered

@@ -36,7 +36,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use visitcounter::{
-    build::{CONFIG_CHECKSUM_ANNOTATION, DEFAULT_APP_IMAGE},
+    build::DEFAULT_APP_IMAGE,
     controller::{ControllerSettings, Metrics},
     crd,
     operator::{Operator, OperatorSettings, USER_AGENT},
@@ -92,6 +92,31 @@ impl Env {
             .map(|l| l.items)
             .unwrap_or_default();
         pods.len() == replicas && pods.iter().all(pod_ready)
+    }
+
+    /// The name of the ConfigMap the app's StatefulSet names in its pod
+    /// template.
+    async fn config_map_name(&self, app: &str) -> Option<String> {
+        let sts = self.api::<StatefulSet>().get(app).await.ok()?;
+        let volumes = sts.spec?.template.spec?.volumes?;
+        volumes.into_iter().find_map(|v| Some(v.config_map?.name))
+    }
+
+    /// The ConfigMap the app's StatefulSet names.
+    async fn config_map(&self, app: &str) -> Option<ConfigMap> {
+        let name = self.config_map_name(app).await?;
+        self.api::<ConfigMap>().get_opt(&name).await.ok().flatten()
+    }
+
+    /// The names of the app's ConfigMaps, found by its label.
+    async fn config_map_names(&self, app: &str) -> Vec<String> {
+        let list = self
+            .api::<ConfigMap>()
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        list.into_iter().filter_map(|c| c.metadata.name).collect()
     }
 
     /// `kubectl` against the same cluster, as a user types it.
@@ -335,6 +360,7 @@ async fn scenarios(env: &Env) {
     running.await.unwrap().unwrap();
     crd_check_on_the_stored_crd(env).await;
     leader_election_failure_exits(env).await;
+    config_revisions(env).await;
 }
 
 /// A kubeconfig for the ServiceAccount `account` of the test namespace, with a
@@ -533,13 +559,7 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
                 .ok()
                 .flatten()
                 .is_some()
-            && env
-                .api::<ConfigMap>()
-                .get_opt("web-config")
-                .await
-                .ok()
-                .flatten()
-                .is_some()
+            && env.config_map("web").await.is_some()
     })
     .await;
     eventually("web is Ready with 2 pods Ready", || env.ready_with_pods("web", 2)).await;
@@ -573,8 +593,8 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
     )
     .await;
     let config_maps = env.api::<ConfigMap>();
-    eventually("the config reaches the ConfigMap", || async {
-        config_maps.get("web-config").await.is_ok_and(|c| {
+    eventually("the config reaches the ConfigMap the template names", || async {
+        env.config_map("web").await.is_some_and(|c| {
             c.data
                 .unwrap_or_default()
                 .get("config.json")
@@ -583,21 +603,9 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
     })
     .await;
 
-    // Day 2: the config's checksum rolls the pods; a re-apply does not.
-    let checksum = || async {
-        stateful_sets.get("web").await.ok().and_then(|s| {
-            s.spec?
-                .template
-                .metadata?
-                .annotations?
-                .get(CONFIG_CHECKSUM_ANNOTATION)
-                .cloned()
-        })
-    };
-    eventually("the template carries the new config's checksum", || async {
-        checksum().await.is_some()
-    })
-    .await;
+    // Day 2: a new config, in a ConfigMap of its own, rolls the pods; a
+    // re-apply does not.
+    let checksum = || env.config_map_name("web");
     let teal = checksum().await;
     env.apply_app(
         "web",
@@ -755,8 +763,9 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
     assert_eq!(env.claim_uids("web").await, claims_before, "a claim was replaced");
     assert_eq!(env.pod_uids("web").await, pods_before, "a pod was replaced");
 
+    let current_config = env.config_map_name("web").await.unwrap();
     config_maps
-        .delete("web-config", &DeleteParams::default())
+        .delete(&current_config, &DeleteParams::default())
         .await
         .unwrap();
     stateful_sets
@@ -769,7 +778,7 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
         .await
         .unwrap();
     eventually("the deleted and the edited child are put back", || async {
-        config_maps.get_opt("web-config").await.ok().flatten().is_some()
+        config_maps.get_opt(&current_config).await.ok().flatten().is_some()
             && stateful_sets
                 .get("web")
                 .await
@@ -806,8 +815,9 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
             .is_some_and(|c| c.0 == "True" && c.1 == "ChildRejected")
     })
     .await;
-    assert!(
-        config_maps.get_opt("second-config").await.unwrap().is_none(),
+    assert_eq!(
+        env.config_map_names("second").await,
+        Vec::<String>::new(),
         "a refused app got part of its children"
     );
     apps.delete("second", &DeleteParams::default()).await.unwrap();
@@ -953,4 +963,208 @@ async fn deletion_keeps_claims(env: &Env) {
     })
     .await;
     assert_eq!(env.claim_uids("grow").await, claims_before, "a claim was deleted");
+}
+
+/// The operator binary, as its Deployment runs it, for the test namespace,
+/// with its log going to a file. Stopped with SIGTERM by `stop`.
+struct OperatorProcess {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl OperatorProcess {
+    fn start(env: &Env) -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
+            .args(["operator", "--namespace", &env.ns, "--leader-election", "false"])
+            .args(["--admin-address", "127.0.0.1:0", "--resync-seconds", "2"])
+            .args(["--visits-interval-seconds", "0", "--stuck-pod-seconds", "3"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("the visitcounter binary starts");
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+/// The ConfigMaps a pod's volumes and variables name.
+fn pod_config_maps(pod: &Pod) -> std::collections::BTreeSet<String> {
+    let Some(spec) = &pod.spec else {
+        return Default::default();
+    };
+    let volumes = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| Some(v.config_map.as_ref()?.name.clone()));
+    let variables = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.env.iter().flatten())
+        .filter_map(|e| Some(e.value_from.as_ref()?.config_map_key_ref.as_ref()?.name.clone()));
+    volumes.chain(variables).collect()
+}
+
+/// A config change under a canary: each revision keeps its own immutable
+/// ConfigMap, so held pods (even re-created) keep the old config while the
+/// canary runs the new; reverting and promoting move the pods; a ConfigMap
+/// no revision needs any more is deleted; and the operator's log tells each
+/// step in the words of its Events.
+async fn config_revisions(env: &Env) {
+    let operator = OperatorProcess::start(env);
+    let outcome = AssertUnwindSafe(config_revision_steps(env, &operator))
+        .catch_unwind()
+        .await;
+    let log = operator.stop();
+    match outcome {
+        Ok(names) => {
+            let app = format!("app={}/canary", env.ns);
+            let logged = |words: &str| {
+                log.lines()
+                    .any(|l| l.contains(" INFO ") && l.contains(&app) && l.contains(words))
+            };
+            for line in log.lines().filter(|l| l.contains(&app)) {
+                println!("operator log: {line}");
+            }
+            for words in [
+                format!("created ConfigMap {}", names[0]),
+                format!("created ConfigMap {}", names[1]),
+                "updated StatefulSet canary (spec.template.spec.containers[0].env[4].valueFrom.configMapKeyRef.name"
+                    .to_owned(),
+                "held: 1 of 3 pods run revision".to_owned(),
+                "promoted: the partition went from 2 to 0, so canary-0 to canary-1 are no longer held".to_owned(),
+                format!("deleted ConfigMap {}", names[1]),
+            ] {
+                assert!(logged(&words), "the log says {words:?} at info level:\n{log}");
+            }
+        }
+        Err(panic) => {
+            eprintln!("operator log:\n{log}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// The steps of `config_revisions`; returns the names of the ConfigMaps of
+/// the first two configs.
+async fn config_revision_steps(env: &Env, operator: &OperatorProcess) -> [String; 2] {
+    let image = std::env::var("VISITCOUNTER_E2E_IMAGE").unwrap_or_else(|_| DEFAULT_APP_IMAGE.to_owned());
+    let spec = |color: &str, mode: &str, canary: Option<i32>| {
+        let mut spec = json!({"replicas": 3, "image": image, "revisionHistoryLimit": 1,
+            "config": {"json": {"color": color}, "env": [{"name": "MODE", "value": mode}]}});
+        if let Some(canary) = canary {
+            spec["updateStrategy"] = json!({"rollingUpdate": {"canaryReplicas": canary}});
+        }
+        spec
+    };
+    let pods = env.api::<Pod>();
+    let config_maps = env.api::<ConfigMap>();
+    // Each pod's ConfigMaps, by pod name.
+    let pod_configs = || async {
+        pods.list(&ListParams::default().labels("app.kubernetes.io/instance=canary"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), pod_config_maps(p)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let on = |names: &[&str], config: &str| {
+        let config = std::collections::BTreeSet::from([config.to_owned()]);
+        names
+            .iter()
+            .map(|n| (n.to_string(), config.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+
+    env.apply_app("canary", spec("red", "a", None)).await;
+    eventually("canary is Ready with 3 pods", || env.ready_with_pods("canary", 3)).await;
+    let red = env.config_map_name("canary").await.unwrap();
+    assert_eq!(pod_configs().await, on(&["canary-0", "canary-1", "canary-2"], &red));
+
+    // A new config under a canary of one pod: a ConfigMap of its own.
+    env.apply_app("canary", spec("blue", "b", Some(1))).await;
+    eventually("the canary holds two pods at the old revision", || async {
+        env.condition("canary", "Progressing")
+            .await
+            .is_some_and(|c| c.1 == "RolloutHeld")
+    })
+    .await;
+    let blue = env.config_map_name("canary").await.unwrap();
+    assert_ne!(blue, red, "a new config gets a new ConfigMap");
+    let mut expected = on(&["canary-0", "canary-1"], &red);
+    expected.extend(on(&["canary-2"], &blue));
+    assert_eq!(pod_configs().await, expected, "held pods keep the old config");
+    for (name, color) in [(&red, "red"), (&blue, "blue")] {
+        let config_map = config_maps.get(name).await.unwrap();
+        assert_eq!(config_map.immutable, Some(true), "{name}");
+        let data = config_map.data.unwrap_or_default();
+        assert!(data["config.json"].contains(color), "{name}: {data:?}");
+    }
+    let before = pods.get("canary-0").await.unwrap().metadata.uid;
+    pods.delete("canary-0", &DeleteParams::default()).await.unwrap();
+    eventually("the deleted held pod comes back, ready", || async {
+        pods.get("canary-0")
+            .await
+            .is_ok_and(|p| p.metadata.uid != before && pod_ready(&p))
+    })
+    .await;
+    assert_eq!(
+        pod_configs().await,
+        expected,
+        "a re-created held pod mounts its revision's config, not the canary's"
+    );
+
+    // Reverting the config and removing the canary: every pod on the old
+    // config again, the canary pod too.
+    env.apply_app("canary", spec("red", "a", None)).await;
+    eventually("every pod is back on the old config", || async {
+        pod_configs().await == on(&["canary-0", "canary-1", "canary-2"], &red) && env.ready_with_pods("canary", 3).await
+    })
+    .await;
+    assert_eq!(env.config_map_name("canary").await.as_deref(), Some(red.as_str()));
+
+    // A third config under a canary, then promoted.
+    env.apply_app("canary", spec("green", "c", Some(1))).await;
+    eventually("the new canary holds", || async {
+        env.condition("canary", "Progressing")
+            .await
+            .is_some_and(|c| c.1 == "RolloutHeld")
+    })
+    .await;
+    let green = env.config_map_name("canary").await.unwrap();
+    env.apply_app("canary", spec("green", "c", None)).await;
+    eventually("promoted: every pod on the new config", || async {
+        pod_configs().await == on(&["canary-0", "canary-1", "canary-2"], &green)
+            && env.ready_with_pods("canary", 3).await
+    })
+    .await;
+    // revisionHistoryLimit 1 keeps one revision besides the current: the
+    // red one, re-used last. Nothing refers to the blue ConfigMap.
+    eventually("the ConfigMap no revision needs is deleted", || async {
+        let mut names = env.config_map_names("canary").await;
+        names.sort();
+        let mut wanted = vec![red.clone(), green.clone()];
+        wanted.sort();
+        names == wanted
+    })
+    .await;
+    assert!(
+        operator.log().contains(&format!("deleted ConfigMap {blue}")),
+        "{}",
+        operator.log()
+    );
+    [red, blue]
 }

@@ -99,6 +99,13 @@ def scenarios():
     wait_until("lonely's pods cannot be created", lambda: condition("lonely", "Degraded") == ("True", "PodsNotCreated"))
     apply([app("gated", {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}})])
     wait_until("gated says maxUnavailable is dropped", lambda: condition("gated", "UnsupportedSpec") is not None)
+    # A new config with no revision history kept: the old config's
+    # ConfigMap goes once no revision refers to it.
+    apply([app("configs", {"revisionHistoryLimit": 0, "config": {"json": {"color": "red"}}})])
+    wait_until("configs is Ready", lambda: ready("configs"))
+    apply([app("configs", {"revisionHistoryLimit": 0, "config": {"json": {"color": "blue"}}})])
+    wait_until("the old config's ConfigMap is deleted", lambda: ready("configs") and 1 == len(kubectl(
+        "-n", APPS, "get", "configmaps", "-l", "app.kubernetes.io/instance=configs", "-o", "name").split()))
 
 
 def accesses(audit_path, offset, user):
@@ -191,6 +198,10 @@ def main():
     checks.check(used <= grants, f"used but not granted: {sorted(used - grants)}")
     checks.check(grants <= used, f"granted but never used by these scenarios: {sorted(grants - used)}")
     checks.check(any(r == "leases" for _, r, _ in used), "the Lease was used (leader election)")
+    # tests/chart.py checks every configuration's rules against these.
+    if os.environ.get("VISITCOUNTER_RBAC_USED"):
+        pathlib.Path(os.environ["VISITCOUNTER_RBAC_USED"]).write_text(json.dumps(
+            [{"apiGroup": g, "resource": r, "verb": v} for g, r, v in sorted(used)], indent=2))
     kubectl("delete", "namespace", APPS, "--wait=false", check=False)
     return checks.report("rbac on the real API server")
 

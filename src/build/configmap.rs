@@ -1,18 +1,26 @@
-//! The ConfigMap `<app>-config`: `config.json` plus the plain env keys.
+//! The ConfigMap `<app>-config-<hash>`: `config.json` plus the plain env
+//! keys, immutable, named by a hash of its content (the pattern of
+//! Kustomize's configMapGenerator). Each config gets its own ConfigMap and
+//! the pod template names it, so every StatefulSet revision keeps the config
+//! it was built with: pods a partition holds back, restarted or replaced,
+//! start with their revision's config, not the newest.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
-use super::{BuildError, app_name, child_meta, config_map_name};
+use super::{BuildError, app_name, child_meta};
 use crate::resource::VisitCounterApp;
 
 /// ConfigMap key that holds the app's `config.json`.
 pub const CONFIG_JSON_KEY: &str = "config.json";
 
+/// Hex digits of the content hash in a ConfigMap's name.
+const NAME_HASH_LEN: usize = 10;
+
 /// The app's ConfigMap. `config.json` is pretty-printed with sorted keys, so the
-/// same config always gives the same bytes.
+/// same config always gives the same bytes, and so the same name.
 pub fn desired_config_map(app: &VisitCounterApp) -> Result<ConfigMap, BuildError> {
     let config = &app.spec.config;
     if !config.json.is_object() {
@@ -23,28 +31,44 @@ pub fn desired_config_map(app: &VisitCounterApp) -> Result<ConfigMap, BuildError
     json.push('\n');
     let mut data = BTreeMap::from([(CONFIG_JSON_KEY.to_owned(), json)]);
     data.extend(config.env.iter().map(|e| (e.name.clone(), e.value.clone())));
+    let name = config_map_name(app_name(app)?, &data_hash(&data));
     Ok(ConfigMap {
-        metadata: child_meta(app, config_map_name(app_name(app)?))?,
+        metadata: child_meta(app, name)?,
         data: Some(data),
+        immutable: Some(true),
         ..ConfigMap::default()
     })
 }
 
-/// SHA-256 of a ConfigMap's data, as `sha256:<hex>`: the pod template carries
-/// it, so a change of the config rolls the pods and an unchanged config never
-/// does. Each key and value is length-prefixed, so no two different maps give
-/// the same input.
-pub fn config_checksum(config_map: &ConfigMap) -> String {
+/// Name of the app's ConfigMap for the data whose hash is `hash`.
+fn config_map_name(app: &str, hash: &str) -> String {
+    format!("{app}-config-{}", &hash[..NAME_HASH_LEN])
+}
+
+/// Whether `name` is one of the app's config ConfigMaps by its form
+/// (`<app>-config-<hash>`), or the single mutable `<app>-config` that
+/// operators before 0.2 kept.
+pub fn is_config_map_of(app: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(app).and_then(|r| r.strip_prefix("-config")) else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .strip_prefix('-')
+            .is_some_and(|h| h.len() == NAME_HASH_LEN && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// SHA-256 of a ConfigMap's data, in hex. Each key and value is
+/// length-prefixed, so no two different maps give the same input.
+fn data_hash(data: &BTreeMap<String, String>) -> String {
     let mut hasher = Sha256::new();
-    for (key, value) in config_map.data.iter().flatten() {
+    for (key, value) in data {
         for part in [key, value] {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part.as_bytes());
         }
     }
-    let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -60,7 +84,9 @@ mod tests {
             json!({"config": {"json": {"b": 1, "a": {"x": true}}, "env": [{"name": "GREETING", "value": "hi"}]}}),
         );
         let cm = desired_config_map(&app).unwrap();
-        assert_eq!(cm.metadata.name.as_deref(), Some("web-config"));
+        let name = cm.metadata.name.clone().unwrap();
+        assert!(is_config_map_of("web", &name), "{name}");
+        assert_eq!(cm.immutable, Some(true));
         let data = cm.data.unwrap();
         assert_eq!(
             data["config.json"],
@@ -84,11 +110,14 @@ mod tests {
     }
 
     #[test]
-    fn the_checksum_follows_the_config_and_only_the_config() {
+    fn the_name_follows_the_config_and_only_the_config() {
         let base = json!({"replicas": 2, "config": {"json": {"a": 1}, "env": [{"name": "K", "value": "v"}]}});
-        let checksum = |spec: serde_json::Value| config_checksum(&desired_config_map(&app("web", spec)).unwrap());
+        let checksum = |spec: serde_json::Value| desired_config_map(&app("web", spec)).unwrap().metadata.name.unwrap();
         let first = checksum(base.clone());
-        assert!(first.starts_with("sha256:") && first.len() == 7 + 64, "{first}");
+        assert!(
+            first.starts_with("web-config-") && first.len() == "web-config-".len() + 10,
+            "{first}"
+        );
         let mut scaled = base.clone();
         scaled["replicas"] = json!(5);
         scaled["image"] = json!("other:1");
@@ -106,13 +135,17 @@ mod tests {
 
     #[test]
     fn keys_and_values_cannot_run_together() {
-        let map = |pairs: &[(&str, &str)]| ConfigMap {
-            data: Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
-            ..ConfigMap::default()
-        };
-        assert_ne!(
-            config_checksum(&map(&[("ab", "c")])),
-            config_checksum(&map(&[("a", "bc")]))
-        );
+        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_ne!(data_hash(&map(&[("ab", "c")])), data_hash(&map(&[("a", "bc")])));
+    }
+
+    #[test]
+    fn knows_the_apps_config_maps_by_name() {
+        assert!(is_config_map_of("web", "web-config-0123456789"));
+        assert!(is_config_map_of("web", "web-config"), "the one of operators before 0.2");
+        assert!(!is_config_map_of("web", "web-config-extra"));
+        assert!(!is_config_map_of("web", "web-2-config-0123456789"));
+        assert!(!is_config_map_of("web", "webshop-config-0123456789"));
+        assert!(!is_config_map_of("web", "web-config-01234567890"));
     }
 }

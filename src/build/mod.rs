@@ -20,10 +20,10 @@ use kube::Resource;
 
 use crate::resource::VisitCounterApp;
 
-pub use configmap::{CONFIG_JSON_KEY, config_checksum, desired_config_map};
+pub use configmap::{CONFIG_JSON_KEY, desired_config_map, is_config_map_of};
 pub use service::{desired_headless_service, desired_service};
 pub use serviceaccount::{desired_service_account, service_account_name};
-pub use statefulset::{CONFIG_CHECKSUM_ANNOTATION, CONFIG_MOUNT_PATH, DATA_VOLUME, desired_statefulset};
+pub use statefulset::{CONFIG_MOUNT_PATH, DATA_VOLUME, desired_statefulset};
 
 /// Image of the apps whose spec names none: this operator's own image, which
 /// runs `visitcounter serve`.
@@ -95,11 +95,6 @@ pub fn app_name(app: &VisitCounterApp) -> Result<&str, BuildError> {
 /// Name of the headless Service that gives each pod its DNS name.
 pub fn headless_service_name(app: &str) -> String {
     format!("{app}-headless")
-}
-
-/// Name of the app's ConfigMap.
-pub fn config_map_name(app: &str) -> String {
-    format!("{app}-config")
 }
 
 /// The label that names the app on each of its children and pods.

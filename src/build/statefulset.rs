@@ -23,8 +23,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    BuildError, BuildSettings, CONFIG_JSON_KEY, app_name, child_meta, common_labels, config_checksum, config_map_name,
-    headless_service_name, selector_labels, service_account_name,
+    BuildError, BuildSettings, CONFIG_JSON_KEY, app_name, child_meta, common_labels, headless_service_name,
+    selector_labels, service_account_name,
 };
 use crate::resource::{
     ComputeResources, HttpProbe, LIVENESS_PATH, READINESS_PATH, UpdateStrategyType, VisitCounterApp,
@@ -37,11 +37,9 @@ pub const CONFIG_MOUNT_PATH: &str = "/config.json";
 const CONFIG_VOLUME: &str = "config";
 /// The non-root user and group the app runs as, and that owns its volume.
 const APP_UID: i64 = 65532;
-/// Pod template annotation with the checksum of the app's ConfigMap data.
-pub const CONFIG_CHECKSUM_ANNOTATION: &str = "visitcounter.dev/config-checksum";
-
-/// The app's StatefulSet, whose pod template carries the checksum of
-/// `config_map`, the app's desired ConfigMap.
+/// The app's StatefulSet, whose pod template names `config_map`, the app's
+/// desired ConfigMap: its name carries the hash of the config, so a new
+/// config rolls the pods and an unchanged one never does.
 pub fn desired_statefulset(
     app: &VisitCounterApp,
     settings: &BuildSettings,
@@ -81,7 +79,13 @@ pub fn desired_statefulset(
                 when_deleted: Some(retention.when_deleted.as_str().into()),
                 when_scaled: Some(retention.when_scaled.as_str().into()),
             }),
-            template: pod_template(app, settings, name, config_checksum(config_map)),
+            revision_history_limit: Some(spec.revision_history_limit),
+            template: pod_template(
+                app,
+                settings,
+                name,
+                config_map.metadata.name.as_deref().unwrap_or_default(),
+            ),
             volume_claim_templates: Some(vec![volume_claim_template(app, name)]),
             ..StatefulSetSpec::default()
         }),
@@ -89,22 +93,14 @@ pub fn desired_statefulset(
     })
 }
 
-fn pod_template(
-    app: &VisitCounterApp,
-    settings: &BuildSettings,
-    name: &str,
-    config_checksum: String,
-) -> PodTemplateSpec {
+fn pod_template(app: &VisitCounterApp, settings: &BuildSettings, name: &str, config_map: &str) -> PodTemplateSpec {
     let spec = &app.spec;
     let mut labels = spec.pod_labels.clone();
     labels.extend(common_labels(name));
-    // The checksum wins over a pod annotation of the same key.
-    let mut annotations = spec.pod_annotations.clone();
-    annotations.insert(CONFIG_CHECKSUM_ANNOTATION.into(), config_checksum);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
-            annotations: Some(annotations),
+            annotations: Some(spec.pod_annotations.clone()).filter(|a| !a.is_empty()),
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
@@ -121,11 +117,11 @@ fn pod_template(
                 }),
                 ..PodSecurityContext::default()
             }),
-            containers: vec![container(app, settings, name)],
+            containers: vec![container(app, settings, name, config_map)],
             volumes: Some(vec![Volume {
                 name: CONFIG_VOLUME.into(),
                 config_map: Some(ConfigMapVolumeSource {
-                    name: config_map_name(name),
+                    name: config_map.into(),
                     items: Some(vec![KeyToPath {
                         key: CONFIG_JSON_KEY.into(),
                         path: CONFIG_JSON_KEY.into(),
@@ -140,7 +136,7 @@ fn pod_template(
     }
 }
 
-fn container(app: &VisitCounterApp, settings: &BuildSettings, name: &str) -> Container {
+fn container(app: &VisitCounterApp, settings: &BuildSettings, name: &str, config_map: &str) -> Container {
     let spec = &app.spec;
     let probes = &spec.probes;
     Container {
@@ -153,7 +149,7 @@ fn container(app: &VisitCounterApp, settings: &BuildSettings, name: &str) -> Con
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env: Some(env(app, name)),
+        env: Some(env(app, config_map)),
         resources: Some(ResourceRequirements {
             requests: quantities(&spec.resources.requests),
             limits: quantities(&spec.resources.limits),
@@ -193,7 +189,7 @@ fn container(app: &VisitCounterApp, settings: &BuildSettings, name: &str) -> Con
 /// key in the ConfigMap, and the one that carries `config.json` when the spec
 /// names it: exactly these. (`envFrom` over the ConfigMap would also export
 /// its `config.json` key, which clusters since 1.32 accept as a variable name.)
-fn env(app: &VisitCounterApp, name: &str) -> Vec<EnvVar> {
+fn env(app: &VisitCounterApp, config_map: &str) -> Vec<EnvVar> {
     let spec = &app.spec;
     let plain = |key: &str, value: String| EnvVar {
         name: key.into(),
@@ -220,7 +216,7 @@ fn env(app: &VisitCounterApp, name: &str) -> Vec<EnvVar> {
         name: var.into(),
         value_from: Some(EnvVarSource {
             config_map_key_ref: Some(ConfigMapKeySelector {
-                name: config_map_name(name),
+                name: config_map.into(),
                 key: key.into(),
                 optional: Some(false),
             }),
@@ -380,10 +376,11 @@ mod tests {
 
     #[test]
     fn mounts_config_json_and_data_and_takes_env_from_the_config_map() {
-        let spec = sts(
+        let spec_json = || {
             json!({"config": {"jsonEnvVar": "LAB12_KEY", "env": [{"name": "GREETING", "value": "hi"}]},
-                              "storage": {"mountPath": "/var/counter"}}),
-        );
+                   "storage": {"mountPath": "/var/counter"}})
+        };
+        let spec = sts(spec_json());
         let c = container_of(&spec);
         let mounts = c.volume_mounts.as_ref().unwrap();
         assert_eq!(mounts[0].mount_path, "/var/counter");
@@ -413,15 +410,20 @@ mod tests {
             .config_map_key_ref
             .as_ref()
             .unwrap();
+        let config_map = desired_config_map(&app("web", spec_json()))
+            .unwrap()
+            .metadata
+            .name
+            .unwrap();
         assert_eq!(
             (selector.name.as_str(), selector.key.as_str()),
-            ("web-config", "GREETING")
+            (config_map.as_str(), "GREETING")
         );
         let key = env.iter().find(|e| e.name == "LAB12_KEY").unwrap();
         let selector = key.value_from.as_ref().unwrap().config_map_key_ref.as_ref().unwrap();
         assert_eq!(
             (selector.name.as_str(), selector.key.as_str()),
-            ("web-config", "config.json")
+            (config_map.as_str(), "config.json")
         );
         let data_dir = env.iter().find(|e| e.name == "VISITCOUNTER_DATA_DIR").unwrap();
         assert_eq!(data_dir.value.as_deref(), Some("/var/counter"));
@@ -460,18 +462,31 @@ mod tests {
     }
 
     #[test]
-    fn the_template_carries_the_config_maps_checksum_over_a_pod_annotation() {
+    fn the_template_names_the_config_map_of_this_config_in_its_volume_and_variables() {
         let app = app(
             "web",
-            json!({"config": {"json": {"a": 1}}, "podAnnotations": {"team": "x", CONFIG_CHECKSUM_ANNOTATION: "mine"}}),
+            json!({"config": {"json": {"a": 1}, "env": [{"name": "K", "value": "v"}], "jsonEnvVar": "APP_CONFIG"},
+                   "podAnnotations": {"team": "x"}}),
         );
+        let config_map = desired_config_map(&app).unwrap().metadata.name.unwrap();
         let spec = built(&app, &BuildSettings::default());
-        let annotations = spec.template.metadata.unwrap().annotations.unwrap();
+        let template = spec.template.clone();
+        assert_eq!(template.metadata.unwrap().annotations.unwrap()["team"], "x");
+        let pod = template.spec.unwrap();
+        let volume = pod.volumes.unwrap()[0].config_map.clone().unwrap();
+        assert_eq!(volume.name, config_map);
+        let from_config_map: Vec<_> = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| e.value_from.as_ref()?.config_map_key_ref.as_ref())
+            .map(|r| (r.name.as_str(), r.key.as_str()))
+            .collect();
         assert_eq!(
-            annotations[CONFIG_CHECKSUM_ANNOTATION],
-            config_checksum(&desired_config_map(&app).unwrap())
+            from_config_map,
+            [(config_map.as_str(), "K"), (config_map.as_str(), "config.json")]
         );
-        assert_eq!(annotations["team"], "x");
+        assert_eq!(spec.revision_history_limit, Some(10), "the StatefulSet's own default");
     }
 
     #[test]

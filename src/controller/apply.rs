@@ -75,6 +75,22 @@ pub async fn delete_pod(
     }
 }
 
+/// Deletes the ConfigMap `name` (the one with `uid`, not a newer one).
+pub async fn delete_config_map(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    metrics: &Metrics,
+) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    match delete_by_uid(&api, name, uid, None, metrics).await {
+        // Another object of that name by now: not ours to delete.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        other => other,
+    }
+}
+
 /// Deletes `name` only if it is still the object with `uid` (409 Conflict
 /// otherwise). Gone already is what was wanted.
 async fn delete_by_uid<K>(
@@ -140,6 +156,16 @@ pub async fn record(
         }
         note.truncate(cut);
         note.push('…');
+    }
+    // The log tells the same story as the Events, in the same words.
+    let app_key = format!(
+        "{}/{}",
+        app.metadata.namespace.as_deref().unwrap_or_default(),
+        app.metadata.name.as_deref().unwrap_or_default()
+    );
+    match type_ {
+        EventType::Normal => tracing::info!(app = %app_key, reason, "{note}"),
+        EventType::Warning => tracing::warn!(app = %app_key, reason, "{note}"),
     }
     let event = Event {
         type_,

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod cache;
 pub mod error;
 pub mod metrics;
+pub mod old_configs;
 pub mod plan;
 pub mod pod_creation;
 mod reconcile;
@@ -195,6 +196,9 @@ pub struct Context {
     /// Since when each app's StatefulSet has had pods missing, by app key,
     /// with its pod count then.
     pods_missing_since: Mutex<HashMap<String, (i32, Instant)>>,
+    /// What the last look for old ConfigMaps saw, by app key: a digest of
+    /// the candidates and the StatefulSet's revisions, and when.
+    old_configs_checked: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 impl Context {
@@ -212,6 +216,21 @@ impl Context {
             *entry = (replicas, Instant::now());
         }
         Some(entry.1.elapsed())
+    }
+
+    /// Whether old ConfigMaps are worth looking for: not when the last look
+    /// saw the same `digest` (the same candidates, the same revisions) less
+    /// than a resync period ago. Records this look.
+    fn old_configs_worth_a_look(&self, key: &str, digest: u64) -> bool {
+        let mut checked = self.old_configs_checked.lock().expect("old configs checked");
+        if checked
+            .get(key)
+            .is_some_and(|(d, at)| *d == digest && at.elapsed() < self.settings.resync)
+        {
+            return false;
+        }
+        checked.insert(key.to_owned(), (digest, Instant::now()));
+        true
     }
 
     fn recently_applied(&self, key: &str, hash: &str) -> bool {
@@ -388,6 +407,7 @@ pub async fn run(
         recent_status: Mutex::default(),
         failures: Mutex::default(),
         pods_missing_since: Mutex::default(),
+        old_configs_checked: Mutex::default(),
         settings,
     });
     let visits = ctx.settings.visits_interval.map(|interval| {

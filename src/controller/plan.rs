@@ -167,14 +167,42 @@ pub fn first_difference(live: &Value, desired: &Value, path: &str) -> Option<Str
 /// with another value. `key` is the map key `desired` sits under, which says
 /// whether a string is a resource quantity.
 fn first_difference_under(live: &Value, desired: &Value, key: &str, path: &str) -> Option<String> {
+    let mut found = Vec::new();
+    differences_under(live, desired, key, path, &mut found, 1);
+    found.pop()
+}
+
+/// The paths of the fields of `desired` an update changes on `live` (its
+/// applied-hash annotation aside), the first `limit` of them: what an Event
+/// names.
+pub fn changed_fields(desired: &Value, live: &Value, limit: usize) -> Vec<String> {
+    let mut wanted = desired.clone();
+    if let Some(annotations) = wanted["metadata"]["annotations"].as_object_mut() {
+        annotations.remove(APPLIED_HASH_ANNOTATION);
+    }
+    let mut found = Vec::new();
+    differences_under(live, &wanted, "", "", &mut found, limit);
+    found
+}
+
+/// Collects into `found` (up to `limit`) the paths where `live` lacks a
+/// field of `desired` or holds it with another value.
+fn differences_under(live: &Value, desired: &Value, key: &str, path: &str, found: &mut Vec<String>, limit: usize) {
+    if found.len() >= limit {
+        return;
+    }
     match desired {
-        Value::Null => None,
+        Value::Null => {}
         Value::Object(wanted) => {
             let Value::Object(have) = live else {
-                return Some(path.to_owned());
+                found.push(path.to_owned());
+                return;
             };
             let quantities = matches!(key, "requests" | "limits" | "capacity");
-            wanted.iter().find_map(|(k, v)| {
+            for (k, v) in wanted {
+                if found.len() >= limit {
+                    return;
+                }
                 let child = if path.is_empty() {
                     k.clone()
                 } else {
@@ -183,31 +211,39 @@ fn first_difference_under(live: &Value, desired: &Value, key: &str, path: &str) 
                 match have.get(k) {
                     // The API server leaves zero values out of what it
                     // returns (`minReadySeconds: 0`, `hostNetwork: false`).
-                    None if is_zero(v) => None,
-                    None => Some(child),
-                    Some(h) if quantities => (!same_quantity(h, v)).then_some(child),
-                    Some(h) => first_difference_under(h, v, k, &child),
+                    None if is_zero(v) => {}
+                    None => found.push(child),
+                    Some(h) if quantities => {
+                        if !same_quantity(h, v) {
+                            found.push(child);
+                        }
+                    }
+                    Some(h) => differences_under(h, v, k, &child, found, limit),
                 }
-            })
+            }
         }
         Value::Array(wanted) => {
             let Value::Array(have) = live else {
-                return Some(path.to_owned());
+                found.push(path.to_owned());
+                return;
             };
             if have.len() != wanted.len() {
-                return Some(path.to_owned());
+                found.push(path.to_owned());
+                return;
             }
-            wanted
-                .iter()
-                .zip(have)
-                .enumerate()
-                .find_map(|(i, (w, h))| first_difference_under(h, w, key, &format!("{path}[{i}]")))
+            for (i, (w, h)) in wanted.iter().zip(have).enumerate() {
+                differences_under(h, w, key, &format!("{path}[{i}]"), found, limit);
+            }
         }
         Value::Number(w) => match live {
-            Value::Number(h) if h.as_f64() == w.as_f64() => None,
-            _ => Some(path.to_owned()),
+            Value::Number(h) if h.as_f64() == w.as_f64() => {}
+            _ => found.push(path.to_owned()),
         },
-        _ => (live != desired).then(|| path.to_owned()),
+        _ => {
+            if live != desired {
+                found.push(path.to_owned());
+            }
+        }
     }
 }
 
@@ -298,6 +334,27 @@ mod tests {
         live["spec"]["clusterIP"] = json!("10.0.0.1");
         live["metadata"]["labels"] = json!({"added-by-someone": "x"});
         assert_eq!(plan(&desired, Some(&live)), Step::UpToDate);
+    }
+
+    #[test]
+    fn an_update_names_the_fields_it_changes_but_not_the_hash() {
+        let before = DesiredChild::new(
+            "StatefulSet",
+            json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "template": {"spec": {"volumes": [
+                {"name": "config", "configMap": {"name": "web-config-aaaaaaaaaa"}}]}}}}),
+        );
+        let mut after = before.object.clone();
+        after["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = json!("another");
+        after["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] = json!("web-config-bbbbbbbbbb");
+        after["spec"]["replicas"] = json!(3);
+        assert_eq!(
+            changed_fields(&after, &before.object, 5),
+            ["spec.replicas", "spec.template.spec.volumes[0].configMap.name"]
+        );
+        assert_eq!(changed_fields(&after, &before.object, 1), ["spec.replicas"]);
+        let mut only_hash = before.object.clone();
+        only_hash["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = json!("another");
+        assert!(changed_fields(&only_hash, &before.object, 5).is_empty());
     }
 
     #[test]

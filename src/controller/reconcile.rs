@@ -1,6 +1,6 @@
 //! One reconcile of one app, and what happens when it fails.
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{collections::BTreeSet, sync::Arc, time::Duration, time::Instant};
 
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Service},
@@ -17,16 +17,18 @@ use super::{
     Context, Error,
     apply::{apply_child, delete_pod, delete_statefulset_orphaning, record, write_status},
     error::is_refusal,
-    plan::{DesiredChild, Step, dropped_by_server, dry_runs, plan},
+    old_configs::{candidates, remove_old_config_maps},
+    plan::{DesiredChild, Step, changed_fields, dropped_by_server, dry_runs, plan},
     pod_creation::{GRACE, PODS_NOT_CREATED, pods_missing, why_pods_are_missing, worth_a_look},
-    rollout::{Stuck, check_rollout, is_ready},
+    rollout::{REVISION_LABEL, Stuck, check_rollout, is_ready, promotion},
     status::{
-        Failure, Observed, PAUSED, UNSUPPORTED_SPEC, desired_status, dropped_message, only_progress, same_status,
+        Failure, Observed, PAUSED, UNSUPPORTED_SPEC, desired_status, dropped_message, newly_held, only_progress,
+        same_status,
     },
     storage::expand_claims,
 };
 use crate::{
-    build::{Children, desired_children},
+    build::{Children, INSTANCE_LABEL, desired_children},
     resource::{API_VERSION, KIND, PAUSED_ANNOTATION, StuckPod, VisitCounterApp},
 };
 
@@ -200,16 +202,20 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         let mut changes: Vec<String> = Vec::new();
         let mut reasons: Vec<&'static str> = Vec::new();
         let mut failure = None;
+        let mut promoted = None;
         for (i, (child, step)) in children.iter().zip(&steps).enumerate() {
             if !step.writes() {
                 continue;
             }
             match write_child(app, ctx, &namespace, child, step, live[i].as_ref()).await {
                 Ok(applied) => {
+                    if let (Some(before), "StatefulSet") = (&live[i], child.kind) {
+                        promoted = promotion(&child.name, before, &applied);
+                    }
                     observed[i] = Some(applied);
                     let (reason, what) = match step {
                         Step::Create => ("Created", format!("created {} {}", child.kind, child.name)),
-                        Step::Update => ("Updated", format!("updated {} {}", child.kind, child.name)),
+                        Step::Update => ("Updated", updated(child, live[i].as_ref())),
                         Step::RestoreDrift { path } => (
                             "DriftRestored",
                             format!("restored {} {} ({path} had been changed)", child.kind, child.name),
@@ -249,6 +255,18 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
             )
             .await;
         }
+        if let Some(message) = promoted {
+            record(
+                &ctx.recorder,
+                app,
+                EventType::Normal,
+                "Promoted",
+                message,
+                None,
+                &ctx.metrics,
+            )
+            .await;
+        }
         if let Some(error) = failure {
             return Err(error);
         }
@@ -259,6 +277,9 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     let observed_at = |back: usize| observed.iter().rev().nth(back).cloned().flatten();
     let stateful_set: Option<StatefulSet> = observed_at(0).and_then(|v| serde_json::from_value(v).ok());
     let service: Option<Service> = observed_at(1).and_then(|v| serde_json::from_value(v).ok());
+    if let (Some(sts), Some(config_map)) = (&stateful_set, children.iter().find(|c| c.kind == "ConfigMap")) {
+        remove_old_configs(app, ctx, &namespace, &config_map.name, sts).await;
+    }
     let now = Time(Timestamp::now());
     let check = stateful_set
         .as_ref()
@@ -335,8 +356,24 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         },
         now,
     );
-    if let Some(left) = update_status(app, status, ctx).await? {
-        look_again_in = Some(look_again_in.map_or(left, |d| d.min(left)));
+    let held = newly_held(app.status.as_ref(), &status);
+    match update_status(app, status, ctx).await? {
+        StatusWrite::Deferred(left) => look_again_in = Some(look_again_in.map_or(left, |d| d.min(left))),
+        StatusWrite::Written => {
+            if let Some(message) = held {
+                record(
+                    &ctx.recorder,
+                    app,
+                    EventType::Normal,
+                    "RolloutHeld",
+                    message,
+                    None,
+                    &ctx.metrics,
+                )
+                .await;
+            }
+        }
+        StatusWrite::Unchanged => {}
     }
     let mut requeue = ctx.settings.resync;
     if recheck_soon {
@@ -346,6 +383,66 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         requeue = requeue.min(later + Duration::from_secs(1));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Deletes the app's old ConfigMaps that no kept revision and no pod needs
+/// any more (see `old_configs`). Looks only when the candidates or the
+/// StatefulSet's revisions changed, or a resync period passed. A failure is
+/// logged and tried again later: it leaves an unused ConfigMap, no worse.
+async fn remove_old_configs(app: &VisitCounterApp, ctx: &Context, namespace: &str, current: &str, sts: &StatefulSet) {
+    use std::hash::{Hash, Hasher};
+    let (name, key) = (app.name_any(), app_key(app));
+    let Some(uid) = app.metadata.uid.as_deref() else {
+        return;
+    };
+    let cached = ctx.caches.config_maps.state();
+    let found = candidates(cached.iter().map(|c| c.as_ref()), namespace, &name, uid, current);
+    if found.is_empty() {
+        return;
+    }
+    let pod_revisions: BTreeSet<String> = ctx
+        .caches
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.0.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| p.0.labels().get(INSTANCE_LABEL) == Some(&name))
+        .filter_map(|p| p.0.labels().get(REVISION_LABEL).cloned())
+        .collect();
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    (&found, &pod_revisions).hash(&mut digest);
+    sts.status
+        .as_ref()
+        .map(|s| (&s.current_revision, &s.update_revision, s.observed_generation))
+        .hash(&mut digest);
+    if !ctx.old_configs_worth_a_look(&key, digest.finish()) {
+        return;
+    }
+    match remove_old_config_maps(&ctx.client, namespace, &name, &found, &pod_revisions, &ctx.metrics).await {
+        Ok(deleted) if !deleted.is_empty() => {
+            record(
+                &ctx.recorder,
+                app,
+                EventType::Normal,
+                "OldConfigRemoved",
+                format!(
+                    "deleted ConfigMap {}: no pod and no revision in StatefulSet {name}'s history refers to it",
+                    deleted.join(", ")
+                ),
+                None,
+                &ctx.metrics,
+            )
+            .await;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            ctx.old_configs_checked
+                .lock()
+                .expect("old configs checked")
+                .remove(&key);
+            tracing::warn!(app = %key, %error, "cannot remove old ConfigMaps; trying again later");
+        }
+    }
 }
 
 /// Whether every pod the StatefulSet has (by its status) is in the cache and
@@ -503,20 +600,28 @@ fn refused_or_failed(child: &DesiredChild, source: kube::Error) -> Error {
     }
 }
 
-/// Writes `status` unless the app already has it (or we just wrote it and
-/// the cache has not caught up).
+/// What `update_status` did.
+enum StatusWrite {
+    /// The app has this status already, or we just wrote it and the cache
+    /// has not caught up.
+    Unchanged,
+    /// Only progress changed, and the last write was too recent: a
+    /// reconcile after this long writes it.
+    Deferred(Duration),
+    Written,
+}
+
 /// Writes the status when it changed. Progress alone is written at most
-/// once per `PROGRESS_WRITE_INTERVAL`; the time left is returned, for a
-/// reconcile then.
+/// once per `PROGRESS_WRITE_INTERVAL`.
 async fn update_status(
     app: &VisitCounterApp,
     status: crate::resource::VisitCounterAppStatus,
     ctx: &Context,
-) -> Result<Option<Duration>, Error> {
+) -> Result<StatusWrite, Error> {
     let key = app_key(app);
     let unchanged = app.status.as_ref().is_some_and(|s| same_status(s, &status));
     if unchanged || ctx.recently_written_status(&key, &status) {
-        return Ok(None);
+        return Ok(StatusWrite::Unchanged);
     }
     if let Some(current) = &app.status
         && only_progress(current, &status)
@@ -524,13 +629,36 @@ async fn update_status(
             .status_written_ago(&key)
             .and_then(|ago| PROGRESS_WRITE_INTERVAL.checked_sub(ago))
     {
-        return Ok(Some(left));
+        return Ok(StatusWrite::Deferred(left));
     }
     write_status(&ctx.client, app, &status, &ctx.metrics)
         .await
         .map_err(|e| Error::Status(Box::new(e)))?;
     ctx.remember_status(key, status);
-    Ok(None)
+    Ok(StatusWrite::Written)
+}
+
+/// What an Update Event says: the child and the fields the update changes.
+fn updated(child: &DesiredChild, live: Option<&Value>) -> String {
+    const SHOWN: usize = 4;
+    let changed = live
+        .map(|l| changed_fields(&child.object, l, SHOWN + 1))
+        .unwrap_or_default();
+    match changed.len() {
+        // Only the applied-hash annotation differs: the spec stopped setting
+        // a field, which server-side apply removes.
+        0 => format!(
+            "updated {} {} (removed what the spec no longer sets)",
+            child.kind, child.name
+        ),
+        n => format!(
+            "updated {} {} ({}{} changed)",
+            child.kind,
+            child.name,
+            changed[..n.min(SHOWN)].join(", "),
+            if n > SHOWN { ", …" } else { "" }
+        ),
+    }
 }
 
 /// The status, from the app's StatefulSet and Service as the watch caches
@@ -567,7 +695,6 @@ fn status_from_caches(
 /// Makes a failure visible: a Warning Event and the `Degraded` condition.
 async fn report_failure(app: &VisitCounterApp, error: &Error, ctx: &Context) {
     let message = error.to_string();
-    tracing::warn!(app = %app_key(app), reason = error.reason(), %message, "reconcile failed");
     record(
         &ctx.recorder,
         app,

@@ -351,6 +351,21 @@ impl Cond {
     }
 }
 
+/// The Event for a rollout that has just come to be held by a partition or
+/// a canary: the `RolloutHeld` message, when `new` says held and `old` did
+/// not.
+pub fn newly_held(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStatus) -> Option<String> {
+    let reason = |s: &VisitCounterAppStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == PROGRESSING)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (new_reason, message) = reason(new)?;
+    let was_held = old.and_then(reason).is_some_and(|(r, _)| r == "RolloutHeld");
+    (new_reason == "RolloutHeld" && !was_held).then(|| format!("held: {message}"))
+}
+
 /// Whether two statuses say the same thing (the conditions' times aside, and
 /// `visits`, which the reconcile does not write).
 pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool {
@@ -512,6 +527,23 @@ mod tests {
         sts.status.as_mut().unwrap().updated_replicas = Some(1);
         let status = desired_status(&app, &seen(&sts), now(10));
         assert_eq!(condition(&status, PROGRESSING).status, "False");
+    }
+
+    #[test]
+    fn a_held_rollout_is_told_once() {
+        let app = app(
+            "web",
+            json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"canaryReplicas": 1}}}),
+        );
+        let mut held = sts(2, Some(2), 3, 3);
+        let st = held.status.as_mut().unwrap();
+        (st.updated_replicas, st.update_revision) = (Some(1), Some("web-2".into()));
+        let rolling = desired_status(&app, &seen(&sts(2, Some(1), 3, 3)), now(5));
+        let held = desired_status(&app, &seen(&held), now(10));
+        let told = newly_held(Some(&rolling), &held).expect("an Event when the rollout comes to be held");
+        assert!(told.starts_with("held: 1 of 3 pods run revision web-2"), "{told}");
+        assert_eq!(newly_held(Some(&held), &held), None, "told once");
+        assert_eq!(newly_held(Some(&held), &rolling), None);
     }
 
     #[test]

@@ -166,6 +166,14 @@ pub struct VisitCounterAppSpec {
     #[schemars(range(min = 0))]
     pub min_ready_seconds: i32,
 
+    /// Old StatefulSet revisions kept for rollback, as the StatefulSet's
+    /// `revisionHistoryLimit`. Each revision keeps the ConfigMap of its config
+    /// (`<app>-config-<hash>`); the operator deletes an old ConfigMap once no
+    /// kept revision and no pod refers to it.
+    #[serde(default = "default_revision_history_limit")]
+    #[schemars(range(min = 0))]
+    pub revision_history_limit: i32,
+
     /// What happens to the pods' volume claims when the app is deleted or
     /// scaled down. `Retain` (the default) keeps every visit count.
     #[serde(default)]
@@ -178,6 +186,10 @@ fn default_port() -> i32 {
 
 fn default_replicas() -> i32 {
     1
+}
+
+fn default_revision_history_limit() -> i32 {
+    10
 }
 
 /// When the kubelet pulls the image.

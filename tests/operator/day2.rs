@@ -1,5 +1,5 @@
-//! Day-2 operations as spec changes: config rollouts, pausing, and a partition
-//! another tool drives.
+//! Day-2 operations as spec changes: pausing, and a partition another tool
+//! drives. (Config rollouts are shown on the real control plane: tests/e2e.rs.)
 
 use std::time::Duration;
 
@@ -9,70 +9,8 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use serde_json::{Value, json};
-use visitcounter::build::CONFIG_CHECKSUM_ANNOTATION;
 
 use crate::harness::{Cluster, NS, WAIT, settings, wait_until};
-
-fn checksum(cluster: &Cluster) -> Value {
-    cluster.sts("web").unwrap()["spec"]["template"]["metadata"]["annotations"][CONFIG_CHECKSUM_ANNOTATION].clone()
-}
-
-fn revision(cluster: &Cluster) -> Value {
-    cluster.sts("web").unwrap()["status"]["updateRevision"].clone()
-}
-
-#[tokio::test]
-async fn a_config_change_rolls_the_pods_and_nothing_else_does() {
-    let cluster = Cluster::start().await;
-    let operator = cluster.start_operator(settings());
-    cluster
-        .apply_app(
-            "web",
-            json!({"replicas": 2, "config": {"json": {"color": "red"}, "env": [{"name": "MODE", "value": "a"}]}}),
-        )
-        .await;
-    wait_until("web is ready", WAIT, || cluster.is_ready("web")).await;
-    let (first_checksum, first_revision) = (checksum(&cluster), revision(&cluster));
-    assert!(first_checksum.as_str().is_some_and(|c| c.starts_with("sha256:")));
-
-    // Scaling, and the same config applied again, leave the template alone.
-    cluster.patch_spec("web", json!({"replicas": 3})).await;
-    cluster
-        .apply_app(
-            "web",
-            json!({"replicas": 3, "config": {"json": {"color": "red"}, "env": [{"name": "MODE", "value": "a"}]}}),
-        )
-        .await;
-    wait_until("web has 3 ready pods", WAIT, || {
-        cluster.is_ready("web") && cluster.app("web")["status"]["readyReplicas"] == 3
-    })
-    .await;
-    assert_eq!(checksum(&cluster), first_checksum);
-    assert_eq!(revision(&cluster), first_revision, "no pod was rolled");
-
-    // A config.json change rolls the pods.
-    cluster
-        .patch_spec("web", json!({"config": {"json": {"color": "blue"}}}))
-        .await;
-    wait_until("a new revision rolls out", WAIT, || {
-        revision(&cluster) != first_revision && cluster.is_ready("web")
-    })
-    .await;
-    let second_checksum = checksum(&cluster);
-    assert_ne!(second_checksum, first_checksum);
-    let rolled_revision = revision(&cluster);
-
-    // So does an env key's value.
-    cluster
-        .patch_spec("web", json!({"config": {"env": [{"name": "MODE", "value": "b"}]}}))
-        .await;
-    wait_until("another revision rolls out", WAIT, || {
-        revision(&cluster) != rolled_revision && cluster.is_ready("web")
-    })
-    .await;
-    assert_ne!(checksum(&cluster), second_checksum);
-    operator.stop().await.unwrap();
-}
 
 #[tokio::test]
 async fn a_paused_app_is_left_alone_until_the_annotation_goes() {

@@ -140,6 +140,22 @@ impl Cluster {
         self.standin.get(group, plural, NS, name)
     }
 
+    /// The app's ConfigMaps (`<app>-config-<hash>`), found by its label.
+    pub fn config_maps(&self, app: &str) -> Vec<Value> {
+        self.standin
+            .list("", "configmaps")
+            .into_iter()
+            .filter(|c| c["metadata"]["labels"]["app.kubernetes.io/instance"] == app)
+            .collect()
+    }
+
+    /// The ConfigMap the app's StatefulSet names.
+    pub fn config_map(&self, app: &str) -> Option<Value> {
+        let sts = self.sts(app)?;
+        let name = sts["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"].as_str()?;
+        self.get("", "configmaps", name)
+    }
+
     pub fn sts(&self, name: &str) -> Option<Value> {
         self.get("apps", "statefulsets", name)
     }
