@@ -6,7 +6,8 @@ ServiceAccount, roles and bindings to the test control plane, runs
 Deployment's own arguments, and drives every code path with kubectl: create
 with a ServiceAccount, scale, a policy change (the orphaning re-create),
 storage growth, a stuck pod replaced, pods that cannot be created, a field
-the API server drops, the Lease taken and released. The audit log is the
+the API server drops, an old config's ConfigMap deleted, the Lease taken and
+released. The audit log is the
 judge: no request of that ServiceAccount may be refused (403), and the
 accesses it made must be exactly those the rules grant.
 
@@ -104,8 +105,9 @@ def scenarios():
     apply([app("configs", {"revisionHistoryLimit": 0, "config": {"json": {"color": "red"}}})])
     wait_until("configs is Ready", lambda: ready("configs"))
     apply([app("configs", {"revisionHistoryLimit": 0, "config": {"json": {"color": "blue"}}})])
-    wait_until("the old config's ConfigMap is deleted", lambda: ready("configs") and 1 == len(kubectl(
-        "-n", APPS, "get", "configmaps", "-l", "app.kubernetes.io/instance=configs", "-o", "name").split()))
+    wait_until("only the new config's ConfigMap is left", lambda: ready("configs") and ["blue"] == [
+        json.loads(c["data"]["config.json"])["color"] for c in json.loads(kubectl(
+            "-n", APPS, "get", "configmaps", "-l", "app.kubernetes.io/instance=configs", "-o", "json"))["items"]])
 
 
 def accesses(audit_path, offset, user):
