@@ -8,6 +8,14 @@
 #   scripts/cluster.sh down   stop exactly what `up` started
 #   scripts/cluster.sh build  only build the binaries
 #
+# With --real-pods (or VISITCOUNTER_REAL_PODS=1), on every verb: a second
+# control plane (state in target/cluster-real) whose one node is
+# visitcounter-node (crates/node-agent, run as root): pods of this project's
+# image run for real as processes of target/debug/visitcounter, each in its
+# own network and mount namespace with an address in 10.244.0.0/24 that lives
+# only inside those namespaces, and every NodePort answers on 127.0.0.1.
+# Pods of any other image stay in ImagePullBackOff, as on a real node.
+#
 # `up` starts etcd, kube-apiserver (RBAC, a JSON audit log of every request at
 # Metadata level), kube-controller-manager, kube-scheduler, kwok with three
 # simulated nodes (pods turn Running and Ready without containers; the image
@@ -24,8 +32,22 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 module="$root/tests/cluster"
 bin="$module/bin"
-state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster}"
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok volumes)
+real_pods=${VISITCOUNTER_REAL_PODS:-}
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --real-pods ]; then real_pods=1; else args+=("$arg"); fi
+done
+set -- "${args[@]}"
+if [ -n "$real_pods" ]; then
+  state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster-real}"
+  # The node is stopped first (last here), so its pods end before the API server.
+  components=(etcd kube-apiserver kube-controller-manager kube-scheduler volumes node)
+else
+  state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster}"
+  components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok volumes)
+fi
+# The node agent's name, and the prefix of the network namespaces it makes.
+node_name=visitcounter-node
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() {
@@ -98,7 +120,7 @@ certificates() {
         -extfile "$1.ext" -out "$1.crt" 2>/dev/null
     }
     sign apiserver "/CN=kube-apiserver" \
-      "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+      "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:10.244.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth"
     sign admin "/O=system:masters/CN=visitcounter-test-admin" "extendedKeyUsage=clientAuth"
     sign controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
@@ -143,6 +165,52 @@ wait_for() {
     [ $SECONDS -lt $deadline ] || die "timed out after ${seconds}s waiting until $what (logs: $state/logs)"
     sleep 0.5
   done
+}
+
+# Room for the benchmark's 1,000 apps at 3 replicas of 100m CPU each.
+simulated_nodes() {
+  for i in 0 1 2; do cat <<NODE
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
+status:
+  capacity: {cpu: "1000", memory: 4Ti, pods: "3000"}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "3000"}
+NODE
+  done
+}
+
+start_kwok() {
+  # kwok's node stages come from its Go module, the pod stages are ours. It
+  # renews each node's Lease, without which the node lifecycle controller
+  # marks the nodes NotReady after 40 s and every pod with them.
+  local kwok_dir
+  kwok_dir=$(cd "$module/sim" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  {
+    cat "$kwok_dir/kustomize/stage/node/fast/node-initialize.yaml"
+    echo "---"
+    cat "$kwok_dir/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"
+    echo "---"
+    cat "$module/kwok-pod-stages.yaml"
+  } >"$state/kwok.yaml"
+  start kwok "$bin/kwok" --kubeconfig="$state/kwok.kubeconfig" --config="$state/kwok.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=127.64.0.0/12 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
+}
+
+# The node whose pods really run: this project's binary as the image.
+start_node() {
+  log "building visitcounter and visitcounter-node (cargo)"
+  (cd "$root" && cargo build --locked --quiet -p visitcounter -p node-agent) ||
+    die "cannot build the node agent"
+  [ "$(id -u)" = 0 ] || die "--real-pods needs root: the node agent makes network and mount namespaces"
+  KUBECONFIG="$state/admin.kubeconfig" start node "$root/target/debug/visitcounter-node" --node-name="$node_name" \
+    --state-dir="$state/node" --binary="$root/target/debug/visitcounter" \
+    --api-server="127.0.0.1:$api_port"
 }
 
 up() {
@@ -199,21 +267,9 @@ EOF
   start kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig="$sched" --authentication-kubeconfig="$sched" --authorization-kubeconfig="$sched" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false --profiling=false
-  # kwok's node stages come from its Go module, the pod stages are ours. It
-  # renews each node's Lease, without which the node lifecycle controller
-  # marks the nodes NotReady after 40 s and every pod with them.
-  local kwok_dir
-  kwok_dir=$(cd "$module/sim" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
-  {
-    cat "$kwok_dir/kustomize/stage/node/fast/node-initialize.yaml"
-    echo "---"
-    cat "$kwok_dir/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"
-    echo "---"
-    cat "$module/kwok-pod-stages.yaml"
-  } >"$state/kwok.yaml"
-  start kwok "$bin/kwok" --kubeconfig="$state/kwok.kubeconfig" --config="$state/kwok.yaml" \
-    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=127.64.0.0/12 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
+  if [ -z "$real_pods" ]; then
+    start_kwok
+  fi
   start volumes "$bin/volumes" --kubeconfig="$state/volumes.kubeconfig" --root="$state/volumes"
   kubectl_ apply -f - >/dev/null <<EOF
 apiVersion: storage.k8s.io/v1
@@ -225,23 +281,15 @@ provisioner: visitcounter.dev/local-volumes
 allowVolumeExpansion: true
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
-$(# Room for the benchmark's 1,000 apps at 3 replicas of 100m CPU each.
-for i in 0 1 2; do cat <<NODE
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: kwok-node-$i
-  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
-  labels: {kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
-status:
-  capacity: {cpu: "1000", memory: 4Ti, pods: "3000"}
-  allocatable: {cpu: "1000", memory: 4Ti, pods: "3000"}
-NODE
-  done)
+$([ -n "$real_pods" ] || simulated_nodes)
 EOF
   wait_for "the default ServiceAccount exists" 120 kubectl_ -n default get serviceaccount default
-  wait_for "the simulated nodes are Ready" 120 kubectl_ wait --for=condition=Ready node --all --timeout=1s
+  if [ -n "$real_pods" ]; then
+    start_node
+    wait_for "the node is Ready" 120 kubectl_ wait --for=condition=Ready "node/$node_name" --timeout=1s
+  else
+    wait_for "the simulated nodes are Ready" 120 kubectl_ wait --for=condition=Ready node --all --timeout=1s
+  fi
   echo "$api_port" >"$state/api-port"
   log "ready: kube-apiserver on https://127.0.0.1:$api_port (state in $state)"
 }
@@ -259,6 +307,15 @@ down() {
     fi
     rm -f "$state/pids/$c.pid"
   done
+  if [ -n "$real_pods" ] && [ -d /run/netns ]; then
+    # What a node agent that was killed left: its pods' processes and the
+    # network namespaces it named (vcn-<node>-*), never anything else.
+    for ns in /run/netns/vcn-"$node_name"-*; do
+      [ -e "$ns" ] || continue
+      ip netns pids "$(basename "$ns")" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+      ip netns del "$(basename "$ns")" 2>/dev/null || true
+    done
+  fi
   log "stopped: ${stopped[*]:-nothing was running}"
 }
 
