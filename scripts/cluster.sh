@@ -6,7 +6,7 @@
 #   scripts/cluster.sh up     build what is missing, start, wait until ready
 #   scripts/cluster.sh env    print the exports that point a shell at it
 #   scripts/cluster.sh down   stop exactly what `up` started
-#   scripts/cluster.sh build  only build the binaries
+#   scripts/cluster.sh build  only build the binaries (and helm, for the chart)
 #
 # With --real-pods (or VISITCOUNTER_REAL_PODS=1), on every verb: a second
 # control plane (state in target/cluster-real) whose one node is
@@ -60,7 +60,8 @@ die() {
 build() {
   command -v go >/dev/null || die "Go is needed to build the control plane (go.dev/doc/install)"
   local stamp want
-  want=$(cd "$module" && cat go.mod go.sum sim/go.mod sim/go.sum $(find . -name '*.go' | sort) | sha256sum | cut -d' ' -f1)
+  want=$(cd "$module" && cat go.mod go.sum sim/go.mod sim/go.sum helm/go.mod helm/go.sum $(find . -name '*.go' | sort) |
+    sha256sum | cut -d' ' -f1)
   stamp="$bin/.built"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$bin/kube-apiserver" ]; then
     return 0
@@ -69,7 +70,7 @@ build() {
   version=$(cd "$module" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
   local minor=${version#v1.}
   minor=${minor%%.*}
-  log "building Kubernetes $version, etcd, kwok and the volume controller (the first build takes many minutes)"
+  log "building Kubernetes $version, etcd, kwok, the volume controller and helm (the first build takes many minutes)"
   mkdir -p "$bin"
   (
     cd "$module"
@@ -80,6 +81,8 @@ build() {
       k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd
     cd sim
     GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" sigs.k8s.io/kwok/cmd/kwok ./cmd/volumes
+    cd ../helm
+    GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" helm.sh/helm/v4/cmd/helm
   ) || die "building the control plane failed (output above)"
   echo "$want" >"$stamp"
 }
@@ -324,6 +327,10 @@ env_() {
   echo "export KUBECONFIG=$state/admin.kubeconfig"
   echo "export VISITCOUNTER_AUDIT_LOG=$state/audit.log"
   echo "export PATH=$bin:\$PATH"
+  if [ -n "$real_pods" ]; then
+    # Each pod's directory (its container's log, <uid>/<container>.log).
+    echo "export VISITCOUNTER_NODE_PODS=$state/node/pods"
+  fi
 }
 
 case "${1:-}" in

@@ -24,8 +24,8 @@ pub struct Network {
     prefix: String,
     /// The /24 the pods get addresses from: `a.b.c`.
     subnet: [u8; 3],
-    /// Last octets in use.
-    used: Mutex<BTreeSet<u8>>,
+    /// Last octets in use, and the last one given out.
+    used: Mutex<(BTreeSet<u8>, u8)>,
 }
 
 /// A pod's network namespace and address.
@@ -87,10 +87,9 @@ impl Network {
     pub fn add_pod(&self) -> io::Result<PodNetwork> {
         let octet = {
             let mut used = self.used.lock().expect("addresses");
-            let free = (2..=254u8)
-                .find(|o| !used.contains(o))
-                .ok_or_else(|| io::Error::other("no pod address left"))?;
-            used.insert(free);
+            let free = next_free(&used.0, used.1).ok_or_else(|| io::Error::other("no pod address left"))?;
+            used.0.insert(free);
+            used.1 = free;
             free
         };
         let [a, b, c] = self.subnet;
@@ -111,7 +110,9 @@ impl Network {
             ip(&["-n", node, "link", "set", &veth, "master", "br0", "up"])?;
             ip(&["-n", ns, "addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"])?;
             ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", ns, "route", "add", "default", "via", &self.node_ip().to_string()])
+            ip(&["-n", ns, "route", "add", "default", "via", &self.node_ip().to_string()])?;
+            // The node may still know the address by an earlier pod's MAC.
+            ip(&["-n", node, "neigh", "flush", "to", &pod.ip.to_string()])
         })();
         match result {
             Ok(()) => Ok(pod),
@@ -125,7 +126,7 @@ impl Network {
     /// Removes a pod's namespace (its veth goes with it) and frees its address.
     pub fn remove_pod(&self, pod: &PodNetwork) {
         let _ = ip(&["netns", "del", &pod.namespace]);
-        self.used.lock().expect("addresses").remove(&pod.ip.octets()[3]);
+        self.used.lock().expect("addresses").0.remove(&pod.ip.octets()[3]);
     }
 
     /// Removes every namespace of this node, by its name prefix.
@@ -140,6 +141,15 @@ impl Network {
             }
         }
     }
+}
+
+/// The first free address after `last`, round the /24 (2 to 254): an
+/// address is reused as late as possible, since other pods may still know it
+/// by the MAC of the pod that had it.
+fn next_free(used: &BTreeSet<u8>, last: u8) -> Option<u8> {
+    (last.saturating_add(1).max(2)..=254)
+        .chain(2..=last.min(254))
+        .find(|o| !used.contains(o))
 }
 
 /// Runs `f` on a new thread that has entered the network namespace `name`,
@@ -167,4 +177,19 @@ pub fn connect_in(name: &str, addr: SocketAddr, timeout: Duration) -> io::Result
 /// A listener on `addr`, bound inside the namespace `name`.
 pub fn listen_in(name: &str, addr: SocketAddr) -> io::Result<TcpListener> {
     in_namespace(name, move || TcpListener::bind(addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_go_round_before_one_is_reused() {
+        let used = BTreeSet::from([2, 3]);
+        assert_eq!(next_free(&used, 3), Some(4));
+        assert_eq!(next_free(&BTreeSet::new(), 3), Some(4), "3 was freed, but 4 comes first");
+        assert_eq!(next_free(&BTreeSet::from([254]), 254), Some(2));
+        assert_eq!(next_free(&BTreeSet::new(), 0), Some(2));
+        assert_eq!(next_free(&(2..=254).collect(), 7), None);
+    }
 }

@@ -1,0 +1,341 @@
+"""The seed report's journey, on the control plane whose pods really run
+(`scripts/cluster.sh up --real-pods`): `helm install` of the operator's
+chart with Helm's own command, its two pods running as processes under
+their ServiceAccount's token with leader election; the seed's two apps side
+by side; visits through each NodePort on 127.0.0.1; each pod's
+`/data/visits.json` read from its volume.
+
+Asserts: every answered visit is counted (`status.visits.total` equals the
+answered requests, so the kubelet's probes never count); a config change
+rolls every pod and every per-pod count survives; `kubectl delete pod` brings
+the pod back with its count; `kill -9` of a pod's process under load loses no
+answered visit; deleting the leading operator pod hands over to the other
+within the lease duration and reconciling goes on; `helm uninstall` leaves
+the apps, their claims and their counts.
+
+Usage (scripts/test.sh runs it): with the control plane up,
+`eval "$(scripts/cluster.sh env --real-pods)"; python tests/journey.py`.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from checks import Checks
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts/visitcounter-operator"
+RELEASE, OPERATOR_NS = "visitcounter-operator", "visitcounter-system"
+APPS = ("app-python", "app-go")
+# The apps' namespace: a new one each run, so no claim of an earlier run is reused.
+NS = f"journey-{os.getpid()}"
+NODE = "visitcounter-node"
+
+
+def run(*args, input=None, check=True):
+    result = subprocess.run(args, input=input, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def kubectl(*args, **kw):
+    # A later -n (the operator's namespace) wins over this one.
+    return run("kubectl", "-n", NS, *args, **kw)
+
+
+def get(*args):
+    return json.loads(kubectl("get", *args, "-o", "json"))
+
+
+def wait_until(what, check, seconds=120):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if check():
+                return
+        except (RuntimeError, KeyError, ValueError, TypeError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {seconds}s waiting until {what}")
+        time.sleep(1)
+
+
+def condition(app, type_):
+    for c in get("vca", app).get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            return c["status"], c["reason"]
+    return None
+
+
+def ready(app):
+    return condition(app, "Ready") == ("True", "AllReplicasReady")
+
+
+def pods(app):
+    return sorted(get("pods", "-l", f"app.kubernetes.io/instance={app}")["items"], key=lambda p: p["metadata"]["name"])
+
+
+def all_ready_on_one_revision(app, replicas):
+    items = pods(app)
+    revisions = {p["metadata"]["labels"].get("controller-revision-hash") for p in items}
+    update = get("sts", app)["status"].get("updateRevision")
+    return (len(items) == replicas and revisions == {update} and ready(app)
+            and all(c["type"] != "Ready" or c["status"] == "True" for p in items for c in p["status"]["conditions"]))
+
+
+def node_port(app):
+    return get("svc", app)["spec"]["ports"][0]["nodePort"]
+
+
+def visit(port):
+    """One visit through the NodePort: the pod that answered, or None."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            body = response.read().decode()
+            return body.split("<code>")[1].split("</code>")[0] if response.status == 200 else None
+    except (urllib.error.URLError, ConnectionError, OSError, IndexError):
+        return None
+
+
+def visits_on_disk(app):
+    """Each pod's /data/visits.json, read from its claim's volume: {claim: count}."""
+    counts = {}
+    for claim in get("pvc", "-l", f"app.kubernetes.io/instance={app}")["items"]:
+        volume = get("pv", claim["spec"]["volumeName"])
+        path = pathlib.Path(volume["spec"]["hostPath"]["path"]) / "visits.json"
+        counts[claim["metadata"]["name"]] = json.loads(path.read_text())["visits"] if path.exists() else 0
+    return counts
+
+
+def total(app):
+    visits = get("vca", app).get("status", {}).get("visits") or {}
+    return visits.get("total"), visits.get("complete")
+
+
+def in_pod(pod):
+    """The pod's network namespace, named by its address (see crates/node-agent)."""
+    return f"vcn-{NODE}-{get('pod', pod)['status']['podIP'].split('.')[-1]}"
+
+
+def served_config(pod):
+    """What the pod's process serves as its config.json, and its MODE variable:
+    asked from inside the node's network namespace, read from /proc."""
+    ip = get("pod", pod)["status"]["podIP"]
+    port = get("pod", pod)["spec"]["containers"][0]["ports"][0]["containerPort"]
+    config = json.loads(run("ip", "netns", "exec", f"vcn-{NODE}-node", sys.executable, "-c",
+                            f"import urllib.request;print(urllib.request.urlopen('http://{ip}:{port}/config',"
+                            f" timeout=5).read().decode())"))
+    (pid,) = run("ip", "netns", "pids", in_pod(pod)).split()
+    environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    mode = next((v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"MODE=")), None)
+    return config.get("color"), mode
+
+
+def config_maps(app):
+    return sorted(c["metadata"]["name"] for c in get("configmaps", "-l", f"app.kubernetes.io/instance={app}")["items"])
+
+
+def leader_log():
+    """The leading operator pod's log, as the node agent keeps it."""
+    pod = get("pod", "-n", OPERATOR_NS, leader())
+    return (pathlib.Path(os.environ["VISITCOUNTER_NODE_PODS"]) / pod["metadata"]["uid"] / "operator.log").read_text()
+
+
+def canary(checks):
+    """A config change under a canary (issue 16): held pods keep serving the
+    old config.json and environment, even re-created; reverting brings the
+    canary back; promoting moves every pod; an old ConfigMap no revision
+    needs goes; the operator's log tells each step."""
+    app = "canary"
+
+    def spec(color, mode, canary_replicas=None):
+        spec = {"replicas": 3, "revisionHistoryLimit": 1, "podManagementPolicy": "Parallel",
+                "probes": {"readiness": {"periodSeconds": 1}},
+                "config": {"json": {"color": color}, "env": [{"name": "MODE", "value": mode}]}}
+        if canary_replicas:
+            spec["updateStrategy"] = {"rollingUpdate": {"canaryReplicas": canary_replicas}}
+        return {"apiVersion": "visitcounter.dev/v1alpha1", "kind": "VisitCounterApp",
+                "metadata": {"name": app}, "spec": spec}
+
+    def apply(obj):
+        kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=journey", "-f", "-",
+                input=json.dumps(obj))
+
+    def served():
+        return [served_config(f"{app}-{i}") for i in range(3)]
+
+    def held():
+        return condition(app, "Progressing") == ("False", "RolloutHeld") and all(
+            c["status"] == "True" for p in pods(app) for c in p["status"]["conditions"] if c["type"] == "Ready")
+
+    apply(spec("red", "a"))
+    wait_until("canary is Ready", lambda: all_ready_on_one_revision(app, 3))
+    red = config_maps(app)
+    checks.check(served() == [("red", "a")] * 3, f"canary: every pod serves the first config: {served()}")
+
+    apply(spec("blue", "b", 1))
+    wait_until("the canary holds", held)
+    checks.check(served() == [("red", "a"), ("red", "a"), ("blue", "b")],
+                 f"canary: the canary pod serves the new config, the held ones the old: {served()}")
+    uid = get("pod", f"{app}-0")["metadata"]["uid"]
+    kubectl("delete", "pod", f"{app}-0")
+    wait_until("the deleted held pod is back", lambda: get("pod", f"{app}-0")["metadata"]["uid"] != uid and held())
+    checks.check(served()[0] == ("red", "a"),
+                 f"canary: a held pod deleted comes back serving the old config and environment: {served()}")
+
+    apply(spec("red", "a"))
+    wait_until("reverted", lambda: all_ready_on_one_revision(app, 3) and served() == [("red", "a")] * 3)
+    checks.check(True, "canary: reverting the config and removing the canary brings the canary pod back")
+
+    apply(spec("green", "c", 1))
+    wait_until("the second canary holds", held)
+    apply(spec("green", "c"))
+    wait_until("promoted", lambda: all_ready_on_one_revision(app, 3) and served() == [("green", "c")] * 3)
+    checks.check(True, "canary: promoting moves every pod to the new config")
+    green = [c for c in config_maps(app) if c not in red]
+    wait_until("the ConfigMap no revision needs is deleted", lambda: config_maps(app) == sorted(red + green[-1:]))
+    checks.check(len(config_maps(app)) == 2, f"canary: old ConfigMaps gone once no revision needs them: {config_maps(app)}")
+
+    log = [line for line in leader_log().splitlines() if f"{NS}/{app}" in line]
+    for words in ("created ConfigMap", "updated StatefulSet canary (", "held: 1 of 3 pods", "promoted:", "deleted ConfigMap"):
+        checks.check(any(words in line for line in log), f"canary: the operator's log says {words!r}")
+    kubectl("delete", "vca", app, "--wait=false")
+
+
+def leader():
+    lease = get("lease", "-n", OPERATOR_NS, RELEASE)
+    return lease["spec"].get("holderIdentity")
+
+
+def main():
+    if not os.environ.get("KUBECONFIG"):
+        print('journey: needs the control plane with real pods: eval "$(scripts/cluster.sh env --real-pods)"')
+        return 1
+    checks = Checks()
+    helm = ROOT / "tests/cluster/bin/helm"
+    # What a failed earlier run left.
+    run(str(helm), "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--ignore-not-found", "--wait", check=False)
+    try:
+        journey(checks, helm)
+    finally:
+        run(str(helm), "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--ignore-not-found", check=False)
+        run("kubectl", "delete", "namespace", NS, "--wait=false", check=False)
+    return checks.report("journey")
+
+
+def journey(checks, helm):
+    run(str(helm), "install", RELEASE, str(CHART), "--namespace", OPERATOR_NS, "--create-namespace",
+        "--set", "visitsIntervalSeconds=2", "--set", "logFormat=text", "--wait", "--timeout", "3m")
+    operators = get("pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=visitcounter-operator")["items"]
+    checks.check(len(operators) == 2 and all(p["status"]["phase"] == "Running" for p in operators),
+                 f"helm install: two operator pods run: {[p['metadata']['name'] for p in operators]}")
+    wait_until("an operator pod leads", lambda: leader() is not None)
+
+    run("kubectl", "create", "namespace", NS)
+    for app in APPS:
+        kubectl("apply", "-f", str(ROOT / f"examples/{app}.yaml"))
+    for app in APPS:
+        wait_until(f"{app} is Ready with 3 pods", lambda: all_ready_on_one_revision(app, 3), seconds=180)
+    print(kubectl("get", "po,sts,svc,pvc", "-o", "wide"))
+
+    # Visits through each NodePort, side by side: every answered one counted,
+    # and nothing else (the probes, every few seconds, never).
+    answered = {app: 0 for app in APPS}
+    served_by = {app: set() for app in APPS}
+    for _ in range(30):
+        for app in APPS:
+            pod = visit(node_port(app))
+            if pod:
+                answered[app] += 1
+                served_by[app].add(pod)
+    for app in APPS:
+        checks.check(answered[app] == 30, f"{app}: every visit answered ({answered[app]} of 30)")
+        checks.check(len(served_by[app]) > 1, f"{app}: the NodePort spreads visits: {sorted(served_by[app])}")
+        wait_until(f"{app}'s status counts the visits", lambda: total(app) == (answered[app], True), seconds=60)
+        time.sleep(5)  # two visit polls and several probe periods later
+        checks.check(total(app) == (answered[app], True),
+                     f"{app}: status.visits.total is the answered visits, probes not counted: {total(app)}")
+        checks.check(sum(visits_on_disk(app).values()) == answered[app],
+                     f"{app}: the pods' visits.json add up to the answered visits: {visits_on_disk(app)}")
+        print(f"{app}: {answered[app]} visits answered by {sorted(served_by[app])}; status.visits.total "
+              f"{total(app)[0]}; visits.json per claim {visits_on_disk(app)}")
+
+    # A config change rolls every pod; every pod's count survives.
+    app = "app-python"
+    before = visits_on_disk(app)
+    old_revision = get("sts", app)["status"]["updateRevision"]
+    kubectl("patch", "vca", app, "--type=merge", "-p", json.dumps(
+        {"spec": {"config": {"json": {"app": "app-python", "greeting": "Hello again"}}}}))
+    wait_until("the config change rolls every pod", lambda: get("sts", app)["status"]["updateRevision"] != old_revision
+               and all_ready_on_one_revision(app, 3), seconds=180)
+    checks.check(visits_on_disk(app) == before, f"{app}: the counts survive the rollout: {before} -> {visits_on_disk(app)}")
+
+    canary(checks)
+
+    # kubectl delete pod: the pod comes back, with its count.
+    uid = get("pod", f"{app}-1")["metadata"]["uid"]
+    kubectl("delete", "pod", f"{app}-1")
+    wait_until("app-python-1 is back and ready", lambda: get("pod", f"{app}-1")["metadata"]["uid"] != uid
+               and all_ready_on_one_revision(app, 3))
+    checks.check(visits_on_disk(app) == before, f"{app}: a deleted pod comes back with its count: {visits_on_disk(app)}")
+
+    # kill -9 of a pod's process under load loses no answered visit.
+    app = "app-go"
+    port, start = node_port(app), total(app)[0]
+    under_load = {"answered": 0, "stop": False}
+
+    def load():
+        while not under_load["stop"]:
+            if visit(port):
+                under_load["answered"] += 1
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    time.sleep(2)
+    victim = get("pod", f"{app}-0")
+    octet = victim["status"]["podIP"].split(".")[-1]
+    pids = run("ip", "netns", "pids", f"vcn-{NODE}-{octet}").split()
+    checks.check(bool(pids), f"{app}-0 has a process to kill")
+    run("kill", "-9", *pids)
+    time.sleep(3)
+    under_load["stop"] = True
+    worker.join()
+    wait_until(f"{app}-0 is restarted and ready", lambda: get("pod", f"{app}-0")["status"]["containerStatuses"][0]
+               ["restartCount"] >= 1 and all_ready_on_one_revision(app, 3))
+    expected = start + under_load["answered"]
+    wait_until(f"{app}'s count catches up", lambda: total(app) == (expected, True), seconds=60)
+    checks.check(sum(visits_on_disk(app).values()) >= expected,
+                 f"{app}: no answered visit lost to kill -9: {visits_on_disk(app)} for {expected} answered")
+    print(f"{app}: kill -9 of {app}-0 under load: {under_load['answered']} visits answered meanwhile, "
+          f"status.visits.total {total(app)[0]} of {expected} answered in all")
+
+    # The leading operator pod deleted: the other takes over within the
+    # lease duration, and reconciling goes on.
+    first = leader()
+    kubectl("delete", "pod", "-n", OPERATOR_NS, first, "--wait=false")
+    started = time.monotonic()
+    wait_until("another operator pod leads", lambda: leader() not in (None, first), seconds=60)
+    took = time.monotonic() - started
+    checks.check(took < 20, f"the Lease changed hands in {took:.1f}s (lease duration 15s)")
+    print(f"operator: {first} deleted; {leader()} leads {took:.1f}s later")
+    kubectl("scale", "vca/app-go", "--replicas=4")
+    wait_until("the new leader scales app-go", lambda: all_ready_on_one_revision("app-go", 4), seconds=120)
+
+    # helm uninstall: the operator goes; the apps, their claims and counts stay.
+    counts = {a: visits_on_disk(a) for a in APPS}
+    run(str(helm), "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", "--timeout", "2m")
+    for app in APPS:
+        claims = get("pvc", "-l", f"app.kubernetes.io/instance={app}")["items"]
+        checks.check(len(claims) >= 3, f"{app}: claims kept after helm uninstall: {len(claims)}")
+        checks.check(visits_on_disk(app) == counts[app], f"{app}: counts kept after helm uninstall")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
