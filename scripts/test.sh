@@ -15,6 +15,10 @@
 #    operator really calls); the GitOps examples and the Argo CD health check;
 #    the Dockerfile through hadolint; on the local control plane, the operator
 #    under the chart's own RBAC with a ServiceAccount token (tests/rbac_real.py).
+# 4. The seed's journey (tests/journey.py) on a control plane whose pods really
+#    run (scripts/cluster.sh up --real-pods; needs root and iproute2): helm
+#    install, both seed apps, visits through the NodePorts, a config canary,
+#    kill -9, the operator's leader handover, helm uninstall.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,3 +63,23 @@ fi
 "$venv/bin/python" tests/gitops.py
 "$venv/bin/hadolint" Dockerfile
 echo "hadolint: Dockerfile passes"
+
+if [ -z "${VISITCOUNTER_E2E_KUBECONFIG:-}" ]; then
+  # The seed's journey with pods that really run: a second control plane whose
+  # node is crates/node-agent (root: it makes network and mount namespaces).
+  if [ -n "$started_here" ]; then
+    scripts/cluster.sh down
+    trap - EXIT
+  fi
+  real_started_here=
+  if ! scripts/cluster.sh env --real-pods >/dev/null 2>&1; then
+    real_started_here=1
+    trap 'scripts/cluster.sh down --real-pods' EXIT
+  fi
+  scripts/cluster.sh up --real-pods
+  (
+    eval "$(scripts/cluster.sh env --real-pods)"
+    "$venv/bin/python" tests/journey.py
+  )
+  [ -z "$real_started_here" ] || echo "journey passed; stopping the control plane this run started"
+fi
