@@ -40,7 +40,10 @@ pub struct Launch {
 /// The value at a downward-API field path (`metadata.name`,
 /// `metadata.labels['x']`, `status.podIP`, ...).
 pub fn field_path(pod: &Value, path: &str) -> Result<String, Error> {
-    if let Some(rest) = path.strip_prefix("metadata.labels['").or(path.strip_prefix("metadata.annotations['")) {
+    if let Some(rest) = path
+        .strip_prefix("metadata.labels['")
+        .or(path.strip_prefix("metadata.annotations['"))
+    {
         let key = rest.trim_end_matches("']");
         let map = if path.starts_with("metadata.labels") {
             "labels"
@@ -138,11 +141,18 @@ pub async fn launch(
             read_only: mount.read_only.unwrap_or(false),
         });
     }
-    let pod_context = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+    let pod_context = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.clone())
+        .unwrap_or_default();
     let context = container.security_context.clone().unwrap_or_default();
     let uid = context.run_as_user.or(pod_context.run_as_user).unwrap_or(0);
     let gid = context.run_as_group.or(pod_context.run_as_group).unwrap_or(uid);
-    let groups = pod_context.fs_group.into_iter().chain(pod_context.supplemental_groups.into_iter().flatten());
+    let groups = pod_context
+        .fs_group
+        .into_iter()
+        .chain(pod_context.supplemental_groups.into_iter().flatten());
     let id = |n: i64| u32::try_from(n).map_err(|_| Error::Config(format!("user or group {n}")));
     let (program, args) = command_line(container);
     Ok(Launch {

@@ -51,8 +51,7 @@ where
 
 /// A connection opened inside the node's network namespace.
 async fn connect_from_node(netns: String, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let stream =
-        tokio::task::spawn_blocking(move || connect_in(&netns, addr, Duration::from_secs(3))).await??;
+    let stream = tokio::task::spawn_blocking(move || connect_in(&netns, addr, Duration::from_secs(3))).await??;
     stream.set_nonblocking(true)?;
     TcpStream::from_std(stream)
 }
@@ -120,7 +119,11 @@ pub async fn node_ports(client: Client, netns: String) {
                 if let Some(node_port) = port.node_port {
                     wanted.insert(
                         node_port,
-                        (service.namespace().unwrap_or_default(), service.name_any(), port.name.clone()),
+                        (
+                            service.namespace().unwrap_or_default(),
+                            service.name_any(),
+                            port.name.clone(),
+                        ),
                     );
                 }
             }
@@ -182,17 +185,20 @@ mod tests {
     #[test]
     fn only_ready_endpoints_of_the_named_port() {
         let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "web-abc"}, "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": [
-                {"addresses": ["10.244.0.3"], "conditions": {"ready": true}},
-                {"addresses": ["10.244.0.2"], "conditions": {"ready": true}},
-                {"addresses": ["10.244.0.4"], "conditions": {"ready": false}},
-            ]}))
+        "metadata": {"name": "web-abc"}, "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [
+            {"addresses": ["10.244.0.3"], "conditions": {"ready": true}},
+            {"addresses": ["10.244.0.2"], "conditions": {"ready": true}},
+            {"addresses": ["10.244.0.4"], "conditions": {"ready": false}},
+        ]}))
         .unwrap();
         assert_eq!(
             ready_endpoints([&slice], Some("http")),
-            ["10.244.0.2:8080".parse().unwrap(), "10.244.0.3:8080".parse::<SocketAddr>().unwrap()]
+            [
+                "10.244.0.2:8080".parse().unwrap(),
+                "10.244.0.3:8080".parse::<SocketAddr>().unwrap()
+            ]
         );
         assert!(ready_endpoints([&slice], Some("metrics")).is_empty());
     }

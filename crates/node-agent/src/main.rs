@@ -69,8 +69,14 @@ struct Args {
 }
 
 fn subnet(text: &str) -> Result<[u8; 3], String> {
-    let parts: Vec<u8> = text.split('.').map(|p| p.parse::<u8>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    parts.try_into().map_err(|_| format!("--subnet {text}: three numbers, as 10.244.0"))
+    let parts: Vec<u8> = text
+        .split('.')
+        .map(|p| p.parse::<u8>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    parts
+        .try_into()
+        .map_err(|_| format!("--subnet {text}: three numbers, as 10.244.0"))
 }
 
 #[tokio::main]
@@ -105,7 +111,12 @@ async fn run(args: Args) -> Result<(), Error> {
         network,
     });
     node::register(&client, &node.name, node_ip, &args.version).await?;
-    tokio::spawn(node::heartbeat(client.clone(), node.name.clone(), node_ip, args.version.clone()));
+    tokio::spawn(node::heartbeat(
+        client.clone(),
+        node.name.clone(),
+        node_ip,
+        args.version.clone(),
+    ));
     let _api = forward::api_server(&node.network.node_namespace(), node_ip, args.api_server)?;
     tokio::spawn(forward::node_ports(client.clone(), node.network.node_namespace()));
     tracing::info!(node = %node.name, %node_ip, "ready");

@@ -67,7 +67,15 @@ impl Network {
         ip(&["netns", "add", &ns])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{}/24", network.node_ip()), "dev", "br0"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", network.node_ip()),
+            "dev",
+            "br0",
+        ])?;
         ip(&["-n", &ns, "link", "set", "br0", "up"])?;
         Ok(network)
     }
@@ -187,7 +195,11 @@ mod tests {
     fn addresses_go_round_before_one_is_reused() {
         let used = BTreeSet::from([2, 3]);
         assert_eq!(next_free(&used, 3), Some(4));
-        assert_eq!(next_free(&BTreeSet::new(), 3), Some(4), "3 was freed, but 4 comes first");
+        assert_eq!(
+            next_free(&BTreeSet::new(), 3),
+            Some(4),
+            "3 was freed, but 4 comes first"
+        );
         assert_eq!(next_free(&BTreeSet::from([254]), 254), Some(2));
         assert_eq!(next_free(&BTreeSet::new(), 0), Some(2));
         assert_eq!(next_free(&(2..=254).collect(), 7), None);

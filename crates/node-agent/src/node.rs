@@ -83,7 +83,7 @@ pub async fn heartbeat(client: Client, name: String, ip: Ipv4Addr, version: Stri
         {
             tracing::warn!(%error, "cannot renew the node's Lease");
         }
-        if ticks % 6 == 0
+        if ticks.is_multiple_of(6)
             && let Err(error) = register(&client, &name, ip, &version).await
         {
             tracing::warn!(%error, "cannot report the node's status");

@@ -136,8 +136,7 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
             Err(error) => {
                 tracing::warn!(pod = %name, %error, "cannot make the pod's network; trying again");
                 if sleep_or_stop(&mut stop, Duration::from_secs(2)).await {
-                    let how = *stop.borrow();
-                    finish(&node, &reporter.api, &name, &uid, how).await;
+                    finish(&node, &reporter.api, &name, &uid, current(&stop)).await;
                     return;
                 }
             }
@@ -152,8 +151,14 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
         .flatten()
         .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
         .collect();
-    let readiness = container.readiness_probe.as_ref().and_then(|p| HttpCheck::from_probe(p, &ports));
-    let liveness = container.liveness_probe.as_ref().and_then(|p| HttpCheck::from_probe(p, &ports));
+    let readiness = container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| HttpCheck::from_probe(p, &ports));
+    let liveness = container
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| HttpCheck::from_probe(p, &ports));
     let grace = spec.termination_grace_period_seconds.unwrap_or(30);
 
     let mut end = Stop::Running;
@@ -175,7 +180,7 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
                 };
                 reporter.report(&seen).await;
                 if sleep_or_stop(&mut stop, Duration::from_secs(2)).await {
-                    end = *stop.borrow();
+                    end = current(&stop);
                 }
                 continue;
             }
@@ -191,7 +196,7 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
                 };
                 reporter.report(&seen).await;
                 if sleep_or_stop(&mut stop, backoff).await {
-                    end = *stop.borrow();
+                    end = current(&stop);
                 }
                 continue;
             }
@@ -199,7 +204,18 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
         seen.state = State::Running { started_at: now() };
         seen.ready = readiness.is_none();
         reporter.report(&seen).await;
-        let (outcome, ran_for) = run(child, &mut stop, &net.namespace, net.ip, &readiness, &liveness, grace, &mut seen, &mut reporter).await;
+        let (outcome, ran_for) = run(
+            child,
+            &mut stop,
+            &net.namespace,
+            net.ip,
+            &readiness,
+            &liveness,
+            grace,
+            &mut seen,
+            &mut reporter,
+        )
+        .await;
         seen.ready = false;
         match outcome {
             Outcome::Stopped(how) => end = how,
@@ -221,7 +237,7 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
                 };
                 reporter.report(&seen).await;
                 if sleep_or_stop(&mut stop, backoff).await {
-                    end = *stop.borrow();
+                    end = current(&stop);
                 }
             }
         }
@@ -271,7 +287,7 @@ async fn run(
                 return (Outcome::Exited(code), started.elapsed());
             }
             changed = stop.changed() => {
-                let how = if changed.is_err() { Stop::Gone } else { let how = *stop.borrow(); how };
+                let how = if changed.is_err() { Stop::Gone } else { current(stop) };
                 if how != Stop::Running {
                     let grace = match how { Stop::Graceful(s) => s, _ => 0 };
                     terminate(&mut child, Duration::from_secs(grace.max(0) as u64)).await;
@@ -330,13 +346,19 @@ async fn terminate(child: &mut Child, grace: Duration) {
     }
 }
 
+/// How the pod is told to stop now (the lock is not held past this call,
+/// so never across an await).
+fn current(stop: &watch::Receiver<Stop>) -> Stop {
+    *stop.borrow()
+}
+
 /// Waits for a stop; returns how.
 async fn wait_for_stop(stop: &mut watch::Receiver<Stop>) -> Stop {
     loop {
         if stop.changed().await.is_err() {
             return Stop::Gone;
         }
-        let how = *stop.borrow();
+        let how = current(stop);
         if how != Stop::Running {
             return how;
         }
@@ -346,7 +368,7 @@ async fn wait_for_stop(stop: &mut watch::Receiver<Stop>) -> Stop {
 /// Sleeps `for_`; true when told to stop meanwhile.
 async fn sleep_or_stop(stop: &mut watch::Receiver<Stop>, for_: Duration) -> bool {
     tokio::select! {
-        () = tokio::time::sleep(for_) => *stop.borrow() != Stop::Running,
+        () = tokio::time::sleep(for_) => current(stop) != Stop::Running,
         _ = wait_for_stop(stop) => true,
     }
 }

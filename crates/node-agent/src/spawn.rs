@@ -47,7 +47,11 @@ fn mount_point(source: &Path, target: &Path) -> io::Result<()> {
 }
 
 fn check(result: libc::c_int) -> io::Result<()> {
-    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Starts `launch` in the network namespace at `netns`, with `root` as the
@@ -96,12 +100,7 @@ pub fn spawn(launch: &Launch, netns: &Path, root: &Path, binary: &Path, log: &Pa
     let tmpfs = CString::new("tmpfs").expect("no NUL");
     let tmpfs_options = CString::new("mode=1777").expect("no NUL");
     let netns = File::open(netns)?;
-    let (uid, gid, groups, read_only_root) = (
-        launch.uid,
-        launch.gid,
-        launch.groups.clone(),
-        launch.read_only_root,
-    );
+    let (uid, gid, groups, read_only_root) = (launch.uid, launch.gid, launch.groups.clone(), launch.read_only_root);
 
     let output = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut command = Command::new(&launch.program);

@@ -10,8 +10,13 @@ use serde_json::{Value, json};
 pub enum State {
     /// Not started: `reason` (ImagePullBackOff, CreateContainerConfigError,
     /// CrashLoopBackOff, ContainerCreating) and a message.
-    Waiting { reason: String, message: String },
-    Running { started_at: String },
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Running {
+        started_at: String,
+    },
 }
 
 /// What the agent knows of a pod.
@@ -63,8 +68,7 @@ pub fn pod_status(seen: &Seen, previous: &Value, at: &str) -> Value {
         container["containerID"] = json!(format!("visitcounter-node://{}-{}", seen.container, seen.restarts));
     }
     if let Some((code, reason, finished)) = &seen.last_exit {
-        container["lastState"] =
-            json!({"terminated": {"exitCode": code, "reason": reason, "finishedAt": finished}});
+        container["lastState"] = json!({"terminated": {"exitCode": code, "reason": reason, "finishedAt": finished}});
     }
     let mut status = json!({
         "phase": if running || seen.restarts > 0 { "Running" } else { "Pending" },
@@ -113,12 +117,25 @@ mod tests {
         let status = pod_status(&seen(running, true), &Value::Null, "t1");
         assert_eq!(status["phase"], "Running");
         assert_eq!(status["podIP"], "10.244.0.2");
-        let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
-        assert_eq!((ready["status"].as_str(), ready["lastTransitionTime"].as_str()), (Some("True"), Some("t1")));
+        let ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready["status"].as_str(), ready["lastTransitionTime"].as_str()),
+            (Some("True"), Some("t1"))
+        );
         assert_eq!(status["containerStatuses"][0]["ready"], true);
         // Unchanged conditions keep their transition time.
         let again = pod_status(&seen(State::Running { started_at: "x".into() }, true), &status, "t2");
-        let ready = again["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+        let ready = again["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
         assert_eq!(ready["lastTransitionTime"], "t1");
     }
 

@@ -12,8 +12,7 @@ use std::{
 use k8s_openapi::api::{
     authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
     core::v1::{
-        ConfigMap, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, ServiceAccount, Volume,
-        VolumeProjection,
+        ConfigMap, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, ServiceAccount, Volume, VolumeProjection,
     },
 };
 use kube::{Api, Client, ResourceExt, api::PostParams};
@@ -101,7 +100,10 @@ async fn config_map(client: &Client, namespace: &str, name: &str) -> Result<Conf
 
 /// The files of a ConfigMap volume: every key, or the listed items at
 /// their paths.
-pub fn config_map_files(config_map: &ConfigMap, items: Option<&[KeyToPath]>) -> Result<BTreeMap<String, String>, Error> {
+pub fn config_map_files(
+    config_map: &ConfigMap,
+    items: Option<&[KeyToPath]>,
+) -> Result<BTreeMap<String, String>, Error> {
     let data = config_map.data.clone().unwrap_or_default();
     match items {
         None => Ok(data),
@@ -170,7 +172,9 @@ async fn projection(
             })
             .collect();
     }
-    Err(Error::Config("a projected source other than a token, a ConfigMap or the downward API".into()))
+    Err(Error::Config(
+        "a projected source other than a token, a ConfigMap or the downward API".into(),
+    ))
 }
 
 /// Writes `files` under `dir` (made afresh), readable by every user.
@@ -219,9 +223,10 @@ mod tests {
 
     #[test]
     fn a_config_map_volume_holds_every_key_or_the_listed_items() {
-        let config_map: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": "web-config-1"}, "data": {"config.json": "{}", "K": "v"}}))
-                .unwrap();
+        let config_map: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "web-config-1"}, "data": {"config.json": "{}", "K": "v"}}),
+        )
+        .unwrap();
         let all = config_map_files(&config_map, None).unwrap();
         assert_eq!(all.len(), 2);
         let items = [KeyToPath {
@@ -230,7 +235,10 @@ mod tests {
             ..KeyToPath::default()
         }];
         let listed = config_map_files(&config_map, Some(&items)).unwrap();
-        assert_eq!(listed, BTreeMap::from([("app/config.json".to_owned(), "{}".to_owned())]));
+        assert_eq!(
+            listed,
+            BTreeMap::from([("app/config.json".to_owned(), "{}".to_owned())])
+        );
         let missing = [KeyToPath {
             key: "nope".into(),
             path: "x".into(),
