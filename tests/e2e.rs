@@ -762,6 +762,10 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
     eventually("web is Ready again", || env.ready_with_pods("web", 3)).await;
     assert_eq!(env.claim_uids("web").await, claims_before, "a claim was replaced");
     assert_eq!(env.pod_uids("web").await, pods_before, "a pod was replaced");
+    // The re-create waited for the orphaning delete: no apply was refused
+    // on the terminating StatefulSet.
+    let refused = env.kubectl(&["get", "events", "--field-selector", "reason=RecreateFailed", "-o", "name"]);
+    assert!(refused.is_empty(), "the re-create failed first: {refused}");
 
     let current_config = env.config_map_name("web").await.unwrap();
     config_maps

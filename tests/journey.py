@@ -328,6 +328,15 @@ def journey(checks, helm):
     kubectl("scale", "vca/app-go", "--replicas=4")
     wait_until("the new leader scales app-go", lambda: all_ready_on_one_revision("app-go", 4), seconds=120)
 
+    # An image this node cannot run waits in ImagePullBackOff, as a broken
+    # image does on a real node.
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "visitcounter.dev/v1alpha1", "kind": "VisitCounterApp", "metadata": {"name": "broken"},
+        "spec": {"image": "example.invalid/never-ready:v1"}}))
+    wait_until("broken's pod waits for its image", lambda: get("pod", "broken-0")["status"]["containerStatuses"][0]
+               ["state"]["waiting"]["reason"] == "ImagePullBackOff")
+    checks.check(not ready("broken"), "broken: an image the node cannot run never gets Ready")
+
     # helm uninstall: the operator goes; the apps, their claims and counts stay.
     counts = {a: visits_on_disk(a) for a in APPS}
     run(str(helm), "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", "--timeout", "2m")

@@ -266,6 +266,26 @@ impl Context {
         recent.insert(key, (status, Instant::now()));
     }
 
+    /// Forgets what is kept per app for apps that are gone (deleted apps
+    /// are never reconciled again to forget it themselves).
+    fn forget_deleted_apps(&self) {
+        let keys: std::collections::HashSet<String> = self
+            .apps
+            .state()
+            .iter()
+            .map(|a| format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()))
+            .collect();
+        self.pods_missing_since
+            .lock()
+            .expect("pods missing since")
+            .retain(|k, _| keys.contains(k));
+        self.old_configs_checked
+            .lock()
+            .expect("old configs checked")
+            .retain(|k, _| keys.contains(k));
+        self.failures.lock().expect("failures").retain(|k, _| keys.contains(k));
+    }
+
     /// Counts a failure and returns how many in a row.
     fn failed(&self, key: &str) -> u32 {
         let mut failures = self.failures.lock().expect("failures");

@@ -36,6 +36,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Status writes that only report progress come at most this often per app
 /// (at most the cache-lag window, within which the last write is known).
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// Every this many reconciles, what is kept for deleted apps is dropped.
+const FORGET_EVERY: u64 = 512;
+/// How long a re-create waits for its orphaning delete to finish.
+const ORPHANING_WAIT: Duration = Duration::from_secs(30);
 
 fn app_key(app: &VisitCounterApp) -> String {
     format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
@@ -44,6 +48,9 @@ fn app_key(app: &VisitCounterApp) -> String {
 pub async fn reconcile(app: Arc<VisitCounterApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.caches.ready().await;
     ctx.metrics.apps.set(ctx.apps.len() as i64);
+    if ctx.metrics.reconciles().is_multiple_of(FORGET_EVERY) {
+        ctx.forget_deleted_apps();
+    }
     let started = Instant::now();
     let result = reconcile_app(&app, &ctx).await;
     ctx.metrics
@@ -565,6 +572,19 @@ async fn write_child(
                 name: child.name.clone(),
                 source: Box::new(source),
             })?;
+        // The API server keeps the object, terminating, until the garbage
+        // collector has orphaned its pods and claims, and refuses an apply
+        // meanwhile (422, "object is being deleted"). The watch cache says
+        // when it is gone; past the wait, the apply says what is wrong.
+        let deadline = Instant::now() + ORPHANING_WAIT;
+        while Instant::now() < deadline
+            && ctx
+                .caches
+                .get(child.kind, namespace, &child.name)
+                .is_some_and(|l| l["metadata"]["uid"].as_str() == Some(uid))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let applied = apply_child(&ctx.client, namespace, child, false, &ctx.metrics)
         .await
