@@ -764,7 +764,14 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
     assert_eq!(env.pod_uids("web").await, pods_before, "a pod was replaced");
     // The re-create waited for the orphaning delete: no apply was refused
     // on the terminating StatefulSet.
-    let refused = env.kubectl(&["get", "events", "--field-selector", "reason=RecreateFailed", "-o", "name"]);
+    let refused = env.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=RecreateFailed",
+        "-o",
+        "name",
+    ]);
     assert!(refused.is_empty(), "the re-create failed first: {refused}");
 
     let current_config = env.config_map_name("web").await.unwrap();
@@ -825,6 +832,11 @@ async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
         "a refused app got part of its children"
     );
     apps.delete("second", &DeleteParams::default()).await.unwrap();
+
+    // A StatefulSet a cluster's admission policy refuses, after the Services,
+    // the ServiceAccount and the ConfigMap were created: they are deleted
+    // again, and the app says why.
+    refused_statefulset_leaves_nothing(env).await;
 
     // maxUnavailable needs a feature gate that is off by default in 1.36:
     // the API server drops it, and the app says so instead of re-applying it.
@@ -1134,8 +1146,13 @@ async fn config_revision_steps(env: &Env, operator: &OperatorProcess) -> [String
     // Reverting the config and removing the canary: every pod on the old
     // config again, the canary pod too.
     env.apply_app("canary", spec("red", "a", None)).await;
-    eventually("every pod is back on the old config", || async {
-        pod_configs().await == on(&["canary-0", "canary-1", "canary-2"], &red) && env.ready_with_pods("canary", 3).await
+    eventually("every pod is back on the old config, the rollout complete", || async {
+        pod_configs().await == on(&["canary-0", "canary-1", "canary-2"], &red)
+            && env.ready_with_pods("canary", 3).await
+            && env
+                .condition("canary", "Progressing")
+                .await
+                .is_some_and(|c| c.1 == "RolloutComplete")
     })
     .await;
     assert_eq!(env.config_map_name("canary").await.as_deref(), Some(red.as_str()));
@@ -1171,4 +1188,86 @@ async fn config_revision_steps(env: &Env, operator: &OperatorProcess) -> [String
         operator.log()
     );
     [red, blue]
+}
+
+/// A ValidatingAdmissionPolicy (in-tree CEL admission) refuses StatefulSets
+/// of 7 replicas in the test namespace; an app of 7 gets no child at all.
+async fn refused_statefulset_leaves_nothing(env: &Env) {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    let name = format!("{}-no-seven", env.ns);
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(env.client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(env.client.clone());
+    let params = PatchParams::apply("e2e").force();
+    policies
+        .patch(
+            &name,
+            &params,
+            &Patch::Apply(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {"failurePolicy": "Fail",
+                     "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                         "operations": ["CREATE", "UPDATE"], "resources": ["statefulsets"]}]},
+                     "validations": [{"expression": "object.spec.replicas != 7",
+                                      "message": "this cluster allows no StatefulSet of 7 replicas"}]}})),
+        )
+        .await
+        .expect("the policy is created");
+    bindings
+        .patch(&name, &params, &Patch::Apply(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"],
+                     "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}}}})))
+        .await
+        .expect("the binding is created");
+    // The API server loads a new policy within a second or so.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.apply_app("seven", json!({"replicas": 7, "createServiceAccount": true}))
+        .await;
+    eventually("seven is Degraded by the refused StatefulSet", || async {
+        env.condition("seven", "Degraded")
+            .await
+            .is_some_and(|c| c.0 == "True" && c.1 == "ChildRejected")
+    })
+    .await;
+    let app = env.api::<VisitCounterApp>().get("seven").await.unwrap();
+    let degraded = app
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert!(degraded.message.contains("7 replicas"), "{}", degraded.message);
+    eventually("every child created before the refusal is deleted again", || async {
+        let left = env.kubectl(&[
+            "get",
+            "svc,sa,cm,sts",
+            "-l",
+            "app.kubernetes.io/instance=seven",
+            "-o",
+            "name",
+        ]);
+        left.trim().is_empty()
+    })
+    .await;
+    let rolled_back = env.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=RolledBack",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        rolled_back.contains("since StatefulSet seven was refused"),
+        "a RolledBack Event says what was removed: {rolled_back}"
+    );
+    env.api::<VisitCounterApp>()
+        .delete("seven", &DeleteParams::default())
+        .await
+        .unwrap();
+    let _ = bindings.delete(&name, &DeleteParams::default()).await;
+    let _ = policies.delete(&name, &DeleteParams::default()).await;
 }

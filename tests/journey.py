@@ -191,7 +191,8 @@ def canary(checks):
                  f"canary: a held pod deleted comes back serving the old config and environment: {served()}")
 
     apply(spec("red", "a"))
-    wait_until("reverted", lambda: all_ready_on_one_revision(app, 3) and served() == [("red", "a")] * 3)
+    wait_until("reverted", lambda: all_ready_on_one_revision(app, 3) and served() == [("red", "a")] * 3
+               and condition(app, "Progressing") == ("False", "RolloutComplete"))
     checks.check(True, "canary: reverting the config and removing the canary brings the canary pod back")
 
     apply(spec("green", "c", 1))

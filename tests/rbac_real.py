@@ -6,8 +6,9 @@ ServiceAccount, roles and bindings to the test control plane, runs
 Deployment's own arguments, and drives every code path with kubectl: create
 with a ServiceAccount, scale, a policy change (the orphaning re-create),
 storage growth, a stuck pod replaced, pods that cannot be created, a field
-the API server drops, an old config's ConfigMap deleted, the Lease taken and
-released. The audit log is the
+the API server drops, a StatefulSet an admission policy refuses (the children
+created before it deleted again), an old config's ConfigMap deleted, the Lease
+taken and released. The audit log is the
 judge: no request of that ServiceAccount may be refused (403), and the
 accesses it made must be exactly those the rules grant.
 
@@ -73,6 +74,27 @@ def app(name, spec):
             "metadata": {"name": name, "namespace": APPS}, "spec": spec}
 
 
+def refuse_seven_replicas(namespace):
+    """A ValidatingAdmissionPolicy that refuses StatefulSets of 7 replicas in
+    `namespace`: how a cluster's policy refuses a child the CRD admitted."""
+    name = "refuse-seven-replicas"
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": name},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                                                          "operations": ["CREATE", "UPDATE"],
+                                                          "resources": ["statefulsets"]}]},
+                  "validations": [{"expression": "object.spec.replicas != 7",
+                                   "message": "this cluster allows no StatefulSet of 7 replicas"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name},
+         "spec": {"policyName": name, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {
+                      "matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
+    ]
+
+
 def scenarios():
     """Every path of the operator that talks to the API server."""
     apply([app("web", {"replicas": 2, "createServiceAccount": True})])
@@ -100,6 +122,14 @@ def scenarios():
     wait_until("lonely's pods cannot be created", lambda: condition("lonely", "Degraded") == ("True", "PodsNotCreated"))
     apply([app("gated", {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}})])
     wait_until("gated says maxUnavailable is dropped", lambda: condition("gated", "UnsupportedSpec") is not None)
+    # A StatefulSet an admission policy refuses: the Services, ServiceAccount
+    # and ConfigMap created before it are deleted again.
+    apply(refuse_seven_replicas(APPS))
+    time.sleep(2)  # the policy takes effect once the API server has loaded it
+    apply([app("refused", {"replicas": 7, "createServiceAccount": True})])
+    wait_until("refused is rolled back", lambda: condition("refused", "Degraded") == ("True", "ChildRejected")
+               and not kubectl("-n", APPS, "get", "svc,sa,cm", "-l", "app.kubernetes.io/instance=refused", "-o", "name"))
+    kubectl("delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", "refuse-seven-replicas")
     # A new config with no revision history kept: the old config's
     # ConfigMap goes once no revision refers to it.
     apply([app("configs", {"revisionHistoryLimit": 0, "config": {"json": {"color": "red"}}})])

@@ -75,6 +75,31 @@ pub async fn delete_pod(
     }
 }
 
+/// Deletes the child `kind`/`name` (the one with `uid`, not a newer one).
+pub async fn delete_child(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    uid: &str,
+    metrics: &Metrics,
+) -> Result<(), kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    metrics.wrote(kind);
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Deletes the ConfigMap `name` (the one with `uid`, not a newer one).
 pub async fn delete_config_map(
     client: &Client,

@@ -99,20 +99,27 @@ impl Step {
     }
 }
 
-/// Which steps are first sent as a server-side-apply dry run, so that a spec
-/// the API server refuses for one child changes none. The writes go in order
-/// after every dry run passed, so the first write needs none (refused, it has
-/// changed nothing), and one write alone needs none. A re-create has its own
-/// sequence and is never dry-run.
-pub fn dry_runs(steps: &[Step]) -> Vec<bool> {
-    let mut first = true;
-    steps
+/// Which writes are first sent as a server-side-apply dry run, so that a
+/// spec the API server refuses for one child leaves every child as it was.
+///
+/// The children are written in an order that makes most dry runs needless:
+/// the Services first (a node port another Service holds is the refusal a
+/// valid spec meets), then what the pods use, the StatefulSet last. A
+/// refused first write has changed nothing; a new ConfigMap changes nothing
+/// any pod uses until the StatefulSet names it; and children this reconcile
+/// created are deleted again when a later write is refused. What is left is
+/// an update of an existing Service or ServiceAccount followed by an update
+/// of the StatefulSet: the StatefulSet is tried first then. A re-create has
+/// its own sequence and is never dry-run.
+pub fn dry_runs(children: &[(&str, &Step)]) -> Vec<bool> {
+    let mut changed_in_place = false;
+    children
         .iter()
-        .map(|step| {
-            if !step.writes() || matches!(step, Step::Recreate { .. }) {
-                return false;
-            }
-            !std::mem::replace(&mut first, false)
+        .map(|(kind, step)| {
+            let in_place = matches!(step, Step::Update | Step::RestoreDrift { .. });
+            let dry_run = *kind == "StatefulSet" && in_place && changed_in_place;
+            changed_in_place |= in_place && matches!(*kind, "Service" | "ServiceAccount");
+            dry_run
         })
         .collect()
 }
@@ -396,26 +403,32 @@ mod tests {
     }
 
     #[test]
-    fn only_writes_after_the_first_are_dry_run() {
+    fn only_a_statefulset_update_after_a_service_update_is_dry_run() {
         let drift = || Step::RestoreDrift { path: "x".into() };
+        let kinds = ["Service", "Service", "ConfigMap", "StatefulSet"];
+        let runs = |steps: [Step; 4]| dry_runs(&kinds.iter().copied().zip(steps.iter()).collect::<Vec<_>>());
+        // A new app: created children are deleted again if a later one is refused.
         assert_eq!(
-            dry_runs(&[Step::UpToDate, Step::UpToDate, Step::Update]),
-            [false, false, false]
+            runs([Step::Create, Step::Create, Step::Create, Step::Create]),
+            [false; 4]
         );
+        // A new config and a scale: the new ConfigMap changes nothing in use.
         assert_eq!(
-            dry_runs(&[Step::Create, Step::Create, Step::Create, Step::Create]),
-            [false, true, true, true]
+            runs([Step::UpToDate, Step::UpToDate, Step::Create, Step::Update]),
+            [false; 4]
         );
+        // A port change: the Service is updated in place, so the StatefulSet
+        // is tried first.
         assert_eq!(
-            dry_runs(&[Step::UpToDate, Step::Update, drift(), Step::Update]),
-            [false, false, true, true]
+            runs([Step::Update, Step::UpToDate, Step::UpToDate, drift()]),
+            [false, false, false, true]
         );
         let recreate = Step::Recreate {
             fields: vec!["podManagementPolicy"],
         };
         assert_eq!(
-            dry_runs(&[Step::Update, Step::UpToDate, recreate]),
-            [false, false, false]
+            runs([Step::Update, Step::UpToDate, Step::UpToDate, recreate]),
+            [false; 4]
         );
     }
 

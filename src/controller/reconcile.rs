@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::{
     Context, Error,
-    apply::{apply_child, delete_pod, delete_statefulset_orphaning, record, write_status},
+    apply::{apply_child, delete_child, delete_pod, delete_statefulset_orphaning, record, write_status},
     error::is_refusal,
     old_configs::{candidates, remove_old_config_maps},
     plan::{DesiredChild, Step, changed_fields, dropped_by_server, dry_runs, plan},
@@ -89,13 +89,15 @@ fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
         let value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
         Ok(DesiredChild::new(kind, value))
     }
+    // In the order they are written (see `plan::dry_runs`): the Services
+    // first, what the pods use next, the StatefulSet last.
     let mut desired = Vec::with_capacity(5);
+    desired.push(child("Service", children.service)?);
+    desired.push(child("Service", children.headless_service)?);
     if let Some(account) = children.service_account {
         desired.push(child("ServiceAccount", account)?);
     }
     desired.push(child("ConfigMap", children.config_map)?);
-    desired.push(child("Service", children.headless_service)?);
-    desired.push(child("Service", children.service)?);
     desired.push(child("StatefulSet", children.stateful_set)?);
     Ok(desired)
 }
@@ -190,9 +192,10 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
 
     let mut observed: Vec<Option<Value>> = live.clone();
     if steps.iter().any(Step::writes) {
-        // The writes after the first are tried first, so a spec the API
-        // server refuses for one child changes none.
-        for ((child, _), dry_run) in children.iter().zip(&steps).zip(dry_runs(&steps)) {
+        // An update of the StatefulSet after one of a Service is tried
+        // first, so a spec the API server refuses changes neither.
+        let kinds: Vec<(&str, &Step)> = children.iter().map(|c| c.kind).zip(&steps).collect();
+        for (child, dry_run) in children.iter().zip(dry_runs(&kinds)) {
             if dry_run {
                 apply_child(&ctx.client, &namespace, child, true, &ctx.metrics)
                     .await
@@ -210,12 +213,19 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         let mut reasons: Vec<&'static str> = Vec::new();
         let mut failure = None;
         let mut promoted = None;
+        // Children this reconcile created: (index, uid), deleted again when
+        // a later write is refused.
+        let mut created: Vec<(usize, String)> = Vec::new();
         for (i, (child, step)) in children.iter().zip(&steps).enumerate() {
             if !step.writes() {
                 continue;
             }
             match write_child(app, ctx, &namespace, child, step, live[i].as_ref()).await {
                 Ok(applied) => {
+                    if *step == Step::Create {
+                        let uid = applied["metadata"]["uid"].as_str().unwrap_or_default();
+                        created.push((i, uid.to_owned()));
+                    }
                     if let (Some(before), "StatefulSet") = (&live[i], child.kind) {
                         promoted = promotion(&child.name, before, &applied);
                     }
@@ -239,6 +249,14 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
                     changes.push(what);
                 }
                 Err(error) => {
+                    if matches!(error, Error::ChildRejected { .. }) && !created.is_empty() {
+                        let removed = remove_created(ctx, &namespace, &children, &created).await;
+                        changes = vec![format!(
+                            "removed {removed}, created by this reconcile, since {} {} was refused",
+                            child.kind, child.name
+                        )];
+                        reasons = vec!["RolledBack"];
+                    }
                     failure = Some(error);
                     break;
                 }
@@ -283,7 +301,11 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     // before it, with or without a ServiceAccount first.
     let observed_at = |back: usize| observed.iter().rev().nth(back).cloned().flatten();
     let stateful_set: Option<StatefulSet> = observed_at(0).and_then(|v| serde_json::from_value(v).ok());
-    let service: Option<Service> = observed_at(1).and_then(|v| serde_json::from_value(v).ok());
+    let service: Option<Service> = children
+        .iter()
+        .position(|c| c.kind == "Service" && c.name == app.name_any())
+        .and_then(|i| observed[i].clone())
+        .and_then(|v| serde_json::from_value(v).ok());
     if let (Some(sts), Some(config_map)) = (&stateful_set, children.iter().find(|c| c.kind == "ConfigMap")) {
         remove_old_configs(app, ctx, &namespace, &config_map.name, sts).await;
     }
@@ -364,7 +386,21 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         now,
     );
     let held = newly_held(app.status.as_ref(), &status);
-    match update_status(app, status, ctx).await? {
+    // Just written, the StatefulSet is not yet seen by its controller, whose
+    // status update comes within moments and wakes this app again: the status
+    // is written then, once, rather than now and again then.
+    let sts_just_written = steps.last().is_some_and(Step::writes)
+        && stateful_set
+            .as_ref()
+            .is_some_and(|s| s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation);
+    if sts_just_written {
+        recheck_soon = true;
+    }
+    match if sts_just_written {
+        StatusWrite::Unchanged
+    } else {
+        update_status(app, status, ctx).await?
+    } {
         StatusWrite::Deferred(left) => look_again_in = Some(look_again_in.map_or(left, |d| d.min(left))),
         StatusWrite::Written => {
             if let Some(message) = held {
@@ -618,6 +654,27 @@ fn refused_or_failed(child: &DesiredChild, source: kube::Error) -> Error {
             source: Box::new(source),
         }
     }
+}
+
+/// Deletes the children this reconcile created (`created`: index and uid),
+/// the last first; names them for the Event.
+async fn remove_created(
+    ctx: &Context,
+    namespace: &str,
+    children: &[DesiredChild],
+    created: &[(usize, String)],
+) -> String {
+    let mut removed = Vec::new();
+    for (i, uid) in created.iter().rev() {
+        let child = &children[*i];
+        match delete_child(&ctx.client, namespace, child.kind, &child.name, uid, &ctx.metrics).await {
+            Ok(()) => removed.push(format!("{} {}", child.kind, child.name)),
+            Err(error) => {
+                tracing::warn!(kind = child.kind, name = %child.name, %error, "cannot remove a child created before a refusal")
+            }
+        }
+    }
+    removed.join(", ")
 }
 
 /// What `update_status` did.

@@ -380,12 +380,28 @@ pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool
     strip(a) == strip(b)
 }
 
+/// `Progressing` reasons of an app at rest: a change into or out of one is
+/// written at once, never held back as mere progress.
+const SETTLED_REASONS: &[&str] = &["RolloutComplete", "RolloutHeld", "RolloutStuck", "PodsNotCreated"];
+
 /// Whether `new` differs from `old` only in progress: counts, revisions,
 /// messages, and reasons under an unchanged condition status. Such a status
 /// can wait a moment, so that pods turning ready one after another cost one
 /// status write rather than one each; a condition that turns (Ready, say)
 /// cannot.
 pub fn only_progress(old: &VisitCounterAppStatus, new: &VisitCounterAppStatus) -> bool {
+    // Coming to rest, or leaving rest, is news even when `Progressing`
+    // stays False: RolloutHeld to RolloutComplete is a promotion.
+    let settled = |s: &VisitCounterAppStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == PROGRESSING)
+            .map(|c| c.reason.clone())
+            .filter(|r| SETTLED_REASONS.contains(&r.as_str()))
+    };
+    if settled(old) != settled(new) {
+        return false;
+    }
     let strip = |s: &VisitCounterAppStatus| {
         let mut s = s.clone();
         s.visits = None;
@@ -527,6 +543,32 @@ mod tests {
         sts.status.as_mut().unwrap().updated_replicas = Some(1);
         let status = desired_status(&app, &seen(&sts), now(10));
         assert_eq!(condition(&status, PROGRESSING).status, "False");
+    }
+
+    #[test]
+    fn coming_to_rest_is_not_mere_progress() {
+        let app = app(
+            "web",
+            json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"canaryReplicas": 1}}}),
+        );
+        let mut held = sts(2, Some(2), 3, 3);
+        let st = held.status.as_mut().unwrap();
+        (st.updated_replicas, st.update_revision) = (Some(1), Some("web-2".into()));
+        let held = desired_status(&app, &seen(&held), now(5));
+        let complete = desired_status(&app, &seen(&sts(2, Some(2), 3, 3)), now(6));
+        assert_eq!(
+            condition(&held, PROGRESSING).status,
+            condition(&complete, PROGRESSING).status
+        );
+        assert!(!only_progress(&held, &complete), "held to complete is a promotion");
+        let mut more = sts(2, Some(2), 3, 2);
+        more.status.as_mut().unwrap().updated_replicas = Some(2);
+        let fewer = desired_status(&app, &seen(&sts(2, Some(2), 3, 1)), now(7));
+        let two = desired_status(&app, &seen(&more), now(8));
+        assert!(
+            only_progress(&fewer, &two),
+            "one more pod ready is progress: {fewer:?} {two:?}"
+        );
     }
 
     #[test]

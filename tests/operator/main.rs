@@ -62,7 +62,7 @@ async fn a_new_app_gets_its_children_and_a_ready_status() {
     assert_eq!(
         created[0].2,
         format!(
-            "created ConfigMap {config_name}; created Service web-headless; created Service web; created StatefulSet web"
+            "created Service web; created Service web-headless; created ConfigMap {config_name}; created StatefulSet web"
         )
     );
     assert_eq!(operator.health.phase(), visitcounter::operator::Phase::Reconciling);
