@@ -23,7 +23,8 @@
 # provisioner and resizer for the default StorageClass "standard", which allows
 # expansion). Everything listens on 127.0.0.1 only; pod IPs are loopback
 # addresses too, so nothing is ever sent to an address outside this machine.
-# A second `up` while one runs reuses it.
+# A second `up` while one runs reuses it. VISITCOUNTER_CLUSTER_NODES=0 starts
+# it without nodes (pods stay Pending; the benchmark's --no-nodes).
 #
 # State (certificates, etcd's data, logs, pid files, kubeconfigs) lives in
 # $VISITCOUNTER_CLUSTER_DIR, target/cluster by default.
@@ -284,13 +285,13 @@ provisioner: visitcounter.dev/local-volumes
 allowVolumeExpansion: true
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
-$([ -n "$real_pods" ] || simulated_nodes)
+$([ -n "$real_pods" ] || [ "${VISITCOUNTER_CLUSTER_NODES:-3}" = 0 ] || simulated_nodes)
 EOF
   wait_for "the default ServiceAccount exists" 120 kubectl_ -n default get serviceaccount default
   if [ -n "$real_pods" ]; then
     start_node
     wait_for "the node is Ready" 120 kubectl_ wait --for=condition=Ready "node/$node_name" --timeout=1s
-  else
+  elif [ "${VISITCOUNTER_CLUSTER_NODES:-3}" != 0 ]; then
     wait_for "the simulated nodes are Ready" 120 kubectl_ wait --for=condition=Ready node --all --timeout=1s
   fi
   echo "$api_port" >"$state/api-port"
