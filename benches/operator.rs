@@ -324,7 +324,11 @@ async fn main() {
     println!(
         "operator against a real Kubernetes v1.36.3 control plane ({}), apps of 2 replicas over \
          {NAMESPACES} namespaces, resync {RESYNC_SECONDS} s; requests by the operator's User-Agent in the audit log",
-        if nodes { "kwok nodes" } else { "no nodes: pods stay Pending" }
+        if nodes {
+            "kwok nodes"
+        } else {
+            "no nodes: pods stay Pending"
+        }
     );
     let header: Vec<String> = counts.iter().map(|c| format!("{c} apps")).collect();
     println!("| measure | {} | target |", header.join(" | "));
