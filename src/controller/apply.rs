@@ -55,7 +55,7 @@ pub async fn delete_statefulset_orphaning(
     metrics: &Metrics,
 ) -> Result<(), kube::Error> {
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    delete_by_uid(&api, name, uid, Some(PropagationPolicy::Orphan), metrics).await
+    delete_by_uid(&api, "StatefulSet", name, uid, Some(PropagationPolicy::Orphan), metrics).await
 }
 
 /// Deletes the pod `name` (the one with `uid`, not its replacement), so its
@@ -68,7 +68,7 @@ pub async fn delete_pod(
     metrics: &Metrics,
 ) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    match delete_by_uid(&api, name, uid, None, metrics).await {
+    match delete_by_uid(&api, "Pod", name, uid, None, metrics).await {
         // Already replaced by a pod with another uid: what we wanted.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         other => other,
@@ -85,31 +85,7 @@ pub async fn delete_child(
     metrics: &Metrics,
 ) -> Result<(), kube::Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some(uid.to_owned()),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    metrics.wrote(kind);
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Deletes the ConfigMap `name` (the one with `uid`, not a newer one).
-pub async fn delete_config_map(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-    metrics: &Metrics,
-) -> Result<(), kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    match delete_by_uid(&api, name, uid, None, metrics).await {
+    match delete_by_uid(&api, kind, name, uid, None, metrics).await {
         // Another object of that name by now: not ours to delete.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         other => other,
@@ -120,13 +96,14 @@ pub async fn delete_config_map(
 /// otherwise). Gone already is what was wanted.
 async fn delete_by_uid<K>(
     api: &Api<K>,
+    kind: &str,
     name: &str,
     uid: &str,
     propagation_policy: Option<PropagationPolicy>,
     metrics: &Metrics,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let params = DeleteParams {
         propagation_policy,
@@ -136,7 +113,7 @@ where
         }),
         ..DeleteParams::default()
     };
-    metrics.wrote(&K::kind(&()));
+    metrics.wrote(kind);
     match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -19,7 +19,7 @@ use k8s_openapi::api::{apps::v1::ControllerRevision, core::v1::ConfigMap};
 use kube::{Api, Client, ResourceExt, api::ListParams};
 use serde_json::Value;
 
-use super::{apply::delete_config_map, metrics::Metrics};
+use super::{apply::delete_child, metrics::Metrics};
 use crate::build::{is_config_map_of, selector_string};
 
 /// Names of the ConfigMaps an object refers to anywhere in it: volumes
@@ -114,7 +114,7 @@ pub async fn remove_old_config_maps(
     };
     let mut deleted = Vec::with_capacity(unused.len());
     for (name, uid) in unused {
-        delete_config_map(client, namespace, &name, &uid, metrics).await?;
+        delete_child(client, namespace, "ConfigMap", &name, &uid, metrics).await?;
         deleted.push(name);
     }
     Ok(deleted)
