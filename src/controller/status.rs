@@ -454,6 +454,22 @@ mod tests {
         }
     }
 
+    /// An app of 3 with a canary of one pod.
+    fn canary_app() -> VisitCounterApp {
+        app(
+            "web",
+            json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"canaryReplicas": 1}}}),
+        )
+    }
+
+    /// Its StatefulSet, held: 1 of 3 pods on revision web-2, the rest on web-1.
+    fn held_sts() -> StatefulSet {
+        let mut held = sts(2, Some(2), 3, 3);
+        let st = held.status.as_mut().unwrap();
+        (st.updated_replicas, st.update_revision) = (Some(1), Some("web-2".into()));
+        held
+    }
+
     fn seen(sts: &StatefulSet) -> Observed<'_> {
         Observed {
             stateful_set: Some(sts),
@@ -547,13 +563,8 @@ mod tests {
 
     #[test]
     fn coming_to_rest_is_not_mere_progress() {
-        let app = app(
-            "web",
-            json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"canaryReplicas": 1}}}),
-        );
-        let mut held = sts(2, Some(2), 3, 3);
-        let st = held.status.as_mut().unwrap();
-        (st.updated_replicas, st.update_revision) = (Some(1), Some("web-2".into()));
+        let app = canary_app();
+        let held = held_sts();
         let held = desired_status(&app, &seen(&held), now(5));
         let complete = desired_status(&app, &seen(&sts(2, Some(2), 3, 3)), now(6));
         assert_eq!(
@@ -573,13 +584,8 @@ mod tests {
 
     #[test]
     fn a_held_rollout_is_told_once() {
-        let app = app(
-            "web",
-            json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"canaryReplicas": 1}}}),
-        );
-        let mut held = sts(2, Some(2), 3, 3);
-        let st = held.status.as_mut().unwrap();
-        (st.updated_replicas, st.update_revision) = (Some(1), Some("web-2".into()));
+        let app = canary_app();
+        let held = held_sts();
         let rolling = desired_status(&app, &seen(&sts(2, Some(1), 3, 3)), now(5));
         let held = desired_status(&app, &seen(&held), now(10));
         let told = newly_held(Some(&rolling), &held).expect("an Event when the rollout comes to be held");
@@ -590,14 +596,8 @@ mod tests {
 
     #[test]
     fn a_canary_holds_the_rest_of_the_pods_and_says_how_to_promote() {
-        let app = app(
-            "web",
-            json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"canaryReplicas": 1}}}),
-        );
-        let mut held = sts(2, Some(2), 3, 3);
-        let st = held.status.as_mut().unwrap();
-        st.updated_replicas = Some(1);
-        st.update_revision = Some("web-2".into());
+        let app = canary_app();
+        let mut held = held_sts();
         let status = desired_status(&app, &seen(&held), now(10));
         let progressing = condition(&status, PROGRESSING);
         assert_eq!(

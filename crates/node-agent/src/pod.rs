@@ -174,14 +174,17 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
         let launch = match prepared {
             Ok(launch) => launch,
             Err(error) => {
-                seen.state = State::Waiting {
-                    reason: "CreateContainerConfigError".into(),
-                    message: error.to_string(),
-                };
-                reporter.report(&seen).await;
-                if sleep_or_stop(&mut stop, Duration::from_secs(2)).await {
-                    end = current(&stop);
-                }
+                let message = error.to_string();
+                let waited = Duration::from_secs(2);
+                end = wait(
+                    &mut seen,
+                    &mut reporter,
+                    &mut stop,
+                    "CreateContainerConfigError",
+                    message,
+                    waited,
+                )
+                .await;
                 continue;
             }
         };
@@ -190,14 +193,16 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
         let child = match spawn(&launch, &netns, &root, &node.binary, &log) {
             Ok(child) => child,
             Err(error) => {
-                seen.state = State::Waiting {
-                    reason: "RunContainerError".into(),
-                    message: error.to_string(),
-                };
-                reporter.report(&seen).await;
-                if sleep_or_stop(&mut stop, backoff).await {
-                    end = current(&stop);
-                }
+                let message = error.to_string();
+                end = wait(
+                    &mut seen,
+                    &mut reporter,
+                    &mut stop,
+                    "RunContainerError",
+                    message,
+                    backoff,
+                )
+                .await;
                 continue;
             }
         };
@@ -231,14 +236,16 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
                 } else {
                     (backoff * 2).min(Duration::from_secs(10))
                 };
-                seen.state = State::Waiting {
-                    reason: "CrashLoopBackOff".into(),
-                    message: format!("back-off {}s restarting failed container", backoff.as_secs()),
-                };
-                reporter.report(&seen).await;
-                if sleep_or_stop(&mut stop, backoff).await {
-                    end = current(&stop);
-                }
+                let message = format!("back-off {}s restarting failed container", backoff.as_secs());
+                end = wait(
+                    &mut seen,
+                    &mut reporter,
+                    &mut stop,
+                    "CrashLoopBackOff",
+                    message,
+                    backoff,
+                )
+                .await;
             }
         }
     }
@@ -362,6 +369,28 @@ async fn wait_for_stop(stop: &mut watch::Receiver<Stop>) -> Stop {
         if how != Stop::Running {
             return how;
         }
+    }
+}
+
+/// Reports the container waiting (`reason`, `message`), then sleeps `for_`;
+/// returns how the pod was told to stop meanwhile (`Running` if it was not).
+async fn wait(
+    seen: &mut Seen,
+    reporter: &mut Reporter,
+    stop: &mut watch::Receiver<Stop>,
+    reason: &str,
+    message: String,
+    for_: Duration,
+) -> Stop {
+    seen.state = State::Waiting {
+        reason: reason.into(),
+        message,
+    };
+    reporter.report(seen).await;
+    if sleep_or_stop(stop, for_).await {
+        current(stop)
+    } else {
+        Stop::Running
     }
 }
 
