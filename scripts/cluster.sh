@@ -8,6 +8,11 @@
 #   scripts/cluster.sh down   stop exactly what `up` started
 #   scripts/cluster.sh build  only build the binaries (and helm, for the chart)
 #
+# With --kubernetes=1.34 (or VISITCOUNTER_KUBERNETES=1.34), on every verb: the
+# same control plane with kube-apiserver, kube-controller-manager and
+# kube-scheduler of Kubernetes 1.34 (tests/cluster/k8s-1.34/go.mod pins it),
+# state in target/cluster-1.34: the oldest release the e2e suite runs against.
+#
 # With --real-pods (or VISITCOUNTER_REAL_PODS=1), on every verb: a second
 # control plane (state in target/cluster-real) whose one node is
 # visitcounter-node (crates/node-agent, run as root): pods of this project's
@@ -34,12 +39,31 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 module="$root/tests/cluster"
 bin="$module/bin"
 real_pods=${VISITCOUNTER_REAL_PODS:-}
+kubernetes=${VISITCOUNTER_KUBERNETES:-}
 args=()
 for arg in "$@"; do
-  if [ "$arg" = --real-pods ]; then real_pods=1; else args+=("$arg"); fi
+  case $arg in
+    --real-pods) real_pods=1 ;;
+    --kubernetes=*) kubernetes=${arg#--kubernetes=} ;;
+    *) args+=("$arg") ;;
+  esac
 done
 set -- "${args[@]}"
-if [ -n "$real_pods" ]; then
+# kube-apiserver, kube-controller-manager and kube-scheduler come from here.
+kube_module=$module
+case $kubernetes in
+  "" | 1.36) kubernetes="" ;;
+  1.34) kube_module="$module/k8s-$kubernetes" ;;
+  *) echo "cluster: --kubernetes=$kubernetes: only 1.36 (the default) and 1.34 are built here" >&2 && exit 1 ;;
+esac
+kube_bin="$kube_module/bin"
+if [ -n "$kubernetes" ] && [ -n "$real_pods" ]; then
+  echo "cluster: --kubernetes and --real-pods do not go together yet" >&2
+  exit 1
+elif [ -n "$kubernetes" ]; then
+  state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster-$kubernetes}"
+  components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok volumes)
+elif [ -n "$real_pods" ]; then
   state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster-real}"
   # The node is stopped first (last here), so its pods end before the API server.
   components=(etcd kube-apiserver kube-controller-manager kube-scheduler volumes node)
@@ -61,6 +85,9 @@ die() {
 build() {
   command -v go >/dev/null || die "Go is needed to build the control plane (go.dev/doc/install)"
   local stamp want
+  if [ "$kube_module" != "$module" ]; then
+    build_older
+  fi
   want=$(cd "$module" && cat go.mod go.sum sim/go.mod sim/go.sum helm/go.mod helm/go.sum $(find . -name '*.go' | sort) |
     sha256sum | cut -d' ' -f1)
   stamp="$bin/.built"
@@ -85,6 +112,30 @@ build() {
     cd ../helm
     GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" helm.sh/helm/v4/cmd/helm
   ) || die "building the control plane failed (output above)"
+  echo "$want" >"$stamp"
+}
+
+# The three components of the older release, from their own module.
+build_older() {
+  local stamp want version minor
+  want=$(cd "$kube_module" && cat go.mod go.sum | sha256sum | cut -d' ' -f1)
+  stamp="$kube_bin/.built"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$kube_bin/kube-apiserver" ]; then
+    return 0
+  fi
+  version=$(cd "$kube_module" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  minor=${version#v1.}
+  minor=${minor%%.*}
+  log "building Kubernetes $version (the first build takes many minutes)"
+  mkdir -p "$kube_bin"
+  (
+    cd "$kube_module"
+    GOFLAGS=-mod=readonly go build -trimpath \
+      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version" \
+      -o "$kube_bin/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler
+  ) || die "building Kubernetes $version failed (output above)"
   echo "$want" >"$stamp"
 }
 
@@ -243,7 +294,7 @@ EOF
     --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
     --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
     --initial-cluster="test=http://127.0.0.1:$etcd_peer_port" --unsafe-no-fsync --log-level=warn
-  start kube-apiserver "$bin/kube-apiserver" \
+  start kube-apiserver "$kube_bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
     --endpoint-reconciler-type=none \
@@ -261,14 +312,14 @@ EOF
   cm_port=$(free_port)
   sched_port=$(free_port)
   local cm="$state/controller-manager.kubeconfig"
-  start kube-controller-manager "$bin/kube-controller-manager" \
+  start kube-controller-manager "$kube_bin/kube-controller-manager" \
     --kubeconfig="$cm" --authentication-kubeconfig="$cm" --authorization-kubeconfig="$cm" \
     --bind-address=127.0.0.1 --secure-port="$cm_port" --leader-elect=false \
     --use-service-account-credentials=true \
     --service-account-private-key-file="$state/pki/sa.key" --root-ca-file="$state/pki/ca.crt" \
     --cluster-name=visitcounter-test --profiling=false
   local sched="$state/scheduler.kubeconfig"
-  start kube-scheduler "$bin/kube-scheduler" \
+  start kube-scheduler "$kube_bin/kube-scheduler" \
     --kubeconfig="$sched" --authentication-kubeconfig="$sched" --authorization-kubeconfig="$sched" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false --profiling=false
   if [ -z "$real_pods" ]; then
@@ -339,5 +390,5 @@ case "${1:-}" in
   down) down ;;
   env) env_ ;;
   build) build ;;
-  *) die "usage: scripts/cluster.sh up | env | down | build" ;;
+  *) die "usage: scripts/cluster.sh up | env | down | build [--kubernetes=1.34] [--real-pods]" ;;
 esac

@@ -9,6 +9,8 @@
 #    cluster that cannot be built or started fails the run with its reason.
 #    With VISITCOUNTER_E2E_KUBECONFIG set, e2e runs against that cluster
 #    instead (kind, k3d, minikube) and no local control plane is started.
+#    Then the same e2e suite on Kubernetes 1.34 (scripts/cluster.sh
+#    --kubernetes=1.34), the oldest release it is run against.
 # 3. With Python tools installed into .venv on first use (tests/requirements.txt):
 #    the rendered examples and the CRD against Kubernetes' own schemas; the Helm
 #    chart (lint, render, schemas, bad values, checkov, RBAC against what the
@@ -65,12 +67,30 @@ fi
 echo "hadolint: Dockerfile passes"
 
 if [ -z "${VISITCOUNTER_E2E_KUBECONFIG:-}" ]; then
-  # The seed's journey with pods that really run: a second control plane whose
-  # node is crates/node-agent (root: it makes network and mount namespaces).
   if [ -n "$started_here" ]; then
     scripts/cluster.sh down
     trap - EXIT
   fi
+  # The e2e suite again, on the oldest Kubernetes release it is run against.
+  older_started_here=
+  if ! scripts/cluster.sh env --kubernetes=1.34 >/dev/null 2>&1; then
+    older_started_here=1
+    trap 'scripts/cluster.sh down --kubernetes=1.34' EXIT
+  fi
+  scripts/cluster.sh up --kubernetes=1.34
+  (
+    eval "$(scripts/cluster.sh env --kubernetes=1.34)"
+    kubectl version
+    cargo test --locked --test e2e -- --ignored
+  )
+  if [ -n "$older_started_here" ]; then
+    echo "e2e passed on Kubernetes 1.34; stopping the control plane this run started"
+    scripts/cluster.sh down --kubernetes=1.34
+    trap - EXIT
+  fi
+
+  # The seed's journey with pods that really run: a second control plane whose
+  # node is crates/node-agent (root: it makes network and mount namespaces).
   real_started_here=
   if ! scripts/cluster.sh env --real-pods >/dev/null 2>&1; then
     real_started_here=1
