@@ -101,6 +101,17 @@ pub fn same_counts(a: &VisitsStatus, b: &VisitsStatus) -> bool {
     a.total == b.total && a.complete == b.complete && a.pods == b.pods
 }
 
+/// Whether `new` is worth a status write: it says something `previous` did
+/// not. An app none of whose pods could be asked yet (none ready, as while
+/// its first pods start) has no count to report: until one is asked, its
+/// status gets no `visits` at all rather than a list of pods not asked.
+pub fn worth_writing(previous: Option<&VisitsStatus>, new: &VisitsStatus, asked_any: bool) -> bool {
+    match previous {
+        Some(previous) => !same_counts(previous, new),
+        None => asked_any,
+    }
+}
+
 /// Parses the body of `GET /visits`: `{"visits": N}` with N a whole number.
 pub fn parse_answer(body: &[u8]) -> Answer {
     let value: serde_json::Value =
@@ -181,23 +192,25 @@ impl Poller {
                     .map(move |target| (i, app.spec.port, target))
             })
             .collect();
-        let answers: Vec<(usize, String, Answer)> = stream::iter(asks)
+        let answers: Vec<(usize, String, Answer, bool)> = stream::iter(asks)
             .map(|(i, port, target)| async move {
                 let answer = match &target.address {
                     None => Err("not ready or no IP yet, not asked".to_owned()),
                     Some(ip) => self.ask_one(ip, port).await,
                 };
-                (i, target.name, answer)
+                (i, target.name, answer, target.address.is_some())
             })
             .buffered(PARALLEL_ASKS)
             .collect()
             .await;
         let mut answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
-        for (i, name, answer) in answers {
+        let mut asked_any = vec![false; apps.len()];
+        for (i, name, answer, asked) in answers {
             answers_of[i].push((name, answer));
+            asked_any[i] |= asked;
         }
         let asked_at = Time(Timestamp::now());
-        for (app, answers) in apps.iter().zip(answers_of) {
+        for ((app, answers), asked_any) in apps.iter().zip(answers_of).zip(asked_any) {
             let status = visits_status(answers, asked_at.clone());
             self.metrics.set_visits(
                 &app.namespace().unwrap_or_default(),
@@ -206,7 +219,7 @@ impl Poller {
                 status.complete,
             );
             let previous = app.status.as_ref().and_then(|s| s.visits.as_ref());
-            if previous.is_some_and(|p| same_counts(p, &status)) {
+            if !worth_writing(previous, &status, asked_any) {
                 continue;
             }
             if let Err(error) = self.write(app, &status).await {
@@ -335,6 +348,19 @@ mod tests {
         let all = visits_status(vec![("web-0".into(), Ok(5)), ("web-2".into(), Ok(7))], now);
         assert!(all.complete);
         assert_eq!(all.total, 12);
+    }
+
+    #[test]
+    fn nothing_is_written_before_a_pod_can_be_asked() {
+        let not_asked = visits_status(vec![("web-0".into(), Err("not ready".into()))], Time(Timestamp::now()));
+        assert!(!worth_writing(None, &not_asked, false), "no pod asked, nothing to say");
+        assert!(worth_writing(None, &not_asked, true), "a pod asked that did not answer");
+        let counted = visits_status(vec![("web-0".into(), Ok(3))], Time(Timestamp::now()));
+        assert!(
+            worth_writing(Some(&counted), &not_asked, false),
+            "a count that went away is news"
+        );
+        assert!(!worth_writing(Some(&counted), &counted.clone(), true));
     }
 
     #[test]
