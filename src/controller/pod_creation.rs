@@ -8,6 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Event};
 use kube::{Api, Client, api::ListParams};
 
+use super::status::Failure;
 use crate::resource::VisitCounterApp;
 
 /// `Degraded`'s reason while pods cannot be created.
@@ -17,6 +18,19 @@ pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
 /// time (at 200 apps on two cores, often more than 5 s), and a look costs a
 /// read. Then it looks again every `2 * GRACE` while it lasts.
 pub const GRACE: Duration = Duration::from_secs(30);
+
+/// The longest wait between two looks while pods stay missing.
+pub const MAX_LOOK_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How long after the `looks`-th look (1 after the first) the next is due:
+/// two grace periods, doubling after each look that found nothing new, up
+/// to `MAX_LOOK_INTERVAL`. A controller manager that is merely busy (1,000
+/// new apps at its default client rate take it minutes) costs a few reads
+/// per app, not one per reconcile.
+pub fn look_interval(looks: u32) -> Duration {
+    let doublings = looks.saturating_sub(1).min(8);
+    (GRACE * 2 * 2u32.pow(doublings)).min(MAX_LOOK_INTERVAL)
+}
 
 /// Whether to read the StatefulSet's Events: pods are missing, none of the
 /// existing ones holds the next back (under `OrderedReady` the controller
@@ -35,6 +49,23 @@ pub fn worth_a_look(app: &VisitCounterApp, sts: &StatefulSet, all_existing_ready
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Progressing"))
         .is_some_and(|c| c.reason == PODS_NOT_CREATED);
     already_said || ((all_existing_ready || !ordered) && stalled_for >= GRACE)
+}
+
+/// What the app's status already says about pods that cannot be created,
+/// as a failure to say again: between two looks at the Events the last
+/// look's finding stands.
+pub fn pods_not_created(app: &VisitCounterApp) -> Option<Failure> {
+    let said = app
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == PODS_NOT_CREATED)?;
+    Some(Failure {
+        reason: PODS_NOT_CREATED,
+        message: said.message.clone(),
+        stalled: true,
+    })
 }
 
 /// Whether the StatefulSet, as its controller last saw it, has fewer pods
@@ -155,6 +186,35 @@ mod tests {
             !worth_a_look(&scaling, &unseen, true, GRACE * 10),
             "the controller has not seen the spec"
         );
+    }
+
+    #[test]
+    fn what_the_last_look_found_stands_until_the_next() {
+        let mut app = progressing("Scaling", 0);
+        assert!(pods_not_created(&app).is_none());
+        app.status.as_mut().unwrap().conditions.push(Condition {
+            type_: "Degraded".into(),
+            status: "True".into(),
+            reason: PODS_NOT_CREATED.into(),
+            message: "the StatefulSet controller cannot create pods: quota".into(),
+            last_transition_time: at(0),
+            observed_generation: None,
+        });
+        let failure = pods_not_created(&app).unwrap();
+        assert_eq!(
+            (failure.reason, failure.message.as_str(), failure.stalled),
+            (
+                PODS_NOT_CREATED,
+                "the StatefulSet controller cannot create pods: quota",
+                true
+            )
+        );
+    }
+
+    #[test]
+    fn looks_back_off_while_pods_stay_missing() {
+        let intervals: Vec<u64> = (1..=6).map(|n| look_interval(n).as_secs()).collect();
+        assert_eq!(intervals, [60, 120, 240, 300, 300, 300]);
     }
 
     fn event(reason: &str, message: &str, at_second: i64) -> Event {
