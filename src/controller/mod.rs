@@ -64,6 +64,9 @@ pub const FIELD_MANAGER: &str = "visitcounter-operator";
 /// the same write is not sent again.
 const CACHE_LAG_WINDOW: Duration = Duration::from_secs(5);
 
+/// How long a StatefulSet its controller has not seen counts as unseen.
+const STATEFULSET_FORGET_AFTER: Duration = Duration::from_secs(600);
+
 /// Objects per page of a watch's list. Smaller than client-go's 500: a page
 /// is held in memory whole while it is decoded, and the peak stays.
 const LIST_PAGE_SIZE: u32 = 100;
@@ -193,12 +196,35 @@ pub struct Context {
     recent_status: Mutex<HashMap<String, (VisitCounterAppStatus, Instant)>>,
     /// Consecutive failures, by app key, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Since when each app's StatefulSet has had pods missing, by app key,
-    /// with its pod count then.
-    pods_missing_since: Mutex<HashMap<String, (i32, Instant)>>,
+    /// Each app's StatefulSet with pods missing, by app key: its pod count,
+    /// since when it has stood still, and the looks at its Events since.
+    pods_missing_since: Mutex<HashMap<String, Stall>>,
     /// What the last look for old ConfigMaps saw, by app key: a digest of
     /// the candidates and the StatefulSet's revisions, and when.
     old_configs_checked: Mutex<HashMap<String, (u64, Instant)>>,
+    /// StatefulSets written and not yet seen by their controller, by child
+    /// key, with when they were written.
+    statefulsets_unseen: Mutex<HashMap<String, Instant>>,
+}
+
+/// A StatefulSet whose pod count stands still with pods missing.
+struct Stall {
+    replicas: i32,
+    since: Instant,
+    /// Looks at its Events since its pod count last moved, and the last one.
+    looks: u32,
+    looked: Option<Instant>,
+}
+
+impl Stall {
+    fn new(replicas: i32) -> Self {
+        Self {
+            replicas,
+            since: Instant::now(),
+            looks: 0,
+            looked: None,
+        }
+    }
 }
 
 impl Context {
@@ -206,16 +232,38 @@ impl Context {
     /// count moving (`replicas` is that count), as this operator has seen it;
     /// `None` (and forgotten) when none is missing.
     fn pod_creation_stalled_for(&self, key: &str, missing: bool, replicas: i32) -> Option<Duration> {
-        let mut since = self.pods_missing_since.lock().expect("pods missing since");
+        let mut stalls = self.pods_missing_since.lock().expect("pods missing since");
         if !missing {
-            since.remove(key);
+            stalls.remove(key);
             return None;
         }
-        let entry = since.entry(key.to_owned()).or_insert((replicas, Instant::now()));
-        if entry.0 != replicas {
-            *entry = (replicas, Instant::now());
+        let stall = stalls.entry(key.to_owned()).or_insert_with(|| Stall::new(replicas));
+        if stall.replicas != replicas {
+            *stall = Stall::new(replicas);
         }
-        Some(entry.1.elapsed())
+        Some(stall.since.elapsed())
+    }
+
+    /// How long until the app's StatefulSet Events may be read again: zero
+    /// before the first look, then `pod_creation::look_interval` after each.
+    fn pod_creation_next_look_in(&self, key: &str) -> Duration {
+        let stalls = self.pods_missing_since.lock().expect("pods missing since");
+        match stalls.get(key) {
+            Some(Stall {
+                looks,
+                looked: Some(at),
+                ..
+            }) => pod_creation::look_interval(*looks).saturating_sub(at.elapsed()),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Records a look at the app's StatefulSet Events.
+    fn pod_creation_looked(&self, key: &str) {
+        if let Some(stall) = self.pods_missing_since.lock().expect("pods missing since").get_mut(key) {
+            stall.looks += 1;
+            stall.looked = Some(Instant::now());
+        }
     }
 
     /// Whether old ConfigMaps are worth looking for: not when the last look
@@ -238,6 +286,42 @@ impl Context {
         recent
             .get(key)
             .is_some_and(|(h, at)| h == hash && at.elapsed() < CACHE_LAG_WINDOW)
+    }
+
+    /// Records a StatefulSet written that its controller has not seen yet.
+    fn statefulset_written(&self, key: &str) {
+        let mut unseen = self.statefulsets_unseen.lock().expect("statefulsets unseen");
+        // A StatefulSet deleted before it was seen is not waited on forever.
+        unseen.retain(|_, at| at.elapsed() < STATEFULSET_FORGET_AFTER);
+        unseen.entry(key.to_owned()).or_insert_with(Instant::now);
+    }
+
+    fn statefulset_seen(&self, key: &str) {
+        self.statefulsets_unseen
+            .lock()
+            .expect("statefulsets unseen")
+            .remove(key);
+    }
+
+    /// Whether the StatefulSet controller is behind: a StatefulSet written
+    /// longer than `STATEFULSET_SEEN_WAIT` ago is not seen yet (a controller
+    /// manager busy with hundreds of new StatefulSets at its client rate).
+    fn statefulset_controller_behind(&self) -> bool {
+        let unseen = self.statefulsets_unseen.lock().expect("statefulsets unseen");
+        unseen.values().any(|at| {
+            let ago = at.elapsed();
+            ago > reconcile::STATEFULSET_SEEN_WAIT && ago < STATEFULSET_FORGET_AFTER
+        })
+    }
+
+    /// How long ago the operator wrote the child `key`, if within the
+    /// cache-lag window.
+    fn applied_ago(&self, key: &str) -> Option<Duration> {
+        let recent = self.recent_applies.lock().expect("recent applies");
+        recent
+            .get(key)
+            .map(|(_, at)| at.elapsed())
+            .filter(|ago| *ago < CACHE_LAG_WINDOW)
     }
 
     fn remember_apply(&self, key: String, hash: String) {
@@ -284,6 +368,10 @@ impl Context {
             .expect("old configs checked")
             .retain(|k, _| keys.contains(k));
         self.failures.lock().expect("failures").retain(|k, _| keys.contains(k));
+        self.statefulsets_unseen
+            .lock()
+            .expect("statefulsets unseen")
+            .retain(|k, _| k.strip_prefix("StatefulSet/").is_some_and(|app| keys.contains(app)));
     }
 
     /// Counts a failure and returns how many in a row.
@@ -428,6 +516,7 @@ pub async fn run(
         failures: Mutex::default(),
         pods_missing_since: Mutex::default(),
         old_configs_checked: Mutex::default(),
+        statefulsets_unseen: Mutex::default(),
         settings,
     });
     let visits = ctx.settings.visits_interval.map(|interval| {

@@ -19,7 +19,7 @@ use super::{
     error::is_refusal,
     old_configs::{candidates, remove_old_config_maps},
     plan::{DesiredChild, Step, changed_fields, dropped_by_server, dry_runs, plan},
-    pod_creation::{GRACE, PODS_NOT_CREATED, pods_missing, why_pods_are_missing, worth_a_look},
+    pod_creation::{GRACE, PODS_NOT_CREATED, pods_missing, pods_not_created, why_pods_are_missing, worth_a_look},
     rollout::{REVISION_LABEL, Stuck, check_rollout, is_ready, promotion},
     status::{
         Failure, Observed, PAUSED, UNSUPPORTED_SPEC, desired_status, dropped_message, newly_held, only_progress,
@@ -40,6 +40,9 @@ const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 const FORGET_EVERY: u64 = 512;
 /// How long a re-create waits for its orphaning delete to finish.
 const ORPHANING_WAIT: Duration = Duration::from_secs(30);
+/// How long after writing a StatefulSet the app's status waits for the
+/// StatefulSet controller to see it (see `reconcile_app`).
+pub(super) const STATEFULSET_SEEN_WAIT: Duration = Duration::from_secs(1);
 
 fn app_key(app: &VisitCounterApp) -> String {
     format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
@@ -326,8 +329,9 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     // say why. Nothing else wakes this app while the StatefulSet stays as it is.
     let mut look_again_in = check.look_again_in;
     let mut failure = None;
+    let key = app_key(app);
     let missing_for = ctx.pod_creation_stalled_for(
-        &app_key(app),
+        &key,
         stateful_set.as_ref().is_some_and(pods_missing),
         stateful_set
             .as_ref()
@@ -335,22 +339,29 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
             .map_or(0, |s| s.replicas),
     );
     if let Some(missing_for) = missing_for {
-        // At the end of the grace period; then, while pods stay missing, every
-        // two grace periods (a new pod wakes the app through its StatefulSet).
+        // At the end of the grace period; then, while pods stay missing, when
+        // the next look is due (a new pod wakes the app through its
+        // StatefulSet).
         let next = match GRACE.checked_sub(missing_for) {
             Some(left) if !left.is_zero() => left,
-            _ => GRACE * 2,
+            _ => ctx.pod_creation_next_look_in(&key).max(Duration::from_secs(1)),
         };
         look_again_in = Some(look_again_in.map_or(next, |d| d.min(next)));
     }
     if let (Some(sts), Some(missing_for)) = (&stateful_set, missing_for)
         && worth_a_look(app, sts, existing_pods_ready(ctx, &namespace, app, sts), missing_for)
     {
-        failure = why_pods_are_missing(&ctx.client, sts).await.map(|message| Failure {
-            reason: PODS_NOT_CREATED,
-            message: format!("the StatefulSet controller cannot create pods: {message}"),
-            stalled: true,
-        });
+        if ctx.pod_creation_next_look_in(&key).is_zero() {
+            ctx.pod_creation_looked(&key);
+            failure = why_pods_are_missing(&ctx.client, sts).await.map(|message| Failure {
+                reason: PODS_NOT_CREATED,
+                message: format!("the StatefulSet controller cannot create pods: {message}"),
+                stalled: true,
+            });
+        } else if let Some(said) = pods_not_created(app) {
+            // Between looks, what the last look found still stands.
+            failure = Some(said);
+        }
     }
     let dropped = match (children.last(), observed_at(0)) {
         (Some(desired), Some(live)) => dropped_by_server(&desired.object, &live),
@@ -387,15 +398,26 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     );
     let held = newly_held(app.status.as_ref(), &status);
     // Just written, the StatefulSet is not yet seen by its controller, whose
-    // status update comes within moments and wakes this app again: the status
-    // is written then, once, rather than now and again then.
-    let sts_just_written = steps.last().is_some_and(Step::writes)
-        && stateful_set
-            .as_ref()
-            .is_some_and(|s| s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation);
-    if sts_just_written {
-        recheck_soon = true;
+    // status update usually comes within moments and wakes this app again:
+    // the status is written then, once, rather than now and again then. It
+    // is waited for no longer than `STATEFULSET_SEEN_WAIT`, and not at all
+    // while the controller is behind (another StatefulSet has waited longer
+    // than that): the status then says the StatefulSet is pending.
+    let sts_key = format!("StatefulSet/{namespace}/{}", app.name_any());
+    let sts_unseen = stateful_set
+        .as_ref()
+        .is_some_and(|s| s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation);
+    if !sts_unseen {
+        ctx.statefulset_seen(&sts_key);
+    } else if steps.last().is_some_and(Step::writes) {
+        ctx.statefulset_written(&sts_key);
     }
+    let sts_wait_left = (sts_unseen && !ctx.statefulset_controller_behind())
+        .then(|| ctx.applied_ago(&sts_key))
+        .flatten()
+        .and_then(|ago| STATEFULSET_SEEN_WAIT.checked_sub(ago))
+        .filter(|left| !left.is_zero());
+    let sts_just_written = sts_wait_left.is_some();
     match if sts_just_written {
         StatusWrite::Unchanged
     } else {
@@ -424,6 +446,9 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     }
     if let Some(later) = look_again_in {
         requeue = requeue.min(later + Duration::from_secs(1));
+    }
+    if let Some(left) = sts_wait_left {
+        requeue = requeue.min(left);
     }
     Ok(Action::requeue(requeue))
 }
