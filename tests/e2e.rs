@@ -13,6 +13,8 @@
 //! Writes are counted from the API server's audit log when
 //! `VISITCOUNTER_AUDIT_LOG` names it (`scripts/cluster.sh env` does).
 
+mod fault_proxy;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead, Seek},
@@ -361,6 +363,58 @@ async fn scenarios(env: &Env) {
     crd_check_on_the_stored_crd(env).await;
     leader_election_failure_exits(env).await;
     config_revisions(env).await;
+    failures_are_retried(env).await;
+}
+
+/// The faults a real API server does not give on demand, a 500 and a 429,
+/// injected by a proxy in front of it (`fault_proxy`): the operator,
+/// talking through the proxy, retries, says so in an Event, and gets the
+/// app Ready with nothing left Degraded.
+async fn failures_are_retried(env: &Env) {
+    use axum::http::Method;
+    let proxy = fault_proxy::FaultProxy::start(env.client.clone()).await;
+    proxy.fail(Some(Method::PATCH), "/statefulsets/faulty", 500, 2);
+    proxy.fail(Some(Method::PATCH), "/configmaps/faulty-config-", 429, 2);
+    let settings = OperatorSettings {
+        controller: ControllerSettings {
+            namespace: Some(env.ns.clone()),
+            instance: Some("e2e-faults".into()),
+            visits_interval: None,
+            ..ControllerSettings::default()
+        },
+        admin_address: None,
+        lease: None,
+    };
+    let client = Client::try_from(proxy.config(&env.ns)).unwrap();
+    let operator = Operator::new(client, settings);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(operator.run(async move {
+        let _ = stopped.await;
+    }));
+    env.apply_app("faulty", json!({"replicas": 2})).await;
+    eventually("faulty is Ready with its pods despite the failures", || {
+        env.ready_with_pods("faulty", 2)
+    })
+    .await;
+    assert_eq!(proxy.pending_faults(), 0, "every injected failure was hit");
+    let failed = env.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=faulty,reason=ApplyFailed,type=Warning",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        failed.contains("500") || failed.contains("injected"),
+        "an ApplyFailed Event says why: {failed}"
+    );
+    assert_eq!(
+        env.condition("faulty", "Degraded").await.map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
 }
 
 /// A kubeconfig for the ServiceAccount `account` of the test namespace, with a

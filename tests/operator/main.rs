@@ -174,31 +174,3 @@ async fn a_change_the_api_server_refuses_leaves_every_child_as_it_was() {
     );
     operator.stop().await.unwrap();
 }
-
-#[tokio::test]
-async fn server_errors_and_throttling_are_retried() {
-    let cluster = Cluster::start().await;
-    let operator = cluster.start_operator(settings());
-    cluster
-        .standin
-        .fail(Some(axum::http::Method::PATCH), "/statefulsets/web", 500, 2);
-    cluster
-        .standin
-        .fail(Some(axum::http::Method::PATCH), "/configmaps/web-config-", 429, 2);
-    cluster.apply_app("web", json!({"replicas": 2})).await;
-    wait_until("web is ready despite the failures", Duration::from_secs(30), || {
-        cluster.is_ready("web")
-    })
-    .await;
-    assert_eq!(cluster.standin.pending_faults(), 0, "every injected failure was hit");
-    assert!(
-        cluster
-            .events("web")
-            .iter()
-            .any(|e| e.0 == "Warning" && e.1 == "ApplyFailed"),
-        "{:?}",
-        cluster.events("web")
-    );
-    assert_eq!(cluster.condition("web", "Degraded").unwrap().0, "False");
-    operator.stop().await.unwrap();
-}
