@@ -8,7 +8,15 @@
 //! `-- --apps N [--apps M]` for other counts. It prints: seconds until every
 //! app is Ready; requests per app to converge, split into reads, writes and
 //! dry runs; writes in a quiet window of two resync periods (target 0);
-//! replicas 2 -> 3 on every app (seconds, writes per app); peak RSS.
+//! replicas 2 -> 3 on every app (seconds, writes per app); peak RSS; and
+//! where the requests went, by verb and resource.
+//!
+//! `-- --no-nodes` starts the control plane without nodes, as the
+//! comparison with a kopf operator in issue 15 was measured: pods stay
+//! Pending. It times two points: every app's status written for its spec
+//! (the operator's part, what a kopf operator's convergence is), and every
+//! status reporting the StatefulSet's first pod (which waits on the
+//! controller manager's StatefulSet controller and its client rate too).
 
 use std::{
     io::{BufRead, Seek},
@@ -23,8 +31,13 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Config,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher,
+    },
 };
 use serde_json::{Value, json};
 use visitcounter::{
@@ -98,6 +111,22 @@ struct Requests {
     dry_runs: usize,
     /// Of `writes`: the visits poller's (its own field manager).
     visits_writes: usize,
+    /// Every request by verb and resource (`patch statefulsets`,
+    /// `patch visitcounterapps/status`, `create events`, ...).
+    by_kind: std::collections::BTreeMap<String, usize>,
+}
+
+impl Requests {
+    /// `by_kind` per app, most first: where the requests go.
+    fn breakdown(&self, apps: usize) -> String {
+        let mut kinds: Vec<_> = self.by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        kinds
+            .iter()
+            .map(|(kind, n)| format!("{kind} {:.2}", **n as f64 / apps as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl AuditLog {
@@ -122,6 +151,15 @@ impl AuditLog {
                 continue;
             }
             let uri = event["requestURI"].as_str().unwrap_or_default();
+            let object = &event["objectRef"];
+            let mut kind = format!("{verb} {}", object["resource"].as_str().unwrap_or("?"));
+            if let Some(sub) = object["subresource"].as_str() {
+                kind = format!("{kind}/{sub}");
+            }
+            if uri.contains("dryRun=") {
+                kind.push_str(" (dry run)");
+            }
+            *counted.by_kind.entry(kind).or_default() += 1;
             match verb {
                 "get" | "list" | "watch" => counted.reads += 1,
                 _ if uri.contains("dryRun=") => counted.dry_runs += 1,
@@ -144,42 +182,54 @@ fn memory_kib(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// How many apps have converged for their current generation: Ready with
-/// `replicas` pods; or, without nodes (pods stay Pending), with a status
-/// that reports the StatefulSet its controller has seen (`updateRevision`)
-/// and its first pod.
-async fn converged(apps: &Api<VisitCounterApp>, replicas: i32, nodes: bool) -> usize {
-    let Ok(list) = apps.list(&ListParams::default()).await else {
-        return 0;
-    };
-    list.items
+/// What an app must show to count as converged for its current generation.
+#[derive(Clone, Copy, PartialEq)]
+enum Goal {
+    /// Ready, with all its pods ready (with nodes).
+    Ready,
+    /// The operator has done its part: the status is written for this
+    /// generation, so every child was applied.
+    StatusWritten,
+    /// Without nodes, pods stay Pending: the status also reports the
+    /// StatefulSet its controller has seen (`updateRevision`) and its first
+    /// pod. This waits on the controller manager too.
+    FirstPod,
+}
+
+/// How many apps of `replicas` have reached `goal`, by a watch cache of the
+/// apps: polling with lists of 1,000 apps would load the API server more
+/// than the operator does.
+fn converged(apps: &Store<VisitCounterApp>, replicas: i32, goal: Goal) -> usize {
+    apps.state()
         .iter()
         .filter(|app| {
             let Some(status) = &app.status else { return false };
-            let settled = if nodes {
-                status.ready_replicas == replicas
-                    && status
-                        .conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-            } else {
+            let reached = match goal {
+                Goal::Ready => {
+                    status.ready_replicas == replicas
+                        && status
+                            .conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                }
+                Goal::StatusWritten => true,
                 // OrderedReady: the first pod exists, Pending, and no other comes.
-                status.update_revision.is_some() && status.replicas >= 1 && app.spec.replicas == replicas
+                Goal::FirstPod => status.update_revision.is_some() && status.replicas >= 1,
             };
-            status.observed_generation == app.metadata.generation && settled
+            status.observed_generation == app.metadata.generation && app.spec.replicas == replicas && reached
         })
         .count()
 }
 
 async fn wait_converged(
-    apps: &Api<VisitCounterApp>,
+    apps: &Store<VisitCounterApp>,
     count: usize,
     replicas: i32,
-    nodes: bool,
+    goal: Goal,
     started: Instant,
 ) -> Duration {
     loop {
-        let done = converged(apps, replicas, nodes).await;
+        let done = converged(apps, replicas, goal);
         if done == count {
             return started.elapsed();
         }
@@ -187,7 +237,7 @@ async fn wait_converged(
             started.elapsed() < Duration::from_secs(900),
             "{done} of {count} apps converged after 15 minutes"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -209,6 +259,8 @@ async fn for_each_app(client: &Client, count: usize, object: impl Fn(&str) -> Va
 
 /// What one run measured.
 struct Figures {
+    /// Without nodes: until the operator's part is done (`Goal::StatusWritten`).
+    written: Option<(Duration, Requests)>,
     converge: Duration,
     to_converge: Requests,
     quiet: Requests,
@@ -258,7 +310,16 @@ async fn run(count: usize, nodes: bool) -> Figures {
         .local_addr()
         .unwrap()
         .port();
-    let all: Api<VisitCounterApp> = Api::all(client.clone());
+    let (all, writer) = reflector::store();
+    let watch = tokio::spawn(
+        reflector::reflector(
+            writer,
+            watcher(Api::<VisitCounterApp>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(|_| futures::future::ready(())),
+    );
+    all.wait_until_ready().await.unwrap();
     let audit = plane.audit();
     let started = Instant::now();
     let mut operator = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
@@ -271,7 +332,14 @@ async fn run(count: usize, nodes: bool) -> Figures {
         .spawn()
         .unwrap();
     let pid = operator.id();
-    let converge = wait_converged(&all, count, 2, nodes, started).await;
+    let written = if nodes {
+        None
+    } else {
+        let at = wait_converged(&all, count, 2, Goal::StatusWritten, started).await;
+        Some((at, audit.operator_requests()))
+    };
+    let goal = if nodes { Goal::Ready } else { Goal::FirstPod };
+    let converge = wait_converged(&all, count, 2, goal, started).await;
     let to_converge = audit.operator_requests();
 
     // Let the last status writes land, then two resync periods of nothing.
@@ -283,15 +351,19 @@ async fn run(count: usize, nodes: bool) -> Figures {
     let audit = plane.audit();
     let started = Instant::now();
     for_each_app(&client, count, |name| spec(3, name)).await;
-    let scale = wait_converged(&all, count, 3, nodes, started).await;
+    let scale = wait_converged(&all, count, 3, goal, started).await;
+    // Whatever the operator writes as the controller manager catches up.
+    tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS)).await;
     let to_scale = audit.operator_requests();
     let peak_kib = memory_kib(pid, "VmHWM:").unwrap_or(0);
 
+    watch.abort();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let stopped = operator.wait().unwrap();
     assert!(stopped.success(), "the operator exits cleanly after SIGTERM: {stopped}");
     Figures {
+        written,
         converge,
         to_converge,
         quiet,
@@ -313,8 +385,7 @@ async fn main() {
         counts = vec![200, 1000];
     }
     // Without nodes, as the comparison with a kopf operator was measured:
-    // pods stay Pending, and an app has converged once its status reports
-    // the StatefulSet its controller has seen.
+    // pods stay Pending (see `Goal`).
     let nodes = !args.iter().any(|a| a == "--no-nodes");
     let mut figures = Vec::new();
     for &count in &counts {
@@ -338,28 +409,50 @@ async fn main() {
         println!("| {measure} | {} | {target} |", cells.join(" | "));
     };
     let per_app = |n: usize, x: usize| x as f64 / n as f64;
-    row(
-        if nodes {
-            "seconds until every app is Ready"
-        } else {
-            "seconds until every app's status reports its StatefulSet"
-        },
-        &|f, _| format!("{:.1}", f.converge.as_secs_f64()),
-        "",
-    );
-    row(
-        "requests per app to converge: reads / writes / dry runs",
-        &|f, n| {
-            let r = &f.to_converge;
-            format!(
-                "{:.2} / {:.2} / {:.2}",
-                per_app(n, r.reads),
-                per_app(n, r.writes),
-                per_app(n, r.dry_runs)
-            )
-        },
-        "writes + dry runs at most 6",
-    );
+    let requests = |r: &Requests, n: usize| {
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            per_app(n, r.reads),
+            per_app(n, r.writes),
+            per_app(n, r.dry_runs)
+        )
+    };
+    if nodes {
+        row(
+            "seconds until every app is Ready",
+            &|f, _| format!("{:.1}", f.converge.as_secs_f64()),
+            "",
+        );
+        row(
+            "requests per app to converge: reads / writes / dry runs",
+            &|f, n| requests(&f.to_converge, n),
+            "writes + dry runs at most 6",
+        );
+    } else {
+        fn written(f: &Figures) -> &(Duration, Requests) {
+            f.written.as_ref().expect("measured without nodes")
+        }
+        row(
+            "seconds until every app's status is written (the operator's part done)",
+            &|f, _| format!("{:.1}", written(f).0.as_secs_f64()),
+            "kopf: 5.8 to 8.2",
+        );
+        row(
+            "requests per app until then: reads / writes / dry runs",
+            &|f, n| requests(&written(f).1, n),
+            "writes + dry runs at most 6",
+        );
+        row(
+            "seconds until every app's status reports its StatefulSet's first pod",
+            &|f, _| format!("{:.1}", f.converge.as_secs_f64()),
+            "",
+        );
+        row(
+            "requests per app until then: reads / writes / dry runs",
+            &|f, n| requests(&f.to_converge, n),
+            "",
+        );
+    }
     row(
         "writes (and dry runs) in a quiet window of two resyncs",
         &|f, _| {
@@ -387,6 +480,17 @@ async fn main() {
         &|f, _| format!("{:.1} MiB", f.peak_kib as f64 / 1024.0),
         "< 64 MiB",
     );
+    println!();
+    for (f, &n) in figures.iter().zip(&counts) {
+        println!(
+            "{n} apps, requests per app until converged: {}",
+            f.to_converge.breakdown(n)
+        );
+        println!("{n} apps, requests per app for the scale: {}", f.to_scale.breakdown(n));
+        if f.quiet.writes + f.quiet.dry_runs > 0 {
+            println!("{n} apps, requests in the quiet window: {}", f.quiet.breakdown(1));
+        }
+    }
     for f in &figures {
         assert_eq!(
             f.quiet.writes - f.quiet.visits_writes,
