@@ -94,48 +94,49 @@ build() {
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$bin/kube-apiserver" ]; then
     return 0
   fi
-  local version
-  version=$(cd "$module" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
-  local minor=${version#v1.}
-  minor=${minor%%.*}
-  log "building Kubernetes $version, etcd, kwok, the volume controller and helm (the first build takes many minutes)"
+  log "building Kubernetes, etcd, kwok, the volume controller and helm (the first build takes many minutes)"
   mkdir -p "$bin"
   (
-    cd "$module"
-    GOFLAGS=-mod=readonly go build -trimpath \
-      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version" \
-      -o "$bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd
-    cd sim
-    GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" sigs.k8s.io/kwok/cmd/kwok ./cmd/volumes
-    cd ../helm
-    GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" helm.sh/helm/v4/cmd/helm
+    # errexit does not hold inside a subshell tested by ||: each step is chained.
+    cd "$module" &&
+      go_build_kubernetes "$bin" k8s.io/kubernetes/cmd/kubectl ./cmd/etcd &&
+      cd sim &&
+      GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" sigs.k8s.io/kwok/cmd/kwok ./cmd/volumes &&
+      cd ../helm &&
+      GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" helm.sh/helm/v4/cmd/helm
   ) || die "building the control plane failed (output above)"
   echo "$want" >"$stamp"
 }
 
+# Builds, in the current directory's module, kube-apiserver,
+# kube-controller-manager, kube-scheduler and the packages given after the
+# output folder, stamped with the module's k8s.io/kubernetes version as
+# upstream's release builds are.
+go_build_kubernetes() {
+  local out=$1 version minor
+  shift
+  version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  minor=${version#v1.}
+  minor=${minor%%.*}
+  log "building Kubernetes $version"
+  GOFLAGS=-mod=readonly go build -trimpath \
+    -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version" \
+    -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler "$@"
+}
+
 # The three components of the older release, from their own module.
 build_older() {
-  local stamp want version minor
+  local stamp want
   want=$(cd "$kube_module" && cat go.mod go.sum | sha256sum | cut -d' ' -f1)
   stamp="$kube_bin/.built"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$kube_bin/kube-apiserver" ]; then
     return 0
   fi
-  version=$(cd "$kube_module" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
-  minor=${version#v1.}
-  minor=${minor%%.*}
-  log "building Kubernetes $version (the first build takes many minutes)"
+  log "the older release's components (the first build takes many minutes)"
   mkdir -p "$kube_bin"
-  (
-    cd "$kube_module"
-    GOFLAGS=-mod=readonly go build -trimpath \
-      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version" \
-      -o "$kube_bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler
-  ) || die "building Kubernetes $version failed (output above)"
+  (cd "$kube_module" && go_build_kubernetes "$kube_bin") || die "building the older Kubernetes release failed (output above)"
   echo "$want" >"$stamp"
 }
 
