@@ -16,7 +16,7 @@ pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
 /// How long the StatefulSet's pod count may stand still, with pods missing,
 /// before the operator looks for why: a busy StatefulSet controller takes its
 /// time (at 200 apps on two cores, often more than 5 s), and a look costs a
-/// read. Then it looks again every `2 * GRACE` while it lasts.
+/// read. Then it looks again after each `look_interval` while it lasts.
 pub const GRACE: Duration = Duration::from_secs(30);
 
 /// The longest wait between two looks while pods stay missing.

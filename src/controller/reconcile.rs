@@ -48,6 +48,12 @@ fn app_key(app: &VisitCounterApp) -> String {
     format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
 }
 
+/// The key of a child in the operator's memory of its own writes
+/// (`Context::remember_apply`, `applied_ago`, `statefulset_written`).
+fn child_key(child: &DesiredChild, namespace: &str) -> String {
+    format!("{}/{namespace}/{}", child.kind, child.name)
+}
+
 pub async fn reconcile(app: Arc<VisitCounterApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.caches.ready().await;
     ctx.metrics.apps.set(ctx.apps.len() as i64);
@@ -180,7 +186,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         .zip(&live)
         .map(|(child, live)| {
             let step = plan(child, live.as_ref());
-            let key = format!("{}/{namespace}/{}", child.kind, child.name);
+            let key = child_key(child, &namespace);
             // Our own write may not have reached the cache yet: do not send it
             // twice, look again once the cache has had time to catch up.
             if matches!(step, Step::Create | Step::Update | Step::Recreate { .. })
@@ -338,20 +344,21 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
             .and_then(|s| s.status.as_ref())
             .map_or(0, |s| s.replicas),
     );
+    let next_look_in = ctx.pod_creation_next_look_in(&key);
     if let Some(missing_for) = missing_for {
         // At the end of the grace period; then, while pods stay missing, when
         // the next look is due (a new pod wakes the app through its
         // StatefulSet).
         let next = match GRACE.checked_sub(missing_for) {
             Some(left) if !left.is_zero() => left,
-            _ => ctx.pod_creation_next_look_in(&key).max(Duration::from_secs(1)),
+            _ => next_look_in.max(Duration::from_secs(1)),
         };
         look_again_in = Some(look_again_in.map_or(next, |d| d.min(next)));
     }
     if let (Some(sts), Some(missing_for)) = (&stateful_set, missing_for)
         && worth_a_look(app, sts, existing_pods_ready(ctx, &namespace, app, sts), missing_for)
     {
-        if ctx.pod_creation_next_look_in(&key).is_zero() {
+        if next_look_in.is_zero() {
             ctx.pod_creation_looked(&key);
             failure = why_pods_are_missing(&ctx.client, sts).await.map(|message| Failure {
                 reason: PODS_NOT_CREATED,
@@ -403,7 +410,10 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     // is waited for no longer than `STATEFULSET_SEEN_WAIT`, and not at all
     // while the controller is behind (another StatefulSet has waited longer
     // than that): the status then says the StatefulSet is pending.
-    let sts_key = format!("StatefulSet/{namespace}/{}", app.name_any());
+    let sts_key = children
+        .last()
+        .map(|sts| child_key(sts, &namespace))
+        .unwrap_or_default();
     let sts_unseen = stateful_set
         .as_ref()
         .is_some_and(|s| s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation);
@@ -656,7 +666,7 @@ async fn write_child(
             },
             _ => refused_or_failed(child, source),
         })?;
-    ctx.remember_apply(format!("{}/{namespace}/{}", child.kind, child.name), child.hash.clone());
+    ctx.remember_apply(child_key(child, namespace), child.hash.clone());
     Ok(applied)
 }
 
