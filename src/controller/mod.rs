@@ -540,7 +540,21 @@ pub async fn run(
         })
     };
     let concurrency = ctx.settings.concurrency;
-    Controller::for_stream(app_stream, apps)
+    // kube-runtime's runner ends only once the apps' store is ready, even in
+    // a graceful shutdown: stopped before its first list (a SIGTERM or a lost
+    // Lease at start), it would wait forever. Nothing has been reconciled
+    // then, so there is nothing to finish.
+    let shutdown = shutdown.shared();
+    let stopped_before_listing = {
+        let (shutdown, apps) = (shutdown.clone(), apps.clone());
+        async move {
+            shutdown.await;
+            if store_ready(&apps) {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let controller = Controller::for_stream(app_stream, apps)
         .owns_stream(sts_stream)
         .owns_stream(svc_stream)
         .owns_stream(cm_stream)
@@ -564,8 +578,11 @@ pub async fn run(
                 }
                 Err(error) => tracing::warn!(%error, "controller"),
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controller => {}
+        () = stopped_before_listing => tracing::info!("stopped before the watches had listed"),
+    }
     readiness.abort();
     if let Some(visits) = visits {
         visits.abort();
