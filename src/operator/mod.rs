@@ -3,10 +3,16 @@
 
 pub mod crd_check;
 pub mod http;
+pub mod lease_hold;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
-use kube::{Client, Config};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client, Config};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
@@ -70,6 +76,15 @@ pub enum OperatorError {
     },
     #[error("the leader-election task stopped; stopping so that no two replicas reconcile at once")]
     LeaseTaskDied,
+    #[error(
+        "stopped leading (Lease {namespace}/{name}): {lapse}; exiting, since another replica may lead by now, \
+         to start again as a standby"
+    )]
+    LeaseLapsed {
+        name: String,
+        namespace: String,
+        lapse: lease_hold::Lapse,
+    },
 }
 
 /// The operator, built before it runs so that tests can read its metrics.
@@ -198,7 +213,26 @@ impl Operator {
             let (lead_stop_tx, lead_stop) = watch::channel(false);
             let leading_run = self.lead(lead_stop);
             tokio::pin!(leading_run);
+            // Renewals are due every `duration - grace`; the lead ends half
+            // a grace before the Lease would run out without one.
+            let margin = lease.grace / 2;
+            let lapse = lease_hold::lapse(
+                Api::<Lease>::namespaced(self.client.clone(), &lease.namespace),
+                &lease.name,
+                &lease.identity,
+                margin,
+                SystemTime::now() + lease.duration.saturating_sub(margin),
+            );
             tokio::select! {
+                lapse = lapse => {
+                    // Dropping the controller cancels its reconciles at once.
+                    self.metrics.leader.set(0);
+                    break Err(OperatorError::LeaseLapsed {
+                        name: lease.name.clone(),
+                        namespace: lease.namespace.clone(),
+                        lapse,
+                    });
+                }
                 _ = &mut leading_run => {}
                 _ = until(&mut stop, true) => {
                     let _ = lead_stop_tx.send(true);
@@ -216,6 +250,13 @@ impl Operator {
                 }
             }
         };
+        if let Err(OperatorError::LeaseLapsed { .. }) = &result {
+            // Releasing could clear a Lease another replica holds by now
+            // (the task acts on what it last read), or wait on a server out
+            // of reach: the Lease runs out by itself.
+            task.abort();
+            return result;
+        }
         // Closing the channel makes the lease task release the lease, so a
         // standby replica takes over without waiting for it to expire.
         drop(leading);
