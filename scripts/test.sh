@@ -2,11 +2,13 @@
 # The project's one test command, for a new user and for CI alike. It needs
 # Rust, Go and Python 3; it builds and installs everything else itself.
 # 1. cargo test: unit, snapshot and CLI tests, the CRD drift check, and the
-#    controller tests that inject faults through the in-process stand-in.
+#    app (`visitcounter serve`) through its binary.
 # 2. A real Kubernetes control plane (scripts/cluster.sh: kube-apiserver,
 #    kube-controller-manager, kube-scheduler and etcd built from the Kubernetes
-#    Go modules, kwok's simulated nodes), then tests/e2e.rs against it. A
-#    cluster that cannot be built or started fails the run with its reason.
+#    Go modules, kwok's simulated nodes), then tests/e2e/ against it (faults
+#    the server does not give on demand come from tests/e2e/fault_proxy.rs,
+#    a proxy in front of it). A cluster that cannot be built or started fails
+#    the run with its reason.
 #    With VISITCOUNTER_E2E_KUBECONFIG set, e2e runs against that cluster
 #    instead (kind, k3d, minikube) and no local control plane is started.
 #    Then the same e2e suite on Kubernetes 1.34 (scripts/cluster.sh

@@ -1,6 +1,6 @@
 //! The committed CRD is what the binary prints, and its CEL rules compile and
 //! use only what a CRD rule may. Whether the API server accepts them (its cost
-//! budget among other things) only the API server can say: `tests/e2e.rs`
+//! budget among other things) only the API server can say: `tests/e2e/`
 //! installs the CRD on a real one. kube's estimator passed rules that
 //! Kubernetes 1.36 refused.
 

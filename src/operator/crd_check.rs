@@ -10,7 +10,7 @@
 //! operator's CRD knowingly.
 //!
 //! The comparison is against the CRD as the API server stores and returns
-//! it; `tests/e2e.rs` shows that it passes there, and fails on an older one.
+//! it; `tests/e2e/` shows that it passes there, and fails on an older one.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client};

@@ -1,7 +1,8 @@
-//! A fault-injecting proxy in front of a real API server: what the
-//! in-process stand-in did for the faults a real server cannot be made to
-//! give on demand (a 500, a 429), with everything else answered by the real
-//! server. It listens on 127.0.0.1 (plain HTTP) and forwards each request
+//! A fault-injecting proxy in front of a real API server, for the faults a
+//! real server cannot be made to give on demand: a 500, a 429, a 404, and a
+//! watch whose resource version has expired (410 Gone, sent as the server
+//! sends it: an ERROR event in the watch's stream). Everything else is
+//! answered by the real server. It listens on 127.0.0.1 (plain HTTP) and forwards each request
 //! through an admin client of the real server, so a client of the proxy needs
 //! no credentials.
 
@@ -16,10 +17,11 @@ use axum::{
 use kube::{Client, Config};
 
 /// Requests to fail: the next `left` whose method is `method` (any when
-/// `None`) and whose path contains `path`, answered with `status`.
+/// `None`) and whose path and query contain each of `parts`, answered with
+/// `status`.
 struct Fault {
     method: Option<Method>,
-    path: String,
+    parts: Vec<String>,
     status: u16,
     left: usize,
 }
@@ -27,14 +29,17 @@ struct Fault {
 struct Inner {
     upstream: Client,
     faults: Mutex<Vec<Fault>>,
+    /// `METHOD path?query` of every request, in order.
+    seen: Mutex<Vec<String>>,
 }
 
 impl Inner {
-    fn take_fault(&self, method: &Method, path: &str) -> Option<u16> {
+    fn take_fault(&self, method: &Method, target: &str) -> Option<u16> {
+        self.seen.lock().unwrap().push(format!("{method} {target}"));
         let mut faults = self.faults.lock().unwrap();
-        let fault = faults
-            .iter_mut()
-            .find(|f| f.left > 0 && f.method.as_ref().is_none_or(|m| m == method) && path.contains(&f.path))?;
+        let fault = faults.iter_mut().find(|f| {
+            f.left > 0 && f.method.as_ref().is_none_or(|m| m == method) && f.parts.iter().all(|p| target.contains(p))
+        })?;
         fault.left -= 1;
         Some(fault.status)
     }
@@ -52,6 +57,7 @@ impl FaultProxy {
         let inner = Arc::new(Inner {
             upstream,
             faults: Mutex::default(),
+            seen: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -63,10 +69,10 @@ impl FaultProxy {
     }
 
     /// Fails the next `times` requests that match with `status`.
-    pub fn fail(&self, method: Option<Method>, path: &str, status: u16, times: usize) {
+    pub fn fail(&self, method: Option<Method>, parts: &[&str], status: u16, times: usize) {
         self.inner.faults.lock().unwrap().push(Fault {
             method,
-            path: path.to_owned(),
+            parts: parts.iter().map(|p| (*p).to_owned()).collect(),
             status,
             left: times,
         });
@@ -75,6 +81,16 @@ impl FaultProxy {
     /// How many injected failures have not been hit yet.
     pub fn pending_faults(&self) -> usize {
         self.inner.faults.lock().unwrap().iter().map(|f| f.left).sum()
+    }
+
+    /// How many requests so far had `method` and each of `parts` in their
+    /// path and query, failed or not.
+    pub fn requests(&self, method: &Method, parts: &[&str]) -> usize {
+        let seen = self.inner.seen.lock().unwrap();
+        seen.iter()
+            .filter_map(|r| r.strip_prefix(method.as_str())?.strip_prefix(' '))
+            .filter(|target| parts.iter().all(|p| target.contains(p)))
+            .count()
     }
 
     /// A client configuration that talks to the real server through the proxy.
@@ -94,24 +110,9 @@ impl Drop for FaultProxy {
 /// Answers with an injected failure, or forwards to the real server and
 /// streams its answer back (watches included).
 async fn forward(State(inner): State<Arc<Inner>>, request: Request) -> Response<Body> {
-    let path = request.uri().path().to_owned();
-    if let Some(status) = inner.take_fault(request.method(), &path) {
-        let reason = if status == 429 {
-            "TooManyRequests"
-        } else {
-            "InternalError"
-        };
-        let body = serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": format!("injected by the fault proxy: {status}"),
-            "reason": reason, "code": status,
-        });
-        return Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::RETRY_AFTER, "1")
-            .body(Body::from(body.to_string()))
-            .unwrap();
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    if let Some(status) = inner.take_fault(request.method(), &target) {
+        return injected(status, target.contains("watch=true"));
     }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
@@ -133,6 +134,37 @@ async fn forward(State(inner): State<Arc<Inner>>, request: Request) -> Response<
         }
         Err(_) => status_only(StatusCode::BAD_GATEWAY),
     }
+}
+
+/// The answer of an injected failure: a `Status` of `code`; for an expired
+/// watch, the `ERROR` event the API server sends in the stream of a watch
+/// from a resource version it no longer has.
+fn injected(code: u16, watch: bool) -> Response<Body> {
+    let reason = match code {
+        404 => "NotFound",
+        410 => "Expired",
+        429 => "TooManyRequests",
+        _ => "InternalError",
+    };
+    let status = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": format!("injected by the fault proxy: {code}"),
+        "reason": reason, "code": code,
+    });
+    let (code, body) = if code == 410 && watch {
+        (
+            200,
+            serde_json::json!({"type": "ERROR", "object": status}).to_string() + "\n",
+        )
+    } else {
+        (code, status.to_string())
+    };
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::RETRY_AFTER, "1")
+        .body(Body::from(body))
+        .unwrap()
 }
 
 fn status_only(status: StatusCode) -> Response<Body> {

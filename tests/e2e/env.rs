@@ -1,0 +1,278 @@
+//! What every scenario uses: the test namespace, waiting, the audit log, and
+//! the operator binary run as its Deployment runs it.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, Seek},
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod},
+};
+use kube::{
+    Api, Client,
+    api::{ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use visitcounter::{
+    build::DEFAULT_APP_IMAGE,
+    operator::USER_AGENT,
+    resource::{API_VERSION, KIND, VisitCounterApp},
+};
+
+pub const WAIT: Duration = Duration::from_secs(90);
+/// An image whose pods never become ready on the test control plane's
+/// simulated nodes (tests/cluster/kwok-pod-stages.yaml).
+pub const NEVER_READY_IMAGE: &str = "example.invalid/never-ready:v1";
+
+/// The image of the apps' pods: any image does on the simulated nodes; on a
+/// real cluster's nodes, one they can pull (`VISITCOUNTER_E2E_IMAGE`).
+pub fn image() -> String {
+    std::env::var("VISITCOUNTER_E2E_IMAGE").unwrap_or_else(|_| DEFAULT_APP_IMAGE.to_owned())
+}
+
+pub struct Env {
+    pub client: Client,
+    pub ns: String,
+}
+
+impl Env {
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn apply_app(&self, name: &str, spec: Value) {
+        let app = json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec});
+        self.apply_object(app).await;
+    }
+
+    pub async fn apply_object(&self, app: Value) {
+        let name = app["metadata"]["name"].as_str().unwrap().to_owned();
+        self.api::<VisitCounterApp>()
+            .patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&app))
+            .await
+            .expect("the app is admitted");
+    }
+
+    pub async fn condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
+        let app = self.api::<VisitCounterApp>().get(name).await.ok()?;
+        let c = app.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+        Some((c.status, c.reason))
+    }
+
+    /// Whether the app says Ready and each of its pods is Ready.
+    pub async fn ready_with_pods(&self, name: &str, replicas: usize) -> bool {
+        if self.condition(name, "Ready").await.is_none_or(|c| c.0 != "True") {
+            return false;
+        }
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        pods.len() == replicas && pods.iter().all(pod_ready)
+    }
+
+    /// The name of the ConfigMap the app's StatefulSet names in its pod
+    /// template.
+    pub async fn config_map_name(&self, app: &str) -> Option<String> {
+        let sts = self.api::<StatefulSet>().get(app).await.ok()?;
+        let volumes = sts.spec?.template.spec?.volumes?;
+        volumes.into_iter().find_map(|v| Some(v.config_map?.name))
+    }
+
+    /// The ConfigMap the app's StatefulSet names.
+    pub async fn config_map(&self, app: &str) -> Option<ConfigMap> {
+        let name = self.config_map_name(app).await?;
+        self.api::<ConfigMap>().get_opt(&name).await.ok().flatten()
+    }
+
+    /// The names of the app's ConfigMaps, found by its label.
+    pub async fn config_map_names(&self, app: &str) -> Vec<String> {
+        let list = self
+            .api::<ConfigMap>()
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        list.into_iter().filter_map(|c| c.metadata.name).collect()
+    }
+
+    /// `kubectl` against the same cluster, as a user types it.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let output = Command::new("kubectl")
+            .args(["--namespace", &self.ns])
+            .args(args)
+            .output()
+            .expect("kubectl is on PATH (scripts/cluster.sh env puts it there)");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub async fn claim_uids(&self, app: &str) -> BTreeMap<String, String> {
+        let claims = self
+            .api::<PersistentVolumeClaim>()
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))
+            .await
+            .unwrap();
+        claims
+            .items
+            .into_iter()
+            .map(|c| (c.metadata.name.unwrap_or_default(), c.metadata.uid.unwrap_or_default()))
+            .collect()
+    }
+
+    pub async fn pod_uids(&self, app: &str) -> BTreeMap<String, String> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))
+            .await
+            .unwrap();
+        pods.items
+            .into_iter()
+            .map(|p| (p.metadata.name.unwrap_or_default(), p.metadata.uid.unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// Whether the API server has the feature gate `gate` on, from its metrics.
+pub fn feature_enabled(env: &Env, gate: &str) -> bool {
+    let metrics = env.kubectl(&["get", "--raw", "/metrics"]);
+    metrics
+        .lines()
+        .any(|l| l.starts_with(&format!("kubernetes_feature_enabled{{name=\"{gate}\"")) && l.ends_with(" 1"))
+}
+
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Polls `check` every 250 ms until it returns true.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < WAIT, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The API server's audit log, read from where it ended when this was made.
+pub struct AuditLog {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl AuditLog {
+    pub fn from_env() -> Option<Self> {
+        let path = PathBuf::from(std::env::var_os("VISITCOUNTER_AUDIT_LOG")?);
+        let offset = std::fs::metadata(&path).ok()?.len();
+        Some(Self { path, offset })
+    }
+
+    /// `verb resource/subresource name` of every write the operator's
+    /// User-Agent made in `namespace` since this log was opened.
+    pub fn operator_writes(&self, namespace: &str) -> Vec<String> {
+        let mut file = std::fs::File::open(&self.path).expect("the audit log is readable");
+        file.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
+        std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+            .filter(|e| {
+                e["stage"] == "ResponseComplete"
+                    && e["userAgent"].as_str().is_some_and(|a| a.starts_with(USER_AGENT))
+                    && e["objectRef"]["namespace"] == namespace
+                    && matches!(
+                        e["verb"].as_str(),
+                        Some("create" | "update" | "patch" | "delete" | "deletecollection")
+                    )
+            })
+            .map(|e| {
+                let o = &e["objectRef"];
+                format!(
+                    "{} {}/{} {}",
+                    e["verb"].as_str().unwrap_or_default(),
+                    o["resource"].as_str().unwrap_or_default(),
+                    o["subresource"].as_str().unwrap_or_default(),
+                    o["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Every request the operator made, whatever its namespace.
+    pub fn operator_user_agents(&self) -> usize {
+        let file = std::fs::File::open(&self.path).expect("the audit log is readable");
+        std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|line| line.contains(&format!("\"userAgent\":\"{USER_AGENT}")))
+            .count()
+    }
+}
+
+/// A kubeconfig for the ServiceAccount `account` of the test namespace, with a
+/// token from the TokenRequest API, for the same API server.
+pub fn service_account_kubeconfig(env: &Env, account: &str) -> tempfile::NamedTempFile {
+    let token = env.kubectl(&["create", "token", account, "--duration=10m"]);
+    let mut config: Value = serde_json::from_str(&env.kubectl(&["config", "view", "--minify", "--raw", "-o", "json"]))
+        .expect("kubectl prints the kubeconfig as JSON");
+    config["users"] = json!([{"name": account, "user": {"token": token.trim()}}]);
+    config["contexts"][0]["context"]["user"] = json!(account);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), config.to_string()).unwrap();
+    file
+}
+
+/// The operator binary, as its Deployment runs it, for the test namespace,
+/// with its log going to a file. Stopped with SIGTERM by `stop`.
+pub struct OperatorProcess {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl OperatorProcess {
+    pub fn start(env: &Env) -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
+            .args(["operator", "--namespace", &env.ns, "--leader-election", "false"])
+            .args(["--admin-address", "127.0.0.1:0", "--resync-seconds", "2"])
+            .args(["--visits-interval-seconds", "0", "--stuck-pod-seconds", "3"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("the visitcounter binary starts");
+        Self { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.log()
+    }
+}

@@ -1,0 +1,126 @@
+//! The visits poller against real pods' addresses: kwok gives each pod an IP
+//! in the loopback range (scripts/cluster.sh), where `visitcounter serve`
+//! stands in for a pod's container. The counts are summed into the app's
+//! status; a pod that does not answer is reported as such and never counted
+//! as zero.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use visitcounter::{
+    controller::ControllerSettings,
+    operator::{Operator, OperatorSettings},
+    resource::VisitCounterApp,
+};
+
+use crate::{
+    env::{Env, eventually},
+    support::{Fixture, Server, client, free_port, get_at},
+};
+
+fn seeded(count: u64) -> Fixture {
+    let fixture = Fixture::new();
+    std::fs::write(fixture.visits_file(), format!("{{\"visits\": {count}}}")).unwrap();
+    fixture
+}
+
+pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
+    let settings = OperatorSettings {
+        controller: ControllerSettings {
+            namespace: Some(env.ns.clone()),
+            instance: Some("e2e-visits".into()),
+            visits_interval: Some(Duration::from_millis(200)),
+            ..ControllerSettings::default()
+        },
+        admin_address: None,
+        lease: None,
+    };
+    let operator = Operator::new(visitcounter::operator::client().await.unwrap(), settings);
+    let metrics = operator.metrics();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(operator.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let port = free_port();
+    env.apply_app("count", json!({"replicas": 3, "port": port})).await;
+    eventually("count is Ready with 3 pods", || env.ready_with_pods("count", 3)).await;
+    let pods = env.api::<Pod>();
+    let mut ips = Vec::new();
+    for pod in ["count-0", "count-1", "count-2"] {
+        let ip = pods.get(pod).await.unwrap().status.and_then(|s| s.pod_ip);
+        let ip = ip.expect("a Ready pod has an IP");
+        assert!(ip.starts_with("127."), "kwok gives loopback pod IPs: {pod} has {ip}");
+        ips.push(ip);
+    }
+    let visits = || async {
+        let app = env.api::<VisitCounterApp>().get("count").await.unwrap();
+        serde_json::to_value(app.status.and_then(|s| s.visits)).unwrap()
+    };
+    let (fixture_0, fixture_1, fixture_2) = (seeded(5), seeded(7), seeded(100));
+    let _pod_0 = Server::start_at(&fixture_0, &ips[0], port).await;
+    let _pod_1 = Server::start_at(&fixture_1, &ips[1], port).await;
+
+    // count-2 does not answer: reported as such, and left out of the total.
+    eventually("two pods counted", || async { visits().await["total"] == 12 }).await;
+    let status = visits().await;
+    assert_eq!(status["complete"], false, "{status}");
+    assert_eq!(status["pods"][0], json!({"name": "count-0", "visits": 5}));
+    assert_eq!(status["pods"][1], json!({"name": "count-1", "visits": 7}));
+    assert_eq!(status["pods"][2]["name"], "count-2");
+    assert!(
+        status["pods"][2].get("visits").is_none(),
+        "not counted as zero: {status}"
+    );
+    let error = status["pods"][2]["error"].as_str().unwrap();
+    assert!(error.contains(&format!("unreachable at {}:{port}", ips[2])), "{error}");
+
+    // Visits to a pod show up at a later poll.
+    let http = client();
+    for _ in 0..3 {
+        assert_eq!(get_at(&http, &ips[0], port, "/").await.unwrap().0, 200);
+    }
+    eventually("the new visits are counted", || async { visits().await["total"] == 15 }).await;
+
+    // Once count-2 answers, the count is complete.
+    let _pod_2 = Server::start_at(&fixture_2, &ips[2], port).await;
+    eventually("every pod answered", || async {
+        let status: Value = visits().await;
+        status["complete"] == true && status["total"] == 115
+    })
+    .await;
+    let exported = metrics.encode();
+    let labels = format!("namespace=\"{}\",app=\"count\"", env.ns);
+    assert!(
+        exported.contains(&format!("visitcounter_operator_app_visits{{{labels}}} 115"))
+            && exported.contains(&format!("visitcounter_operator_app_visits_complete{{{labels}}} 1")),
+        "{exported}"
+    );
+
+    // Unchanged counts are not written again (five polls), and a
+    // reconcile's own status write keeps them.
+    let resource_version = || async {
+        let app = env.api::<VisitCounterApp>().get("count").await.unwrap();
+        app.metadata.resource_version
+    };
+    let before = resource_version().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(resource_version().await, before, "polls of the same counts wrote");
+    env.apply_app("count", json!({"replicas": 3, "port": port, "minReadySeconds": 1}))
+        .await;
+    eventually("the new generation is Ready", || async {
+        let app = env.api::<VisitCounterApp>().get("count").await.unwrap();
+        let status = app.status.unwrap_or_default();
+        status.observed_generation == app.metadata.generation && env.ready_with_pods("count", 3).await
+    })
+    .await;
+    assert_eq!(visits().await["total"], 115, "the reconcile kept status.visits");
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    env.api::<VisitCounterApp>()
+        .delete("count", &Default::default())
+        .await
+        .unwrap();
+}
