@@ -2,14 +2,11 @@
 //! create, and a spec stored past the CRD's rules.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{
-    Api,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use visitcounter::{crd, resource::VisitCounterApp};
 
-use crate::env::{Env, eventually};
+use crate::env::{Env, eventually, install_crd};
 
 /// The seed's two apps and `examples/minimal.yaml`, admitted under the
 /// `restricted` Pod Security profile, reach Ready with every pod Ready. The
@@ -101,21 +98,8 @@ fn without_cel_rules(crd: CustomResourceDefinition) -> Value {
 /// app Degraded/InvalidSpec with a Warning Event naming the field, and
 /// builds no child.
 pub async fn invalid_stored_spec(env: &Env) {
-    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    let install = |crd: Value| {
-        let crds = crds.clone();
-        async move {
-            crds.patch(
-                "visitcounterapps.visitcounter.dev",
-                &PatchParams::apply("visitcounter-e2e").force(),
-                &Patch::Apply(crd),
-            )
-            .await
-            .expect("the API server takes the CRD");
-        }
-    };
     let bad = json!({"replicas": 1, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 5}}});
-    install(without_cel_rules(crd::definition())).await;
+    install_crd(&env.client, without_cel_rules(crd::definition())).await;
     // The API server serves the new schema within a moment.
     eventually("the loosened CRD admits partition 5 of 1", || async {
         env.api::<VisitCounterApp>()
@@ -131,7 +115,7 @@ pub async fn invalid_stored_spec(env: &Env) {
             .is_ok()
     })
     .await;
-    install(serde_json::to_value(crd::definition()).unwrap()).await;
+    install_crd(&env.client, crd::definition()).await;
 
     eventually("bad is Degraded: InvalidSpec", || async {
         env.condition("bad", "Degraded")

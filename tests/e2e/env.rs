@@ -9,9 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{ConfigMap, PersistentVolumeClaim, Pod},
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{ConfigMap, PersistentVolumeClaim, Pod},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client,
@@ -33,6 +36,18 @@ pub const NEVER_READY_IMAGE: &str = "example.invalid/never-ready:v1";
 /// real cluster's nodes, one they can pull (`VISITCOUNTER_E2E_IMAGE`).
 pub fn image() -> String {
     std::env::var("VISITCOUNTER_E2E_IMAGE").unwrap_or_else(|_| DEFAULT_APP_IMAGE.to_owned())
+}
+
+/// Applies `crd` as the VisitCounterApp CRD, with the e2e's field manager.
+pub async fn install_crd(client: &Client, crd: impl serde::Serialize + std::fmt::Debug) {
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(
+            "visitcounterapps.visitcounter.dev",
+            &PatchParams::apply("visitcounter-e2e").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .expect("the API server takes the CRD");
 }
 
 pub struct Env {

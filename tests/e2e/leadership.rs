@@ -7,14 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    api::{apps::v1::StatefulSet, coordination::v1::Lease},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
-use kube::{
-    Api, Client,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use k8s_openapi::api::{apps::v1::StatefulSet, coordination::v1::Lease};
+use kube::{Client, api::DeleteParams};
 use serde_json::json;
 use tokio::sync::oneshot;
 use visitcounter::{
@@ -25,7 +19,7 @@ use visitcounter::{
 };
 
 use crate::{
-    env::{Env, eventually, service_account_kubeconfig},
+    env::{Env, eventually, install_crd, service_account_kubeconfig},
     fault_proxy::FaultProxy,
     support::{self, free_port},
 };
@@ -310,44 +304,37 @@ pub async fn leader_election_failure_exits(env: &Env) {
 /// refused, each with what to do.
 pub async fn crd_check_on_the_stored_crd(env: &Env) {
     use visitcounter::operator::{CrdProblem, crd_check::check_installed};
-    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    let install = |crd: CustomResourceDefinition| {
-        let crds = crds.clone();
-        async move {
-            crds.patch(
-                "visitcounterapps.visitcounter.dev",
-                &PatchParams::apply("visitcounter-e2e").force(),
-                &Patch::Apply(crd),
-            )
-            .await
-            .expect("the API server takes the CRD");
-        }
-    };
     let with_spec_fields = |change: &dyn Fn(&mut std::collections::BTreeMap<String, _>)| {
         let mut crd = crd::definition();
         change(crd::spec_fields_mut(&mut crd).unwrap());
         crd
     };
     assert_eq!(check_installed(&env.client).await, Ok(()));
-    install(with_spec_fields(&|fields| {
-        fields.remove("createServiceAccount");
-    }))
+    install_crd(
+        &env.client,
+        with_spec_fields(&|fields| {
+            fields.remove("createServiceAccount");
+        }),
+    )
     .await;
     let older = check_installed(&env.client).await.unwrap_err();
     assert!(
         matches!(&older, CrdProblem::Outdated { path, .. } if path.contains("createServiceAccount")),
         "{older}"
     );
-    install(with_spec_fields(&|fields| {
-        let copy = fields["createServiceAccount"].clone();
-        fields.insert("someFutureField".into(), copy);
-    }))
+    install_crd(
+        &env.client,
+        with_spec_fields(&|fields| {
+            let copy = fields["createServiceAccount"].clone();
+            fields.insert("someFutureField".into(), copy);
+        }),
+    )
     .await;
     let newer = check_installed(&env.client).await.unwrap_err();
     assert!(
         matches!(&newer, CrdProblem::Newer { path, .. } if path.contains("someFutureField")),
         "{newer}"
     );
-    install(crd::definition()).await;
+    install_crd(&env.client, crd::definition()).await;
     assert_eq!(check_installed(&env.client).await, Ok(()));
 }

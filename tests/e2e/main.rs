@@ -38,7 +38,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 use serde_json::json;
 use visitcounter::{
@@ -48,20 +48,14 @@ use visitcounter::{
     resource::VisitCounterApp,
 };
 
-use crate::env::{AuditLog, Env, eventually};
+use crate::env::{AuditLog, Env, eventually, install_crd};
 
 #[tokio::test]
 #[ignore = "needs a cluster: scripts/test.sh starts one and runs this"]
 async fn end_to_end_against_a_real_cluster() {
     let client = Client::try_default().await.expect("a cluster from KUBECONFIG");
+    install_crd(&client, crd::definition()).await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "visitcounterapps.visitcounter.dev",
-        &PatchParams::apply("visitcounter-e2e").force(),
-        &Patch::Apply(crd::definition()),
-    )
-    .await
-    .expect("the API server accepts the CRD");
     eventually("the CRD is established", || async {
         crds.get("visitcounterapps.visitcounter.dev").await.is_ok_and(|c| {
             c.status
