@@ -17,20 +17,27 @@
 //! (the operator's part, what a kopf operator's convergence is), and every
 //! status reporting the StatefulSet's first pod (which waits on the
 //! controller manager's StatefulSet controller and its client rate too).
+//!
+//! `-- --no-nodes --peer kopf` also runs issue 15's peer, a kopf operator
+//! (`benches/operator/kopf_peer/peer.py`, installed into `target/kopf-peer` on first
+//! use), on a control plane of its own, in the column beside each count.
+
+mod audit;
+mod peer;
 
 use std::{
-    io::{BufRead, Seek},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use k8s_openapi::{
     api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Config,
+    Api, Client, Config, ResourceExt,
     api::{Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
@@ -41,11 +48,12 @@ use kube::{
 };
 use serde_json::{Value, json};
 use visitcounter::{
-    controller::visits::VISITS_FIELD_MANAGER,
     crd,
-    operator::USER_AGENT,
     resource::{API_VERSION, KIND, VisitCounterApp},
 };
+
+use audit::{AuditLog, ConvergedAt, PerApp, Requests};
+use peer::{Peer, kopf_venv};
 
 const NAMESPACES: usize = 10;
 const RESYNC_SECONDS: u64 = 10;
@@ -53,10 +61,11 @@ const RESYNC_SECONDS: u64 = 10;
 /// A control plane of `scripts/cluster.sh`, stopped when dropped.
 struct ControlPlane {
     dir: PathBuf,
+    peer: Peer,
 }
 
 impl ControlPlane {
-    fn up(name: &str, nodes: bool) -> Self {
+    fn up(name: &str, nodes: bool, peer: Peer) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = root.join("target").join(name);
         let status = Command::new(root.join("scripts/cluster.sh"))
@@ -66,7 +75,7 @@ impl ControlPlane {
             .status()
             .expect("scripts/cluster.sh runs");
         assert!(status.success(), "the control plane did not start");
-        Self { dir }
+        Self { dir, peer }
     }
 
     fn kubeconfig(&self) -> PathBuf {
@@ -84,7 +93,11 @@ impl ControlPlane {
     fn audit(&self) -> AuditLog {
         let path = self.dir.join("audit.log");
         let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
-        AuditLog { path, offset }
+        AuditLog {
+            path,
+            offset,
+            peer: self.peer,
+        }
     }
 }
 
@@ -94,84 +107,6 @@ impl Drop for ControlPlane {
             .arg("down")
             .env("VISITCOUNTER_CLUSTER_DIR", &self.dir)
             .status();
-    }
-}
-
-/// The audit log from where it ended when this was made.
-struct AuditLog {
-    path: PathBuf,
-    offset: u64,
-}
-
-/// The operator's requests in a stretch of the audit log.
-#[derive(Default)]
-struct Requests {
-    reads: usize,
-    writes: usize,
-    dry_runs: usize,
-    /// Of `writes`: the visits poller's (its own field manager).
-    visits_writes: usize,
-    /// Every request by verb and resource (`patch statefulsets`,
-    /// `patch visitcounterapps/status`, `create events`, ...).
-    by_kind: std::collections::BTreeMap<String, usize>,
-}
-
-impl Requests {
-    /// `by_kind` per app, most first: where the requests go.
-    fn breakdown(&self, apps: usize) -> String {
-        let mut kinds: Vec<_> = self.by_kind.iter().collect();
-        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        kinds
-            .iter()
-            .map(|(kind, n)| format!("{kind} {:.2}", **n as f64 / apps as f64))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-impl AuditLog {
-    fn operator_requests(&self) -> Requests {
-        let mut file = std::fs::File::open(&self.path).unwrap();
-        file.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
-        let mut counted = Requests::default();
-        for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
-            let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            let verb = event["verb"].as_str().unwrap_or_default();
-            // A watch is counted when it starts; every other request once done.
-            let counted_stage = if verb == "watch" {
-                "ResponseStarted"
-            } else {
-                "ResponseComplete"
-            };
-            if event["stage"] != counted_stage
-                || !event["userAgent"].as_str().is_some_and(|a| a.starts_with(USER_AGENT))
-            {
-                continue;
-            }
-            let uri = event["requestURI"].as_str().unwrap_or_default();
-            let object = &event["objectRef"];
-            let mut kind = format!("{verb} {}", object["resource"].as_str().unwrap_or("?"));
-            if let Some(sub) = object["subresource"].as_str() {
-                kind = format!("{kind}/{sub}");
-            }
-            if uri.contains("dryRun=") {
-                kind.push_str(" (dry run)");
-            }
-            *counted.by_kind.entry(kind).or_default() += 1;
-            match verb {
-                "get" | "list" | "watch" => counted.reads += 1,
-                _ if uri.contains("dryRun=") => counted.dry_runs += 1,
-                _ => {
-                    counted.writes += 1;
-                    if uri.contains(VISITS_FIELD_MANAGER) {
-                        counted.visits_writes += 1;
-                    }
-                }
-            }
-        }
-        counted
     }
 }
 
@@ -199,7 +134,7 @@ enum Goal {
 /// How many apps of `replicas` have reached `goal`, by a watch cache of the
 /// apps: polling with lists of 1,000 apps would load the API server more
 /// than the operator does.
-fn converged(apps: &Store<VisitCounterApp>, replicas: i32, goal: Goal) -> usize {
+fn converged(apps: &Store<VisitCounterApp>, replicas: i32, goal: Goal) -> Vec<String> {
     apps.state()
         .iter()
         .filter(|app| {
@@ -218,24 +153,33 @@ fn converged(apps: &Store<VisitCounterApp>, replicas: i32, goal: Goal) -> usize 
             };
             status.observed_generation == app.metadata.generation && app.spec.replicas == replicas && reached
         })
-        .count()
+        .map(|app| format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any()))
+        .collect()
 }
 
+/// Waits until all `count` apps reached `goal`; notes in `converged_at`
+/// when each was first seen there.
 async fn wait_converged(
     apps: &Store<VisitCounterApp>,
     count: usize,
     replicas: i32,
     goal: Goal,
     started: Instant,
+    converged_at: &mut ConvergedAt,
 ) -> Duration {
     loop {
-        let done = converged(apps, replicas, goal);
+        let now = Timestamp::now();
+        let reached = converged(apps, replicas, goal);
+        let done = reached.len();
+        for app in reached {
+            converged_at.entry(app).or_insert(now);
+        }
         if done == count {
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "{done} of {count} apps converged after 15 minutes"
+            started.elapsed() < Duration::from_secs(1800),
+            "{done} of {count} apps converged after 30 minutes"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -259,18 +203,22 @@ async fn for_each_app(client: &Client, count: usize, object: impl Fn(&str) -> Va
 
 /// What one run measured.
 struct Figures {
+    peer: Peer,
     /// Without nodes: until the operator's part is done (`Goal::StatusWritten`).
-    written: Option<(Duration, Requests)>,
+    written: Option<(Duration, Requests, PerApp)>,
     converge: Duration,
     to_converge: Requests,
+    /// Each app's writes until it converged (see `PerApp`).
+    converge_per_app: PerApp,
     quiet: Requests,
     scale: Duration,
     to_scale: Requests,
+    scale_per_app: PerApp,
     peak_kib: u64,
 }
 
-async fn run(count: usize, nodes: bool) -> Figures {
-    let plane = ControlPlane::up(&format!("bench-cluster-{count}"), nodes);
+async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
+    let plane = ControlPlane::up(&format!("bench-cluster-{count}"), nodes, peer);
     let client = plane.client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(
@@ -305,11 +253,6 @@ async fn run(count: usize, nodes: bool) -> Figures {
     };
     for_each_app(&client, count, |name| spec(2, name)).await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let (all, writer) = reflector::store();
     let watch = tokio::spawn(
         reflector::reflector(
@@ -322,25 +265,25 @@ async fn run(count: usize, nodes: bool) -> Figures {
     all.wait_until_ready().await.unwrap();
     let audit = plane.audit();
     let started = Instant::now();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
-        .args(["operator", "--leader-election=false", "--admin-address"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--resync-seconds", &RESYNC_SECONDS.to_string()])
-        .env("KUBECONFIG", plane.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut operator = peer.start(&plane.kubeconfig());
     let pid = operator.id();
     let written = if nodes {
         None
     } else {
-        let at = wait_converged(&all, count, 2, Goal::StatusWritten, started).await;
-        Some((at, audit.operator_requests()))
+        let mut converged_at = ConvergedAt::new();
+        let at = wait_converged(&all, count, 2, Goal::StatusWritten, started, &mut converged_at).await;
+        Some((at, audit.operator_requests(), audit.writes_per_app_until(&converged_at)))
     };
-    let goal = if nodes { Goal::Ready } else { Goal::FirstPod };
-    let converge = wait_converged(&all, count, 2, goal, started).await;
+    // The peer reports neither pods nor readiness: its goal is its status.
+    let goal = match (peer, nodes) {
+        (Peer::Kopf, _) => Goal::StatusWritten,
+        (Peer::Visitcounter, true) => Goal::Ready,
+        (Peer::Visitcounter, false) => Goal::FirstPod,
+    };
+    let mut converged_at = ConvergedAt::new();
+    let converge = wait_converged(&all, count, 2, goal, started, &mut converged_at).await;
     let to_converge = audit.operator_requests();
+    let converge_per_app = audit.writes_per_app_until(&converged_at);
 
     // Let the last status writes land, then two resync periods of nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -351,7 +294,9 @@ async fn run(count: usize, nodes: bool) -> Figures {
     let audit = plane.audit();
     let started = Instant::now();
     for_each_app(&client, count, |name| spec(3, name)).await;
-    let scale = wait_converged(&all, count, 3, goal, started).await;
+    let mut converged_at = ConvergedAt::new();
+    let scale = wait_converged(&all, count, 3, goal, started, &mut converged_at).await;
+    let scale_per_app = audit.writes_per_app_until(&converged_at);
     // Whatever the operator writes as the controller manager catches up.
     tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS)).await;
     let to_scale = audit.operator_requests();
@@ -363,12 +308,15 @@ async fn run(count: usize, nodes: bool) -> Figures {
     let stopped = operator.wait().unwrap();
     assert!(stopped.success(), "the operator exits cleanly after SIGTERM: {stopped}");
     Figures {
+        peer,
         written,
         converge,
         to_converge,
+        converge_per_app,
         quiet,
         scale,
         to_scale,
+        scale_per_app,
         peak_kib,
     }
 }
@@ -387,10 +335,24 @@ async fn main() {
     // Without nodes, as the comparison with a kopf operator was measured:
     // pods stay Pending (see `Goal`).
     let nodes = !args.iter().any(|a| a == "--no-nodes");
-    let mut figures = Vec::new();
-    for &count in &counts {
-        figures.push(run(count, nodes).await);
+    // `--peer kopf`: the kopf peer too, on a control plane of its own, in
+    // the column beside visitcounter's for each count.
+    let mut peers = vec![Peer::Visitcounter];
+    if args.windows(2).any(|w| w[0] == "--peer" && w[1] == "kopf") {
+        assert!(!nodes, "the kopf peer reports no readiness: run it with --no-nodes");
+        // Installed now, so that no run's clock counts the install.
+        kopf_venv();
+        peers.push(Peer::Kopf);
     }
+    let mut figures = Vec::new();
+    let mut columns = Vec::new();
+    for &count in &counts {
+        for &peer in &peers {
+            figures.push(run(count, nodes, peer).await);
+            columns.push(count);
+        }
+    }
+    let counts = columns;
 
     println!(
         "operator against a real Kubernetes v1.36.3 control plane ({}), apps of 2 replicas over \
@@ -401,7 +363,14 @@ async fn main() {
             "no nodes: pods stay Pending"
         }
     );
-    let header: Vec<String> = counts.iter().map(|c| format!("{c} apps")).collect();
+    let header: Vec<String> = figures
+        .iter()
+        .zip(&counts)
+        .map(|(f, c)| match f.peer {
+            Peer::Visitcounter => format!("{c} apps"),
+            peer => format!("{c} apps, {}", peer.name()),
+        })
+        .collect();
     println!("| measure | {} | target |", header.join(" | "));
     println!("| --- |{} --- |", " --- |".repeat(counts.len()));
     let row = |measure: &str, f: &dyn Fn(&Figures, usize) -> String, target: &str| {
@@ -417,6 +386,7 @@ async fn main() {
             per_app(n, r.dry_runs)
         )
     };
+    let each = |p: &PerApp| format!("{:.2} / {} ({} writes to no app)", p.mean, p.max, p.unattributed);
     if nodes {
         row(
             "seconds until every app is Ready",
@@ -426,30 +396,44 @@ async fn main() {
         row(
             "requests per app to converge: reads / writes / dry runs",
             &|f, n| requests(&f.to_converge, n),
-            "writes + dry runs at most 6",
+            "",
+        );
+        row(
+            "writes to each app until it was Ready: mean / most",
+            &|f, _| each(&f.converge_per_app),
+            "",
         );
     } else {
-        fn written(f: &Figures) -> &(Duration, Requests) {
+        fn written(f: &Figures) -> &(Duration, Requests, PerApp) {
             f.written.as_ref().expect("measured without nodes")
         }
         row(
             "seconds until every app's status is written (the operator's part done)",
             &|f, _| format!("{:.1}", written(f).0.as_secs_f64()),
-            "kopf: 5.8 to 8.2",
+            "no more than the kopf peer's (issue 15: 5.8 to 8.2 at 200)",
         );
         row(
             "requests per app until then: reads / writes / dry runs",
             &|f, n| requests(&written(f).1, n),
-            "writes + dry runs at most 6",
+            "",
         );
         row(
+            "writes to each app until its own status was written: mean / most",
+            &|f, _| each(&written(f).2),
+            "at most 6",
+        );
+        let reports_pods = |f: &Figures, text: String| match f.peer {
+            Peer::Visitcounter => text,
+            _ => "n/a: no pods in its status".to_owned(),
+        };
+        row(
             "seconds until every app's status reports its StatefulSet's first pod",
-            &|f, _| format!("{:.1}", f.converge.as_secs_f64()),
+            &|f, _| reports_pods(f, format!("{:.1}", f.converge.as_secs_f64())),
             "",
         );
         row(
             "requests per app until then: reads / writes / dry runs",
-            &|f, n| requests(&f.to_converge, n),
+            &|f, n| reports_pods(f, requests(&f.to_converge, n)),
             "",
         );
     }
@@ -476,19 +460,28 @@ async fn main() {
         "",
     );
     row(
+        "writes to each app until it converged at 3 replicas: mean / most",
+        &|f, _| each(&f.scale_per_app),
+        "",
+    );
+    row(
         "operator peak RSS",
         &|f, _| format!("{:.1} MiB", f.peak_kib as f64 / 1024.0),
         "< 64 MiB",
     );
     println!();
     for (f, &n) in figures.iter().zip(&counts) {
+        let n_apps = match f.peer {
+            Peer::Visitcounter => format!("{n} apps"),
+            peer => format!("{n} apps ({})", peer.name()),
+        };
         println!(
-            "{n} apps, requests per app until converged: {}",
+            "{n_apps}, requests per app until converged: {}",
             f.to_converge.breakdown(n)
         );
-        println!("{n} apps, requests per app for the scale: {}", f.to_scale.breakdown(n));
+        println!("{n_apps}, requests per app for the scale: {}", f.to_scale.breakdown(n));
         if f.quiet.writes + f.quiet.dry_runs > 0 {
-            println!("{n} apps, requests in the quiet window: {}", f.quiet.breakdown(1));
+            println!("{n_apps}, requests in the quiet window: {}", f.quiet.breakdown(1));
         }
     }
     for f in &figures {
