@@ -2,6 +2,7 @@
 //! election, and the controller while this replica leads.
 
 pub mod crd_check;
+mod heap;
 pub mod http;
 pub mod lease_hold;
 
@@ -144,6 +145,7 @@ impl Operator {
             }
             None => None,
         };
+        let trimming = tokio::spawn(heap::trim_periodically());
         let result = match self.settings.lease.clone() {
             None => {
                 self.lead(stop.clone()).await;
@@ -159,6 +161,7 @@ impl Operator {
         if let Some(admin) = admin {
             let _ = admin.await;
         }
+        trimming.abort();
         tracing::info!("stopped");
         result
     }
