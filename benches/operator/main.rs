@@ -53,7 +53,7 @@ use visitcounter::{
 };
 
 use audit::{AuditLog, ConvergedAt, PerApp, Requests};
-use peer::{Peer, kopf_venv};
+use peer::{Peer, install_kopf};
 
 const NAMESPACES: usize = 10;
 const RESYNC_SECONDS: u64 = 10;
@@ -341,7 +341,7 @@ async fn main() {
     if args.windows(2).any(|w| w[0] == "--peer" && w[1] == "kopf") {
         assert!(!nodes, "the kopf peer reports no readiness: run it with --no-nodes");
         // Installed now, so that no run's clock counts the install.
-        kopf_venv();
+        install_kopf();
         peers.push(Peer::Kopf);
     }
     let mut figures = Vec::new();

@@ -4,6 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::LazyLock,
 };
 
 use visitcounter::operator::USER_AGENT;
@@ -53,7 +54,8 @@ impl Peer {
                 command
             }
             Peer::Kopf => {
-                let mut command = Command::new(kopf_venv().join("bin/kopf"));
+                // Installed by `install_kopf` before any run's clock starts.
+                let mut command = Command::new(KOPF_VENV.join("bin/kopf"));
                 command
                     .args(["run", "--standalone", "--all-namespaces", "--quiet"])
                     .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/operator/kopf_peer/peer.py"));
@@ -68,20 +70,21 @@ impl Peer {
     }
 }
 
-/// `target/kopf-peer`: a virtual environment with the peer's requirements,
-/// made on first use.
-pub fn kopf_venv() -> PathBuf {
+/// A virtual environment with the peer's requirements.
+static KOPF_VENV: LazyLock<PathBuf> = LazyLock::new(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kopf-peer"));
+
+/// Makes `KOPF_VENV` unless it holds the peer's requirements already.
+pub fn install_kopf() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target/kopf-peer");
+    let venv = &*KOPF_VENV;
     let requirements = root.join("benches/operator/kopf_peer/requirements.txt");
     let stamp = venv.join(".requirements");
     if std::fs::read(&stamp).ok() != std::fs::read(&requirements).ok() {
         let run = |command: &mut Command| assert!(command.status().is_ok_and(|s| s.success()), "{command:?} failed");
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run(Command::new("python3").arg("-m").arg("venv").arg(venv));
         run(Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(&requirements));
         std::fs::copy(&requirements, &stamp).unwrap();
     }
-    venv
 }
