@@ -63,6 +63,11 @@ pub struct PerApp {
     pub unattributed: usize,
 }
 
+/// Whether `verb` on `uri` changes anything: not a read, not a dry run.
+fn is_write(verb: &str, uri: &str) -> bool {
+    !matches!(verb, "get" | "list" | "watch") && !uri.contains("dryRun=")
+}
+
 impl AuditLog {
     /// The measured operator's audit events, every stage.
     fn operator_events(&self) -> impl Iterator<Item = Value> {
@@ -81,7 +86,7 @@ impl AuditLog {
         for event in self.operator_events().filter(|e| e["stage"] == "ResponseComplete") {
             let verb = event["verb"].as_str().unwrap_or_default();
             let uri = event["requestURI"].as_str().unwrap_or_default();
-            if matches!(verb, "get" | "list" | "watch") || uri.contains("dryRun=") {
+            if !is_write(verb, uri) {
                 continue;
             }
             let object = &event["objectRef"];
@@ -137,15 +142,15 @@ impl AuditLog {
                 kind.push_str(" (dry run)");
             }
             *counted.by_kind.entry(kind).or_default() += 1;
-            match verb {
-                "get" | "list" | "watch" => counted.reads += 1,
-                _ if uri.contains("dryRun=") => counted.dry_runs += 1,
-                _ => {
-                    counted.writes += 1;
-                    if uri.contains(VISITS_FIELD_MANAGER) {
-                        counted.visits_writes += 1;
-                    }
+            if is_write(verb, uri) {
+                counted.writes += 1;
+                if uri.contains(VISITS_FIELD_MANAGER) {
+                    counted.visits_writes += 1;
                 }
+            } else if uri.contains("dryRun=") {
+                counted.dry_runs += 1;
+            } else {
+                counted.reads += 1;
             }
         }
         counted

@@ -4,7 +4,6 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::LazyLock,
 };
 
 use visitcounter::operator::USER_AGENT;
@@ -55,7 +54,7 @@ impl Peer {
             }
             Peer::Kopf => {
                 // Installed by `install_kopf` before any run's clock starts.
-                let mut command = Command::new(KOPF_VENV.join("bin/kopf"));
+                let mut command = Command::new(kopf_venv().join("bin/kopf"));
                 command
                     .args(["run", "--standalone", "--all-namespaces", "--quiet"])
                     .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/operator/kopf_peer/peer.py"));
@@ -70,13 +69,15 @@ impl Peer {
     }
 }
 
-/// A virtual environment with the peer's requirements.
-static KOPF_VENV: LazyLock<PathBuf> = LazyLock::new(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kopf-peer"));
+/// The virtual environment with the peer's requirements.
+fn kopf_venv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kopf-peer")
+}
 
-/// Makes `KOPF_VENV` unless it holds the peer's requirements already.
+/// Makes `kopf_venv()` unless it holds the peer's requirements already.
 pub fn install_kopf() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = &*KOPF_VENV;
+    let venv = &kopf_venv();
     let requirements = root.join("benches/operator/kopf_peer/requirements.txt");
     let stamp = venv.join(".requirements");
     if std::fs::read(&stamp).ok() != std::fs::read(&requirements).ok() {
