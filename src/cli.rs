@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     admission::Admission,
-    build::{BuildSettings, DEFAULT_APP_IMAGE},
+    children::{BuildSettings, DEFAULT_APP_IMAGE},
     controller::ControllerSettings,
     crd,
     operator::{LeaseSettings, Operator, OperatorError, OperatorSettings},

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     admission::{Admission, Rejected},
-    build::{BuildError, BuildSettings, Children, desired_children},
+    children::{BuildError, BuildSettings, Children, desired_children},
 };
 
 /// Why an input could not be rendered. `input` names the input (a path or

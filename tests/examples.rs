@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use visitcounter::{
     admission::{Admission, openapi::to_json_schema},
-    build::BuildSettings,
+    children::BuildSettings,
     crd,
     render::render,
 };

@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use crate::{
-    controller::plan::{contains, first_difference},
+    controller::runtime::diff::{contains, first_difference},
     crd,
     resource::VERSION,
 };

@@ -22,7 +22,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use visitcounter::{
-    build::DEFAULT_APP_IMAGE,
+    children::DEFAULT_APP_IMAGE,
     operator::USER_AGENT,
     resource::{API_VERSION, KIND, VisitCounterApp},
 };

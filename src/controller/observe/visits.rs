@@ -26,9 +26,10 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Metrics, cache::SlimPod, rollout::is_ready};
+use super::pods::is_ready;
 use crate::{
-    build::INSTANCE_LABEL,
+    children::INSTANCE_LABEL,
+    controller::runtime::{cache::SlimPod, metrics::Metrics},
     resource::{API_VERSION, KIND, PodVisits, VisitCounterApp, VisitsStatus},
 };
 
@@ -280,7 +281,7 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
-    use crate::build::tests::app;
+    use crate::children::tests::app;
 
     fn pod(name: &str, instance: &str, ip: Option<&str>, ready: bool) -> Pod {
         Pod {

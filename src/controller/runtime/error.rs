@@ -1,7 +1,7 @@
 //! Why a reconcile failed: one variant per failure site, each with the label
 //! that metrics, the `Degraded` condition's reason and the Event use.
 
-use crate::{admission::Rejected, build::BuildError};
+use crate::{admission::Rejected, children::BuildError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

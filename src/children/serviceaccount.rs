@@ -36,7 +36,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::build::tests::app;
+    use crate::children::tests::app;
 
     #[test]
     fn no_service_account_unless_asked() {

@@ -1,4 +1,4 @@
-//! The rollout of a changed pod template, and the way it gets stuck for good.
+//! Stuck rollouts: the pod that blocks a rolling update for good.
 //!
 //! Under `OrderedReady` the StatefulSet controller goes through the pods in
 //! ordinal order and stops at the first one that is not ready. A pod of a
@@ -17,36 +17,8 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 
+use super::pods::{REVISION_LABEL, is_ready, ready_condition};
 use crate::resource::{PodManagementPolicy, StuckPod, UpdateStrategyType, VisitCounterApp};
-
-/// The label the StatefulSet controller puts on each pod: its revision.
-pub const REVISION_LABEL: &str = "controller-revision-hash";
-
-/// What an update of the StatefulSet from `before` to `after` (as the API
-/// server returned it) promoted: the partition went down, so the pods at
-/// the ordinals in between are no longer held (they move to the update
-/// revision, or, when the template was reverted, stay where they are).
-pub fn promotion(name: &str, before: &serde_json::Value, after: &serde_json::Value) -> Option<String> {
-    let partition = |sts: &serde_json::Value| {
-        sts.pointer("/spec/updateStrategy/rollingUpdate/partition")
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0)
-    };
-    let (from, to) = (partition(before), partition(after));
-    let replicas = after
-        .pointer("/spec/replicas")
-        .and_then(serde_json::Value::as_i64)
-        .unwrap_or(1);
-    let (first, last) = (to, from.min(replicas) - 1);
-    (first <= last).then(|| {
-        let pods = if first == last {
-            format!("{name}-{first} is")
-        } else {
-            format!("{name}-{first} to {name}-{last} are")
-        };
-        format!("promoted: the partition went from {from} to {to}, so {pods} no longer held at the old revision")
-    })
-}
 
 /// A pod that blocks the rollout.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,21 +167,6 @@ pub fn check_rollout<'a>(
     }
 }
 
-/// Whether the pod's `Ready` condition is `True`.
-pub fn is_ready(pod: &Pod) -> bool {
-    ready_condition(pod).is_some_and(|c| c.status == "True")
-}
-
-/// The pod's `Ready` condition, as the kubelet last reported it.
-pub fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-}
-
 /// When the pod's Ready condition last turned, or else when it was created.
 fn not_ready_since(pod: &Pod) -> Option<Time> {
     ready_condition(pod)
@@ -218,47 +175,12 @@ fn not_ready_since(pod: &Pod) -> Option<Time> {
 }
 
 #[cfg(test)]
-mod promotion_tests {
-    use serde_json::json;
-
-    use super::promotion;
-
-    fn sts(partition: Option<i64>, replicas: i64) -> serde_json::Value {
-        let mut sts = json!({"spec": {"replicas": replicas, "updateStrategy": {"type": "RollingUpdate"}}});
-        if let Some(p) = partition {
-            sts["spec"]["updateStrategy"]["rollingUpdate"] = json!({"partition": p});
-        }
-        sts
-    }
-
-    #[test]
-    fn a_lower_partition_promotes_the_pods_in_between() {
-        assert_eq!(
-            promotion("web", &sts(Some(2), 3), &sts(None, 3)).as_deref(),
-            Some("promoted: the partition went from 2 to 0, so web-0 to web-1 are no longer held at the old revision")
-        );
-        assert_eq!(
-            promotion("web", &sts(Some(2), 3), &sts(Some(1), 3)).as_deref(),
-            Some("promoted: the partition went from 2 to 1, so web-1 is no longer held at the old revision")
-        );
-    }
-
-    #[test]
-    fn no_promotion_without_a_lower_partition_or_beyond_the_replicas() {
-        assert_eq!(promotion("web", &sts(None, 3), &sts(None, 3)), None);
-        assert_eq!(promotion("web", &sts(Some(1), 3), &sts(Some(2), 3)), None);
-        // A partition at or above the replicas held nobody.
-        assert_eq!(promotion("web", &sts(Some(5), 3), &sts(Some(3), 3)), None);
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
 
     use super::*;
-    use crate::build::tests::app;
+    use crate::children::tests::app;
 
     fn at(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).unwrap())

@@ -74,7 +74,7 @@ fn data_hash(data: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tests::app;
+    use crate::children::tests::app;
     use serde_json::json;
 
     #[test]

@@ -1,5 +1,6 @@
-//! The writes: server-side apply of children (dry run first), the orphaning
-//! re-create of a StatefulSet, the status, and Events.
+//! The API calls that write: server-side apply of a child (as a dry run
+//! when asked), the orphaning delete of a StatefulSet, deletes by uid, the
+//! status, and Events. Each counts itself in the metrics.
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
@@ -12,8 +13,11 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{FIELD_MANAGER, metrics::Metrics, plan::DesiredChild};
-use crate::resource::{API_VERSION, KIND, VisitCounterApp, VisitCounterAppStatus};
+use super::plan::DesiredChild;
+use crate::{
+    controller::runtime::{FIELD_MANAGER, metrics::Metrics},
+    resource::{API_VERSION, KIND, VisitCounterApp, VisitCounterAppStatus},
+};
 
 fn api_resource(kind: &str) -> ApiResource {
     match kind {

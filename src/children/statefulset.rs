@@ -283,7 +283,7 @@ fn volume_claim_template(app: &VisitCounterApp, name: &str) -> PersistentVolumeC
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::{desired_config_map, tests::app};
+    use crate::children::{desired_config_map, tests::app};
     use serde_json::json;
 
     /// The StatefulSet as `desired_children` builds it.

@@ -15,12 +15,22 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::{apps::v1::ControllerRevision, core::v1::ConfigMap};
-use kube::{Api, Client, ResourceExt, api::ListParams};
+use k8s_openapi::api::{
+    apps::v1::{ControllerRevision, StatefulSet},
+    core::v1::ConfigMap,
+};
+use kube::{Api, Client, ResourceExt, api::ListParams, runtime::events::EventType};
 use serde_json::Value;
 
-use super::{apply::delete_child, metrics::Metrics};
-use crate::build::{is_config_map_of, selector_string};
+use super::{
+    Context, app_key,
+    apply::{delete_child, record},
+};
+use crate::{
+    children::{INSTANCE_LABEL, is_config_map_of, selector_string},
+    controller::{observe::pods::REVISION_LABEL, runtime::metrics::Metrics},
+    resource::VisitCounterApp,
+};
 
 /// Names of the ConfigMaps an object refers to anywhere in it: volumes
 /// (plain and projected), `env[].valueFrom.configMapKeyRef` and
@@ -82,7 +92,7 @@ pub fn candidates<'a>(
     cached
         .into_iter()
         .filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|c| c.labels().get(crate::build::INSTANCE_LABEL).map(String::as_str) == Some(app))
+        .filter(|c| c.labels().get(crate::children::INSTANCE_LABEL).map(String::as_str) == Some(app))
         .filter(|c| {
             c.owner_references()
                 .iter()
@@ -118,6 +128,76 @@ pub async fn remove_old_config_maps(
         deleted.push(name);
     }
     Ok(deleted)
+}
+
+/// Deletes the app's old ConfigMaps that no kept revision and no pod needs
+/// any more. Looks only when the candidates or the StatefulSet's revisions
+/// changed, or a resync period passed. A failure is logged and tried again
+/// later: it leaves an unused ConfigMap, no worse.
+pub async fn remove_old_configs(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    current: &str,
+    sts: &StatefulSet,
+) {
+    let (name, key) = (app.name_any(), app_key(app));
+    let Some(uid) = app.metadata.uid.as_deref() else {
+        return;
+    };
+    let cached = ctx.caches.config_maps.state();
+    let found = candidates(cached.iter().map(|c| c.as_ref()), namespace, &name, uid, current);
+    if found.is_empty() {
+        return;
+    }
+    let pod_revisions: BTreeSet<String> = ctx
+        .caches
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.0.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| p.0.labels().get(INSTANCE_LABEL) == Some(&name))
+        .filter_map(|p| p.0.labels().get(REVISION_LABEL).cloned())
+        .collect();
+    if !ctx.old_configs_worth_a_look(&key, look_digest(&found, &pod_revisions, sts)) {
+        return;
+    }
+    match remove_old_config_maps(&ctx.client, namespace, &name, &found, &pod_revisions, &ctx.metrics).await {
+        Ok(deleted) if !deleted.is_empty() => {
+            let message = format!(
+                "deleted ConfigMap {}: no pod and no revision in StatefulSet {name}'s history refers to it",
+                deleted.join(", ")
+            );
+            record(
+                &ctx.recorder,
+                app,
+                EventType::Normal,
+                "OldConfigRemoved",
+                message,
+                None,
+                &ctx.metrics,
+            )
+            .await;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            ctx.old_configs_forget(&key);
+            tracing::warn!(app = %key, %error, "cannot remove old ConfigMaps; trying again later");
+        }
+    }
+}
+
+/// What a look for old ConfigMaps depends on: the candidates, the pods'
+/// revisions and the StatefulSet's.
+fn look_digest(found: &[(String, String)], pod_revisions: &BTreeSet<String>, sts: &StatefulSet) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    (found, pod_revisions).hash(&mut digest);
+    sts.status
+        .as_ref()
+        .map(|s| (&s.current_revision, &s.update_revision, s.observed_generation))
+        .hash(&mut digest);
+    digest.finish()
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ fn http_port(port: i32, node_port: Option<i32>) -> ServicePort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::tests::app;
+    use crate::children::tests::app;
     use serde_json::json;
 
     #[test]

@@ -3,16 +3,19 @@
 //! does not say so; only its `FailedCreate` Events do, so the operator reads
 //! them, once pod creation has stood still for a while.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Event};
 use kube::{Api, Client, api::ListParams};
 
-use super::status::Failure;
-use crate::resource::VisitCounterApp;
-
-/// `Degraded`'s reason while pods cannot be created.
-pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
+use crate::{
+    controller::status::{Failure, PODS_NOT_CREATED},
+    resource::VisitCounterApp,
+};
 /// How long the StatefulSet's pod count may stand still, with pods missing,
 /// before the operator looks for why: a busy StatefulSet controller takes its
 /// time (at 200 apps on two cores, often more than 5 s), and a look costs a
@@ -30,6 +33,17 @@ pub const MAX_LOOK_INTERVAL: Duration = Duration::from_secs(300);
 pub fn look_interval(looks: u32) -> Duration {
     let doublings = looks.saturating_sub(1).min(8);
     (GRACE * 2 * 2u32.pow(doublings)).min(MAX_LOOK_INTERVAL)
+}
+
+/// When to look at a StatefulSet with pods missing for `missing_for`
+/// again: at the end of the grace period; after it, when the next look at
+/// its Events is due (`next_look_in`), and at least a second from now. A new
+/// pod wakes the app through its StatefulSet before that.
+pub fn next_look(missing_for: Duration, next_look_in: Duration) -> Duration {
+    match GRACE.checked_sub(missing_for) {
+        Some(left) if !left.is_zero() => left,
+        _ => next_look_in.max(Duration::from_secs(1)),
+    }
 }
 
 /// Whether to read the StatefulSet's Events: pods are missing, none of the
@@ -110,6 +124,79 @@ pub async fn why_pods_are_missing(client: &Client, sts: &StatefulSet) -> Option<
     }
 }
 
+/// A StatefulSet whose pod count stands still with pods missing.
+struct Stall {
+    replicas: i32,
+    since: Instant,
+    /// Looks at its Events since its pod count last moved, and the last one.
+    looks: u32,
+    looked: Option<Instant>,
+}
+
+impl Stall {
+    fn new(replicas: i32) -> Self {
+        Self {
+            replicas,
+            since: Instant::now(),
+            looks: 0,
+            looked: None,
+        }
+    }
+}
+
+/// Each app's StatefulSet with pods missing, by app key: its pod count,
+/// since when it has stood still, and the looks at its Events since.
+#[derive(Default)]
+pub struct PodCreationStalls(Mutex<HashMap<String, Stall>>);
+
+impl PodCreationStalls {
+    fn stalls(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stall>> {
+        self.0.lock().expect("pods missing since")
+    }
+
+    /// How long the app's StatefulSet has had pods missing without its pod
+    /// count moving (`replicas` is that count), as this operator has seen it;
+    /// `None` (and forgotten) when none is missing.
+    pub fn stalled_for(&self, key: &str, missing: bool, replicas: i32) -> Option<Duration> {
+        let mut stalls = self.stalls();
+        if !missing {
+            stalls.remove(key);
+            return None;
+        }
+        let stall = stalls.entry(key.to_owned()).or_insert_with(|| Stall::new(replicas));
+        if stall.replicas != replicas {
+            *stall = Stall::new(replicas);
+        }
+        Some(stall.since.elapsed())
+    }
+
+    /// How long until the app's StatefulSet Events may be read again: zero
+    /// before the first look, then `look_interval` after each.
+    pub fn next_look_in(&self, key: &str) -> Duration {
+        match self.stalls().get(key) {
+            Some(Stall {
+                looks,
+                looked: Some(at),
+                ..
+            }) => look_interval(*looks).saturating_sub(at.elapsed()),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Records a look at the app's StatefulSet Events.
+    pub fn looked(&self, key: &str) {
+        if let Some(stall) = self.stalls().get_mut(key) {
+            stall.looks += 1;
+            stall.looked = Some(Instant::now());
+        }
+    }
+
+    /// Keeps only the apps `keep` says yes to.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.stalls().retain(|k, _| keep(k));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::{
@@ -120,7 +207,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{build::tests::app, resource::VisitCounterAppStatus};
+    use crate::{children::tests::app, resource::VisitCounterAppStatus};
 
     fn at(seconds: i64) -> Time {
         Time(Timestamp::from_second(1_800_000_000 + seconds).unwrap())
@@ -238,5 +325,17 @@ mod tests {
         let again = event("FailedCreate", forbidden, 30);
         assert!(failed_create(&[failed, created, again]).is_some());
         assert_eq!(failed_create(&[]), None);
+    }
+
+    #[test]
+    fn the_next_look_is_at_the_end_of_the_grace_period_then_when_due() {
+        let s = Duration::from_secs;
+        assert_eq!(next_look(s(10), Duration::ZERO), GRACE - s(10));
+        assert_eq!(next_look(GRACE, s(50)), s(50));
+        assert_eq!(
+            next_look(GRACE + s(5), Duration::ZERO),
+            s(1),
+            "never sooner than a second"
+        );
     }
 }

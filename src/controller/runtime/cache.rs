@@ -3,14 +3,20 @@
 //! of memory and a Service 3 KiB; as text, under 3 KiB and 1 KiB. They are
 //! read only when their app is reconciled.
 
-use std::marker::PhantomData;
+use std::{marker::PhantomData, sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::{Pod, PodCondition, PodStatus},
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{ConfigMap, Pod, PodCondition, PodStatus, Service, ServiceAccount},
+    },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 use serde_json::Value;
+
+use super::watch::store_ready;
 
 /// `K` with its spec and status kept as text.
 #[derive(Deserialize, Serialize)]
@@ -159,6 +165,71 @@ fn as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>,
 fn from_text<S: Serializer>(text: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
     let value: Option<Value> = text.as_deref().and_then(|t| serde_json::from_str(t).ok());
     value.serialize(serializer)
+}
+
+/// The watch caches of the children.
+#[derive(Clone)]
+pub struct ChildCaches {
+    pub stateful_sets: Store<Compact<StatefulSet>>,
+    pub services: Store<Compact<Service>>,
+    pub config_maps: Store<ConfigMap>,
+    /// Only the ServiceAccounts the operator created (by label).
+    pub service_accounts: Store<ServiceAccount>,
+    /// The apps' pods, stripped to what the rollout check and the visits
+    /// poller read.
+    pub pods: Store<SlimPod>,
+}
+
+impl ChildCaches {
+    /// Waits until every cache holds its first full list.
+    pub async fn ready(&self) {
+        while !self.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether every cache holds its first full list. Polled rather than
+    /// awaited: a store's readiness wakes only one of several waiters.
+    pub fn is_ready(&self) -> bool {
+        store_ready(&self.stateful_sets)
+            && store_ready(&self.services)
+            && store_ready(&self.config_maps)
+            && store_ready(&self.service_accounts)
+            && store_ready(&self.pods)
+    }
+
+    /// The cached child of `kind`, as JSON.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        match kind {
+            "StatefulSet" => self
+                .stateful_sets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| s.to_json()),
+            "Service" => self
+                .services
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| s.to_json()),
+            "ConfigMap" => self
+                .config_maps
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|c| serde_json::to_value(c.as_ref()).ok()),
+            "ServiceAccount" => self
+                .service_accounts
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|a| serde_json::to_value(a.as_ref()).ok()),
+            _ => None,
+        }
+    }
+
+    /// The cached pods of the StatefulSet `name` with ordinals below `replicas`.
+    pub fn pods_of(&self, namespace: &str, name: &str, replicas: i32) -> Vec<Arc<SlimPod>> {
+        (0..replicas.max(0))
+            .filter_map(|ordinal| {
+                self.pods
+                    .get(&ObjectRef::new(&format!("{name}-{ordinal}")).within(namespace))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

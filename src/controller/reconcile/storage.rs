@@ -20,8 +20,9 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Error, FIELD_MANAGER, metrics::Metrics, plan::quantity_value};
-use crate::build::{DATA_VOLUME, selector_string};
+use crate::children::{DATA_VOLUME, selector_string};
+use crate::controller::runtime::diff::quantity_value;
+use crate::controller::runtime::{FIELD_MANAGER, error::Error, metrics::Metrics};
 
 /// The claims of the StatefulSet `name` (`data-<name>-<ordinal>`, whether or
 /// not a pod still uses them) that ask for less than `size`.

@@ -1,18 +1,25 @@
 //! The app's status, computed from what was applied and observed. Pure: the
 //! clock comes in as an argument.
+//!
+//! [`desired_status`] counts the pods ([`Counts`]), then says each condition
+//! ([`conditions`]); [`compare`] decides whether a new status is worth a
+//! write now, later or not at all.
+
+pub mod compare;
+pub mod conditions;
+pub mod dropped;
 
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Service},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 
-use super::{plan::GATED_STATEFULSET_FIELDS, pod_creation::PODS_NOT_CREATED};
 use crate::{
-    build::selector_string,
-    resource::{
-        PAUSED_ANNOTATION, RolloutStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus,
-    },
+    children::selector_string,
+    resource::{RolloutStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
 };
+pub use compare::{newly_held, only_progress, same_status};
+pub use dropped::{dropped_by_server, dropped_message};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -24,6 +31,11 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// Present, and True, only while the app is paused by its annotation.
 pub const PAUSED: &str = "Paused";
+/// The condition that names spec fields the cluster ignores.
+pub const UNSUPPORTED_SPEC: &str = "UnsupportedSpec";
+/// `Degraded`'s reason while pods cannot be created (see
+/// `observe::pod_creation`).
+pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
 
 /// Why the reconcile failed.
 #[derive(Debug)]
@@ -46,40 +58,89 @@ pub struct Observed<'a> {
     /// The app is paused (`visitcounter.dev/paused: "true"`): nothing was
     /// applied.
     pub paused: bool,
-    /// A pod that blocks the rollout for good (see `rollout.rs`), unless the
-    /// operator just replaced it.
+    /// A pod that blocks the rollout for good (see `observe::stuck_pods`),
+    /// unless the operator just replaced it.
     pub stuck: Option<StuckPod>,
     /// Fields of the spec the API server dropped from the StatefulSet (JSON
-    /// pointers into it, from `plan::dropped_by_server`).
+    /// pointers into it, from [`dropped_by_server`]).
     pub dropped: Vec<&'static str>,
 }
 
-/// The condition that names spec fields the cluster ignores.
-pub const UNSUPPORTED_SPEC: &str = "UnsupportedSpec";
-
-/// What `UnsupportedSpec` says about fields the API server dropped.
-pub fn dropped_message(dropped: &[&str]) -> String {
-    let parts: Vec<String> = dropped
-        .iter()
-        .map(|pointer| {
-            let gate = GATED_STATEFULSET_FIELDS
-                .iter()
-                .find(|(p, _)| p == pointer)
-                .map_or("?", |(_, gate)| gate);
-            format!(
-                "{} has no effect: this cluster's API server drops it from the StatefulSet (the {gate} feature gate is off)",
-                pointer.trim_start_matches('/').replace('/', ".")
-            )
-        })
-        .collect();
-    parts.join("; ")
+/// The pods of the app, as its StatefulSet's status counts them.
+#[derive(Debug, Default, PartialEq)]
+pub struct Counts {
+    /// The StatefulSet's status describes its current spec.
+    pub current: bool,
+    /// Pods asked for by the spec.
+    pub wanted: i32,
+    pub replicas: i32,
+    pub ready: i32,
+    /// Pods of the update revision.
+    pub updated: i32,
+    /// Pods the rollout is to update: those at or above the partition.
+    pub expected_updated: i32,
+    pub partition: i32,
+    pub current_revision: Option<String>,
+    pub update_revision: Option<String>,
+    /// Pods the partition keeps at the old revision once the rest run the new.
+    pub held: i32,
 }
 
-struct Cond {
-    type_: &'static str,
-    status: bool,
-    reason: &'static str,
-    message: String,
+impl Counts {
+    /// The counts from the StatefulSet, or the last status's while the
+    /// StatefulSet's status is behind its spec.
+    pub fn of(app: &VisitCounterApp, sts: Option<&StatefulSet>) -> Self {
+        let previous = app.status.clone().unwrap_or_default();
+        let wanted = app.spec.replicas;
+        let sts_status = sts.and_then(|s| s.status.as_ref());
+        // A child's status counts only once it describes the child's current spec.
+        let current = sts.is_some_and(|s| {
+            let seen = sts_status.and_then(|st| st.observed_generation);
+            seen.is_some() && seen >= s.metadata.generation
+        });
+        let (replicas, ready, updated) = match (current, sts_status) {
+            (true, Some(st)) => (
+                st.replicas,
+                st.ready_replicas.unwrap_or(0),
+                st.updated_replicas.unwrap_or(0),
+            ),
+            _ => (previous.replicas, previous.ready_replicas, previous.updated_replicas),
+        };
+        let rolling = app.spec.update_strategy.rolling_update.as_ref();
+        let partition = match app.spec.update_strategy.type_ {
+            UpdateStrategyType::OnDelete => wanted,
+            UpdateStrategyType::RollingUpdate => rolling.and_then(|r| r.partition_for(wanted)).unwrap_or(0),
+        };
+        let mut counts = Self {
+            current,
+            wanted,
+            replicas,
+            ready,
+            updated,
+            expected_updated: (wanted - partition).max(0),
+            partition,
+            current_revision: sts_status
+                .and_then(|s| s.current_revision.clone())
+                .or(previous.current_revision),
+            update_revision: sts_status
+                .and_then(|s| s.update_revision.clone())
+                .or(previous.update_revision),
+            held: 0,
+        };
+        counts.held = counts.held_replicas(app.spec.update_strategy.type_ == UpdateStrategyType::RollingUpdate);
+        counts
+    }
+
+    /// Pods the partition keeps at the old revision once the rest run the new.
+    fn held_replicas(&self, rolling: bool) -> i32 {
+        let held = rolling
+            && self.partition > 0
+            && self.current
+            && self.replicas == self.wanted
+            && self.updated >= self.expected_updated
+            && self.current_revision != self.update_revision;
+        if held { self.replicas - self.updated } else { 0 }
+    }
 }
 
 /// The status to write. Conditions keep their `lastTransitionTime` while
@@ -88,169 +149,11 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
     let name = app.metadata.name.as_deref().unwrap_or_default();
     let generation = app.metadata.generation;
     let previous = app.status.clone().unwrap_or_default();
-    let wanted = app.spec.replicas;
-    let sts = observed.stateful_set;
-    let sts_status = sts.and_then(|s| s.status.as_ref());
-    // A child's status counts only once it describes the child's current spec.
-    let current = sts.is_some_and(|s| {
-        let seen = sts_status.and_then(|st| st.observed_generation);
-        seen.is_some() && seen >= s.metadata.generation
-    });
-    let (replicas, ready, updated) = match (current, sts_status) {
-        (true, Some(st)) => (
-            st.replicas,
-            st.ready_replicas.unwrap_or(0),
-            st.updated_replicas.unwrap_or(0),
-        ),
-        _ => (previous.replicas, previous.ready_replicas, previous.updated_replicas),
-    };
-    let rolling = app.spec.update_strategy.rolling_update.as_ref();
-    let partition = match app.spec.update_strategy.type_ {
-        UpdateStrategyType::OnDelete => wanted,
-        UpdateStrategyType::RollingUpdate => rolling.and_then(|r| r.partition_for(wanted)).unwrap_or(0),
-    };
-    let expected_updated = (wanted - partition).max(0);
-    let current_revision = sts_status
-        .and_then(|s| s.current_revision.clone())
-        .or(previous.current_revision);
-    let update_revision = sts_status
-        .and_then(|s| s.update_revision.clone())
-        .or(previous.update_revision);
-    // Pods the partition keeps at the old revision once the rest run the new.
-    let held = if app.spec.update_strategy.type_ == UpdateStrategyType::RollingUpdate
-        && partition > 0
-        && current
-        && replicas == wanted
-        && updated >= expected_updated
-        && current_revision != update_revision
-    {
-        replicas - updated
-    } else {
-        0
-    };
-
-    let progressing = if sts.is_none() {
-        Cond::new(PROGRESSING, true, "Creating", "the StatefulSet is being created".into())
-    } else if !current {
-        Cond::new(
-            PROGRESSING,
-            true,
-            "StatefulSetPending",
-            "the StatefulSet controller has not yet seen the latest spec".into(),
-        )
-    } else if let Some(f) = observed.failure.as_ref().filter(|f| f.reason == PODS_NOT_CREATED) {
-        Cond::new(PROGRESSING, false, f.reason, f.message.clone())
-    } else if let Some(stuck) = &observed.stuck {
-        Cond::new(PROGRESSING, false, "RolloutStuck", stuck.message.clone())
-    } else if replicas != wanted {
-        Cond::new(
-            PROGRESSING,
-            true,
-            "Scaling",
-            format!("{replicas} of {wanted} pods exist"),
-        )
-    } else if updated < expected_updated {
-        Cond::new(
-            PROGRESSING,
-            true,
-            "RollingOut",
-            format!("{updated} of {expected_updated} pods run the latest template"),
-        )
-    } else if ready < wanted {
-        Cond::new(
-            PROGRESSING,
-            true,
-            "WaitingForPods",
-            format!("{ready} of {wanted} pods are ready"),
-        )
-    } else if held > 0 {
-        let by = match rolling.and_then(|r| r.canary_replicas) {
-            Some(canary) => format!(
-                "updateStrategy.rollingUpdate.canaryReplicas: {canary}; raise or remove it to promote the new revision"
-            ),
-            None => format!(
-                "updateStrategy.rollingUpdate.partition: {partition}; lower or remove it to promote the new revision"
-            ),
-        };
-        Cond::new(
-            PROGRESSING,
-            false,
-            "RolloutHeld",
-            format!(
-                "{updated} of {wanted} pods run revision {}; {held} are held at revision {} by {by}",
-                update_revision.as_deref().unwrap_or("?"),
-                current_revision.as_deref().unwrap_or("?"),
-            ),
-        )
-    } else {
-        Cond::new(
-            PROGRESSING,
-            false,
-            "RolloutComplete",
-            format!("{wanted} pods are up to date"),
-        )
-    };
-    let degraded = match &observed.failure {
-        Some(failure) => Cond::new(DEGRADED, true, failure.reason, failure.message.clone()),
-        None => Cond::new(
-            DEGRADED,
-            false,
-            "ReconcileSucceeded",
-            "the children match the spec".into(),
-        ),
-    };
-    let ready_cond = if let Some(failure) = &observed.failure {
-        let what = if failure.reason == PODS_NOT_CREATED {
-            "pods cannot be created"
-        } else {
-            "the last reconcile failed"
-        };
-        Cond::new(READY, false, "Degraded", format!("{what}; see the Degraded condition"))
-    } else if current && ready >= wanted && replicas == wanted {
-        if wanted == 0 {
-            Cond::new(READY, true, "ScaledToZero", "the app is scaled to zero".into())
-        } else {
-            Cond::new(
-                READY,
-                true,
-                "AllReplicasReady",
-                format!("{ready} of {wanted} pods are ready"),
-            )
-        }
-    } else {
-        Cond::new(
-            READY,
-            false,
-            "ReplicasNotReady",
-            format!("{ready} of {wanted} pods are ready"),
-        )
-    };
-
-    let (reconciling, stalled) = kstatus(&progressing, observed);
-    let paused = observed.paused.then(|| {
-        Cond::new(
-            PAUSED,
-            true,
-            "PausedByAnnotation",
-            format!(
-                "the operator changes nothing while the app has {PAUSED_ANNOTATION}: \"true\"; remove it to resume"
-            ),
-        )
-    });
-    let unsupported = (!observed.dropped.is_empty()).then(|| {
-        Cond::new(
-            UNSUPPORTED_SPEC,
-            true,
-            "DroppedByAPIServer",
-            dropped_message(&observed.dropped),
-        )
-    });
-    let conditions = [ready_cond, progressing, degraded, reconciling, stalled]
+    let counts = Counts::of(app, observed.stateful_set);
+    let conditions = conditions::all(app, observed, &counts)
         .into_iter()
-        .chain(paused)
-        .chain(unsupported)
         .map(|c| c.into_condition(&previous.conditions, generation, &now))
-        .collect();
+        .collect::<Vec<Condition>>();
     let node_port = observed
         .service
         .and_then(|s| s.spec.as_ref())
@@ -260,165 +163,21 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         .or(previous.node_port);
     VisitCounterAppStatus {
         observed_generation: generation,
-        replicas,
-        ready_replicas: ready,
-        updated_replicas: updated,
-        current_revision,
-        update_revision,
+        replicas: counts.replicas,
+        ready_replicas: counts.ready,
+        updated_replicas: counts.updated,
+        current_revision: counts.current_revision,
+        update_revision: counts.update_revision,
         selector: Some(selector_string(name)),
         node_port,
         conditions,
-        rollout: (held > 0 || observed.stuck.is_some()).then(|| RolloutStatus {
-            held_replicas: held,
+        rollout: (counts.held > 0 || observed.stuck.is_some()).then(|| RolloutStatus {
+            held_replicas: counts.held,
             stuck_pod: observed.stuck.clone(),
         }),
-        // Written apart, by the visits poller (`visits.rs`).
+        // Written apart, by the visits poller (`observe::visits`).
         visits: None,
     }
-}
-
-/// `Reconciling` and `Stalled`, from `Progressing`, the failure and the pause.
-fn kstatus(progressing: &Cond, observed: &Observed<'_>) -> (Cond, Cond) {
-    let failure = observed.failure.as_ref();
-    let reconciling = match failure {
-        Some(f) if f.stalled => Cond::new(
-            RECONCILING,
-            false,
-            f.reason,
-            "stalled; see the Stalled condition".into(),
-        ),
-        Some(f) => Cond::new(
-            RECONCILING,
-            true,
-            "Retrying",
-            format!("retrying after {}: {}", f.reason, f.message),
-        ),
-        // kstatus would read Reconciling as "still in progress" for as long as
-        // the pause lasts; a paused app is as settled as it will get.
-        None if observed.paused => Cond::new(RECONCILING, false, "Paused", "reconciling is paused".into()),
-        None if observed.stuck.is_some() => Cond::new(
-            RECONCILING,
-            false,
-            "RolloutStuck",
-            "stalled; see the Stalled condition".into(),
-        ),
-        None => Cond::new(
-            RECONCILING,
-            progressing.status,
-            progressing.reason,
-            progressing.message.clone(),
-        ),
-    };
-    let stalled = match failure {
-        Some(f) if f.stalled => Cond::new(STALLED, true, f.reason, f.message.clone()),
-        Some(_) => Cond::new(STALLED, false, "Retrying", "the operator retries with backoff".into()),
-        None if observed.stuck.is_some() => Cond::new(STALLED, true, "RolloutStuck", progressing.message.clone()),
-        None => Cond::new(
-            STALLED,
-            false,
-            "ReconcileSucceeded",
-            "the children match the spec".into(),
-        ),
-    };
-    (reconciling, stalled)
-}
-
-impl Cond {
-    fn new(type_: &'static str, status: bool, reason: &'static str, message: String) -> Self {
-        Self {
-            type_,
-            status,
-            reason,
-            message,
-        }
-    }
-
-    fn into_condition(self, previous: &[Condition], generation: Option<i64>, now: &Time) -> Condition {
-        let status = if self.status { "True" } else { "False" };
-        let last_transition_time = previous
-            .iter()
-            .find(|c| c.type_ == self.type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: self.type_.into(),
-            status: status.into(),
-            reason: self.reason.into(),
-            message: self.message,
-            last_transition_time,
-            observed_generation: generation,
-        }
-    }
-}
-
-/// The Event for a rollout that has just come to be held by a partition or
-/// a canary: the `RolloutHeld` message, when `new` says held and `old` did
-/// not.
-pub fn newly_held(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStatus) -> Option<String> {
-    let reason = |s: &VisitCounterAppStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == PROGRESSING)
-            .map(|c| (c.reason.clone(), c.message.clone()))
-    };
-    let (new_reason, message) = reason(new)?;
-    let was_held = old.and_then(reason).is_some_and(|(r, _)| r == "RolloutHeld");
-    (new_reason == "RolloutHeld" && !was_held).then(|| format!("held: {message}"))
-}
-
-/// Whether two statuses say the same thing (the conditions' times aside, and
-/// `visits`, which the reconcile does not write).
-pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool {
-    let strip = |s: &VisitCounterAppStatus| {
-        let mut s = s.clone();
-        s.visits = None;
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(Default::default());
-        }
-        s
-    };
-    strip(a) == strip(b)
-}
-
-/// `Progressing` reasons of an app at rest: a change into or out of one is
-/// written at once, never held back as mere progress.
-const SETTLED_REASONS: &[&str] = &["RolloutComplete", "RolloutHeld", "RolloutStuck", "PodsNotCreated"];
-
-/// Whether `new` differs from `old` only in progress: counts, revisions,
-/// messages, and reasons under an unchanged condition status. Such a status
-/// can wait a moment, so that pods turning ready one after another cost one
-/// status write rather than one each; a condition that turns (Ready, say)
-/// cannot.
-pub fn only_progress(old: &VisitCounterAppStatus, new: &VisitCounterAppStatus) -> bool {
-    // Coming to rest, or leaving rest, is news even when `Progressing`
-    // stays False: RolloutHeld to RolloutComplete is a promotion.
-    let settled = |s: &VisitCounterAppStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == PROGRESSING)
-            .map(|c| c.reason.clone())
-            .filter(|r| SETTLED_REASONS.contains(&r.as_str()))
-    };
-    if settled(old) != settled(new) {
-        return false;
-    }
-    let strip = |s: &VisitCounterAppStatus| {
-        let mut s = s.clone();
-        s.visits = None;
-        s.replicas = 0;
-        s.ready_replicas = 0;
-        s.updated_replicas = 0;
-        s.current_revision = None;
-        s.update_revision = None;
-        s.rollout = None;
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(Default::default());
-            c.message.clear();
-            c.reason.clear();
-        }
-        s
-    };
-    strip(old) == strip(new)
 }
 
 #[cfg(test)]
@@ -429,7 +188,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::build::tests::app;
+    use crate::children::tests::app;
 
     fn now(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).unwrap())

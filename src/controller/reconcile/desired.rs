@@ -1,0 +1,151 @@
+//! The children a reconcile wants, in the order they are written, and the
+//! checks before any write: the spec against the CRD's rules, and each
+//! child's name against objects another owner controls. Pure.
+
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use super::plan::DesiredChild;
+use crate::{
+    admission::Admission,
+    children::Children,
+    controller::Error,
+    resource::{API_VERSION, KIND, VisitCounterApp},
+};
+
+/// The CRD's rules, for an object that was stored without them.
+pub fn validate(app: &VisitCounterApp, admission: &Admission) -> Result<(), Error> {
+    let object = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": app.name_any()},
+        "spec": app.spec,
+    });
+    admission.admit(&object).map(|_| ()).map_err(Error::InvalidSpec)
+}
+
+/// The children as they are applied, in **the write order**, which this
+/// function alone sets: the user-facing Service, the headless Service, the
+/// ServiceAccount (when the operator owns one), the ConfigMap, and the
+/// StatefulSet last.
+///
+/// The order keeps a refused write harmless without a dry run of each: a
+/// node port another Service holds (the refusal a valid spec meets) is
+/// refused at the first write, before anything changed; the ConfigMap of a
+/// new config is a new object no pod uses until the StatefulSet names it;
+/// what the pods use exists before the StatefulSet that starts them; and
+/// children this reconcile created are deleted again when a later write is
+/// refused (`write::apply_changes`). What the order cannot cover, an
+/// in-place update of a Service or ServiceAccount followed by one of the
+/// StatefulSet, is tried as a dry run first (`plan::dry_runs`).
+pub fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
+    fn child(kind: &'static str, object: impl serde::Serialize) -> Result<DesiredChild, Error> {
+        let value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
+        Ok(DesiredChild::new(kind, value))
+    }
+    let mut desired = Vec::with_capacity(5);
+    desired.push(child("Service", children.service)?);
+    desired.push(child("Service", children.headless_service)?);
+    if let Some(account) = children.service_account {
+        desired.push(child("ServiceAccount", account)?);
+    }
+    desired.push(child("ConfigMap", children.config_map)?);
+    desired.push(child("StatefulSet", children.stateful_set)?);
+    Ok(desired)
+}
+
+/// Refuses to touch a child whose name is taken by an object that another
+/// owner controls.
+pub fn check_owned(app: &VisitCounterApp, children: &[DesiredChild], live: &[Option<Value>]) -> Result<(), Error> {
+    for (child, live) in children.iter().zip(live) {
+        if let Some(owner) = live.as_ref().and_then(|l| foreign_controller(l, app)) {
+            return Err(Error::NotOwned {
+                kind: child.kind,
+                name: child.name.clone(),
+                owner,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The controller of `live`, when it is not `app`.
+fn foreign_controller(live: &Value, app: &VisitCounterApp) -> Option<String> {
+    let owner = live["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)?;
+    (owner["uid"].as_str() != app.metadata.uid.as_deref()).then(|| {
+        format!(
+            "{} {}",
+            owner["kind"].as_str().unwrap_or("?"),
+            owner["name"].as_str().unwrap_or("?")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::{BuildSettings, desired_children, tests::app};
+
+    fn web() -> VisitCounterApp {
+        let mut app = app("web", json!({"replicas": 2}));
+        app.metadata.uid = Some("uid-web".into());
+        app
+    }
+
+    fn children_of(app: &VisitCounterApp) -> Vec<DesiredChild> {
+        desired(desired_children(app, &BuildSettings::default()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_statefulset_is_written_last_after_what_its_pods_use() {
+        let order: Vec<(&str, String)> = children_of(&web()).into_iter().map(|c| (c.kind, c.name)).collect();
+        let kinds: Vec<&str> = order.iter().map(|(kind, _)| *kind).collect();
+        assert_eq!(kinds, ["Service", "Service", "ConfigMap", "StatefulSet"]);
+        assert_eq!(
+            order[0].1, "web",
+            "the user-facing Service, whose node port can be refused, is first"
+        );
+        assert_eq!(order[1].1, "web-headless");
+    }
+
+    #[test]
+    fn an_owned_service_account_comes_before_the_config_and_the_statefulset() {
+        let app = app(
+            "web",
+            json!({"createServiceAccount": true, "serviceAccountName": "counter"}),
+        );
+        let kinds: Vec<&str> = children_of(&app).into_iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            ["Service", "Service", "ServiceAccount", "ConfigMap", "StatefulSet"]
+        );
+    }
+
+    #[test]
+    fn a_child_another_owner_controls_is_refused_with_its_owner() {
+        let app = web();
+        let children = children_of(&app);
+        let ours = json!({"metadata": {"ownerReferences": [{"controller": true, "uid": "uid-web", "kind": "VisitCounterApp", "name": "web"}]}});
+        let theirs = json!({"metadata": {"ownerReferences": [{"controller": true, "uid": "other", "kind": "Deployment", "name": "shop"}]}});
+        let unowned = json!({"metadata": {}});
+        let mut live = vec![Some(ours), None, Some(unowned), None];
+        assert!(check_owned(&app, &children, &live).is_ok());
+        live[1] = Some(theirs);
+        let error = check_owned(&app, &children, &live).unwrap_err().to_string();
+        assert!(error.contains("web-headless"), "{error}");
+        assert!(error.contains("Deployment shop"), "{error}");
+    }
+
+    #[test]
+    fn a_spec_past_the_rules_is_invalid() {
+        let mut app = web();
+        app.spec.replicas = 1;
+        app.spec.update_strategy.rolling_update = serde_json::from_value(json!({"partition": 5})).unwrap();
+        let error = validate(&app, &Admission::new()).unwrap_err().to_string();
+        assert!(error.contains("partition"), "{error}");
+        assert!(validate(&web(), &Admission::new()).is_ok());
+    }
+}

@@ -1,0 +1,368 @@
+//! One reconcile of one app, and what happens when it fails. The steps, in
+//! the order `reconcile_app` takes them:
+//!
+//! 1. the pause annotation ([`pause`]);
+//! 2. the spec against the CRD's rules, the children built and put in the
+//!    write order, and their names checked against other owners
+//!    ([`desired`]);
+//! 3. each child planned against the watch cache ([`plan`], [`plan_steps`]);
+//! 4. the writes ([`write`], through the API calls of [`apply`]), with the
+//!    claims grown first for a larger claim template ([`storage`]);
+//! 5. old ConfigMaps removed ([`old_configs`]), the pods looked at
+//!    ([`pods`]), fields the cluster dropped told;
+//! 6. the status computed and written ([`report`]), and the next look
+//!    scheduled ([`requeue_after`]).
+//!
+//! Each step that decides is a pure function with its own tests; this file
+//! and the I/O around them only carry their results from one to the next.
+
+pub mod apply;
+mod context;
+pub mod desired;
+pub mod old_configs;
+pub mod pause;
+pub mod plan;
+pub mod pods;
+pub mod report;
+pub mod storage;
+pub mod write;
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+pub use context::Context;
+use k8s_openapi::{
+    api::{apps::v1::StatefulSet, core::v1::Service},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::Value;
+
+use self::{
+    apply::record,
+    context::CACHE_LAG_WINDOW,
+    desired::{check_owned, desired, validate},
+    plan::{DesiredChild, Step, plan},
+    pods::{PodFindings, earliest, look_at_pods},
+    report::{StatusWrite, report_failure, status_wait_left, update_status},
+};
+use crate::{
+    children::desired_children,
+    controller::{
+        Error,
+        status::{Observed, UNSUPPORTED_SPEC, desired_status, dropped_by_server, dropped_message, newly_held},
+    },
+    resource::VisitCounterApp,
+};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Every this many reconciles, what is kept for deleted apps is dropped.
+const FORGET_EVERY: u64 = 512;
+
+fn app_key(app: &VisitCounterApp) -> String {
+    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+}
+
+/// The key of a child in the operator's memory of its own writes
+/// (`Context::remember_apply`, `applied_ago`, `statefulset_written`).
+fn child_key(child: &DesiredChild, namespace: &str) -> String {
+    format!("{}/{namespace}/{}", child.kind, child.name)
+}
+
+pub async fn reconcile(app: Arc<VisitCounterApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.caches.ready().await;
+    ctx.metrics.apps.set(ctx.app_count() as i64);
+    if ctx.metrics.reconciles().is_multiple_of(FORGET_EVERY) {
+        ctx.forget_deleted_apps();
+    }
+    let started = Instant::now();
+    let result = reconcile_app(&app, &ctx).await;
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
+    match &result {
+        Ok(_) => ctx.succeeded(&app_key(&app)),
+        Err(error) => report_failure(&app, error, &ctx).await,
+    }
+    result
+}
+
+/// Waits for a change when only a new spec can help; otherwise retries
+/// with exponential backoff, 1 s doubling up to 5 minutes.
+pub fn error_policy(app: Arc<VisitCounterApp>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.needs_spec_change() {
+        return Action::await_change();
+    }
+    Action::requeue(backoff(ctx.failed(&app_key(&app))))
+}
+
+/// The wait after the `failures`-th failure in a row.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(MAX_BACKOFF)
+}
+
+async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, Error> {
+    if app.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children.
+        return Ok(Action::await_change());
+    }
+    if pause::handle(app, ctx).await? {
+        return Ok(Action::await_change());
+    }
+    let namespace = app.namespace().unwrap_or_default();
+    validate(app, &ctx.admission)?;
+    let children = desired(desired_children(app, &ctx.settings.build).map_err(Error::Build)?)?;
+    let live: Vec<Option<Value>> = children
+        .iter()
+        .map(|c| ctx.caches.get(c.kind, &namespace, &c.name))
+        .collect();
+    check_owned(app, &children, &live)?;
+    let (steps, recheck_soon) = plan_steps(&children, &live, |child| {
+        ctx.recently_applied(&child_key(child, &namespace), &child.hash)
+    });
+    let observed = write::apply_changes(app, ctx, &namespace, &children, &steps, &live)
+        .await?
+        .observed;
+
+    let sts_live = observed.last().cloned().flatten();
+    let stateful_set: Option<StatefulSet> = sts_live.clone().and_then(|v| serde_json::from_value(v).ok());
+    let service = user_service(app, &children, &observed);
+    if let (Some(sts), Some(config_map)) = (&stateful_set, children.iter().find(|c| c.kind == "ConfigMap")) {
+        old_configs::remove_old_configs(app, ctx, &namespace, &config_map.name, sts).await;
+    }
+    let now = Time(Timestamp::now());
+    let PodFindings {
+        stuck,
+        failure,
+        look_again_in,
+    } = look_at_pods(app, ctx, &namespace, stateful_set.as_ref(), &now).await?;
+    let dropped = match (children.last(), &sts_live) {
+        (Some(desired), Some(live)) => dropped_by_server(&desired.object, live),
+        _ => Vec::new(),
+    };
+    tell_dropped(app, ctx, &dropped).await;
+    let observed = Observed {
+        stateful_set: stateful_set.as_ref(),
+        service: service.as_ref(),
+        failure,
+        paused: false,
+        stuck,
+        dropped,
+    };
+    let status = desired_status(app, &observed, now);
+    let sts_key = children
+        .last()
+        .map(|sts| child_key(sts, &namespace))
+        .unwrap_or_default();
+    let wait = statefulset_wait(
+        ctx,
+        &sts_key,
+        stateful_set.as_ref(),
+        steps.last().is_some_and(Step::writes),
+    );
+    let write = match wait {
+        Some(_) => StatusWrite::Unchanged,
+        None => write_status(app, ctx, status).await?,
+    };
+    let deferred = match write {
+        StatusWrite::Deferred(left) => Some(left),
+        _ => None,
+    };
+    Ok(Action::requeue(requeue_after(
+        ctx.settings.resync,
+        recheck_soon,
+        earliest(look_again_in, deferred),
+        wait,
+    )))
+}
+
+/// The step of each child. A write of ours that the cache may not show yet
+/// (`recently_applied`) is not sent twice: the child counts as up to date,
+/// and the app is looked at again once the cache has had time to catch up
+/// (the second value).
+pub fn plan_steps(
+    children: &[DesiredChild],
+    live: &[Option<Value>],
+    recently_applied: impl Fn(&DesiredChild) -> bool,
+) -> (Vec<Step>, bool) {
+    let mut recheck_soon = false;
+    let steps = children
+        .iter()
+        .zip(live)
+        .map(|(child, live)| {
+            let step = plan(child, live.as_ref());
+            if step.writes() && recently_applied(child) {
+                recheck_soon = true;
+                return Step::UpToDate;
+            }
+            step
+        })
+        .collect();
+    (steps, recheck_soon)
+}
+
+/// When to reconcile the app again: after a resync period, or sooner for a
+/// write of ours the cache may not show yet, a pod or a status write that
+/// is due (`look_again_in`, a second late, so that it is past due), or the
+/// StatefulSet controller's status that the status waits for.
+pub fn requeue_after(
+    resync: Duration,
+    recheck_soon: bool,
+    look_again_in: Option<Duration>,
+    status_wait: Option<Duration>,
+) -> Duration {
+    let mut requeue = if recheck_soon { CACHE_LAG_WINDOW } else { resync };
+    if let Some(later) = look_again_in {
+        requeue = requeue.min(later + Duration::from_secs(1));
+    }
+    if let Some(left) = status_wait {
+        requeue = requeue.min(left);
+    }
+    requeue
+}
+
+/// The user-facing Service (named as the app), as written or cached.
+fn user_service(app: &VisitCounterApp, children: &[DesiredChild], observed: &[Option<Value>]) -> Option<Service> {
+    let i = children
+        .iter()
+        .position(|c| c.kind == "Service" && c.name == app.name_any())?;
+    serde_json::from_value(observed[i].clone()?).ok()
+}
+
+/// Whether the status waits for the StatefulSet controller, and how much
+/// longer (see `report::status_wait_left`); records the StatefulSet as
+/// written-and-unseen or seen for the next reconciles.
+fn statefulset_wait(ctx: &Context, key: &str, sts: Option<&StatefulSet>, written: bool) -> Option<Duration> {
+    let unseen = sts.is_some_and(|s| s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation);
+    if !unseen {
+        ctx.statefulset_seen(key);
+        return None;
+    }
+    if written {
+        ctx.statefulset_written(key);
+    }
+    status_wait_left(unseen, ctx.statefulset_controller_behind(), ctx.applied_ago(key))
+}
+
+/// Writes the status, and the `RolloutHeld` Event when it newly says held.
+async fn write_status(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    status: crate::resource::VisitCounterAppStatus,
+) -> Result<StatusWrite, Error> {
+    let held = newly_held(app.status.as_ref(), &status);
+    let write = update_status(app, status, ctx).await?;
+    if let (StatusWrite::Written, Some(message)) = (&write, held) {
+        record(
+            &ctx.recorder,
+            app,
+            EventType::Normal,
+            "RolloutHeld",
+            message,
+            None,
+            &ctx.metrics,
+        )
+        .await;
+    }
+    Ok(write)
+}
+
+/// One `FieldDropped` Event when the cluster starts dropping fields of the
+/// spec (the status keeps saying it after).
+async fn tell_dropped(app: &VisitCounterApp, ctx: &Context, dropped: &[&str]) {
+    let said = app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == UNSUPPORTED_SPEC));
+    if !dropped.is_empty() && !said {
+        let message = dropped_message(dropped);
+        record(
+            &ctx.recorder,
+            app,
+            EventType::Warning,
+            "FieldDropped",
+            message,
+            None,
+            &ctx.metrics,
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::children::{BuildSettings, tests::app};
+
+    fn children() -> Vec<DesiredChild> {
+        desired(desired_children(&app("web", json!({})), &BuildSettings::default()).unwrap()).unwrap()
+    }
+
+    /// Each child as the API server would return it after the apply.
+    fn applied(children: &[DesiredChild]) -> Vec<Option<Value>> {
+        children.iter().map(|c| Some(c.object.clone())).collect()
+    }
+
+    #[test]
+    fn a_new_app_creates_every_child() {
+        let children = children();
+        let (steps, recheck) = plan_steps(&children, &vec![None; children.len()], |_| false);
+        assert!(steps.iter().all(|s| *s == Step::Create), "{steps:?}");
+        assert!(!recheck);
+    }
+
+    #[test]
+    fn a_converged_app_writes_nothing() {
+        let children = children();
+        let (steps, recheck) = plan_steps(&children, &applied(&children), |_| true);
+        assert!(steps.iter().all(|s| *s == Step::UpToDate), "{steps:?}");
+        assert!(!recheck, "nothing to write, so nothing to look at again");
+    }
+
+    #[test]
+    fn our_own_write_not_yet_in_the_cache_is_not_sent_again() {
+        let children = children();
+        let live = vec![None; children.len()];
+        let (steps, recheck) = plan_steps(&children, &live, |c| c.kind == "ConfigMap");
+        let config_map = children.iter().position(|c| c.kind == "ConfigMap").unwrap();
+        assert_eq!(steps[config_map], Step::UpToDate);
+        assert!(steps.iter().filter(|s| **s == Step::Create).count() == children.len() - 1);
+        assert!(recheck, "the app is looked at again once the cache caught up");
+    }
+
+    #[test]
+    fn the_next_reconcile_is_the_soonest_that_is_due() {
+        let s = Duration::from_secs;
+        let resync = s(300);
+        assert_eq!(requeue_after(resync, false, None, None), resync);
+        assert_eq!(requeue_after(resync, true, None, None), CACHE_LAG_WINDOW);
+        assert_eq!(
+            requeue_after(resync, false, Some(s(10)), None),
+            s(11),
+            "a second past due"
+        );
+        assert_eq!(
+            requeue_after(resync, true, Some(s(10)), Some(Duration::from_millis(400))),
+            Duration::from_millis(400)
+        );
+    }
+
+    #[test]
+    fn failures_back_off_from_a_second_to_five_minutes() {
+        let waits: Vec<u64> = [1, 2, 3, 9, 10, 30].map(|n| backoff(n).as_secs()).to_vec();
+        assert_eq!(waits, [1, 2, 4, 256, 300, 300]);
+    }
+
+    #[test]
+    fn the_user_facing_service_is_the_one_named_as_the_app() {
+        let app = app("web", json!({}));
+        let children = children();
+        let service = user_service(&app, &children, &applied(&children)).expect("the Service");
+        assert_eq!(service.metadata.name.as_deref(), Some("web"));
+        assert!(user_service(&app, &children, &vec![None; children.len()]).is_none());
+    }
+}

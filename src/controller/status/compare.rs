@@ -1,0 +1,77 @@
+//! Comparing two statuses: whether a write is needed, whether it can wait,
+//! and whether it is news worth an Event.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::PROGRESSING;
+use crate::resource::VisitCounterAppStatus;
+
+/// The Event for a rollout that has just come to be held by a partition or
+/// a canary: the `RolloutHeld` message, when `new` says held and `old` did
+/// not.
+pub fn newly_held(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStatus) -> Option<String> {
+    let reason = |s: &VisitCounterAppStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == PROGRESSING)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (new_reason, message) = reason(new)?;
+    let was_held = old.and_then(reason).is_some_and(|(r, _)| r == "RolloutHeld");
+    (new_reason == "RolloutHeld" && !was_held).then(|| format!("held: {message}"))
+}
+
+/// Whether two statuses say the same thing (the conditions' times aside, and
+/// `visits`, which the reconcile does not write).
+pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool {
+    let strip = |s: &VisitCounterAppStatus| {
+        let mut s = s.clone();
+        s.visits = None;
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Default::default());
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+/// `Progressing` reasons of an app at rest: a change into or out of one is
+/// written at once, never held back as mere progress.
+const SETTLED_REASONS: &[&str] = &["RolloutComplete", "RolloutHeld", "RolloutStuck", "PodsNotCreated"];
+
+/// Whether `new` differs from `old` only in progress: counts, revisions,
+/// messages, and reasons under an unchanged condition status. Such a status
+/// can wait a moment, so that pods turning ready one after another cost one
+/// status write rather than one each; a condition that turns (Ready, say)
+/// cannot.
+pub fn only_progress(old: &VisitCounterAppStatus, new: &VisitCounterAppStatus) -> bool {
+    // Coming to rest, or leaving rest, is news even when `Progressing`
+    // stays False: RolloutHeld to RolloutComplete is a promotion.
+    let settled = |s: &VisitCounterAppStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == PROGRESSING)
+            .map(|c| c.reason.clone())
+            .filter(|r| SETTLED_REASONS.contains(&r.as_str()))
+    };
+    if settled(old) != settled(new) {
+        return false;
+    }
+    let strip = |s: &VisitCounterAppStatus| {
+        let mut s = s.clone();
+        s.visits = None;
+        s.replicas = 0;
+        s.ready_replicas = 0;
+        s.updated_replicas = 0;
+        s.current_revision = None;
+        s.update_revision = None;
+        s.rollout = None;
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Default::default());
+            c.message.clear();
+            c.reason.clear();
+        }
+        s
+    };
+    strip(old) == strip(new)
+}
