@@ -94,6 +94,30 @@ async fn a_restart_keeps_the_count() {
     assert!(server.stop().success());
 }
 
+/// The seed Go app's `{"visits":"513"}` is adopted: read as 513 and left as it
+/// is until the first visit writes the app's own number form.
+#[tokio::test]
+async fn the_seed_go_apps_string_count_is_adopted() {
+    const GO: &str = r#"{"visits":"513"}"#;
+    let fixture = Fixture::new();
+    std::fs::write(fixture.visits_file(), GO).unwrap();
+    let server = Server::start(&fixture).await;
+    let client = client();
+    assert_eq!(
+        get(&client, server.port, "/visits").await.unwrap().1,
+        r#"{"visits":513}"#
+    );
+    assert_eq!(std::fs::read_to_string(fixture.visits_file()).unwrap(), GO);
+    let (status, page) = get(&client, server.port, "/").await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(visit_number(&page), 514);
+    let text = std::fs::read_to_string(fixture.visits_file()).unwrap();
+    let on_disk: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(on_disk, serde_json::json!({ "visits": 514 }), "{text}");
+    assert!(on_disk["visits"].is_u64(), "{text}");
+    assert!(server.stop().success());
+}
+
 /// Each bad start: non-zero exit, a message naming the path and the problem,
 /// and `visits.json` byte for byte as it was.
 #[test]
@@ -107,11 +131,18 @@ fn bad_starts_are_clear_errors_that_touch_nothing() {
     }
     let cases = [
         Case {
-            name: "count is the seed Go app's string",
-            visits: Some(r#"{"visits":"513"}"#),
+            name: "count is a negative string",
+            visits: Some(r#"{"visits":"-5"}"#),
             data_dir: None,
             config: None,
-            expect: &["visits.json holds {\"visits\":\"513\"}", "refusing to start"],
+            expect: &["visits.json holds {\"visits\":\"-5\"}", "refusing to start"],
+        },
+        Case {
+            name: "count is a string that is not all digits",
+            visits: Some(r#"{"visits":"12a"}"#),
+            data_dir: None,
+            config: None,
+            expect: &["visits.json holds {\"visits\":\"12a\"}", "whole number"],
         },
         Case {
             name: "negative count",

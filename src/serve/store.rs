@@ -1,4 +1,6 @@
 //! The visit count on disk: `<data dir>/visits.json`, holding `{"visits": N}`.
+//! It also reads the seed Go app's `{"visits": "N"}`, so that app's volumes can
+//! be adopted; the next write puts the count back in the number form.
 //!
 //! A new count replaces the old one atomically: write a temporary file, fsync
 //! it, rename it over `visits.json`, fsync the directory. A crash at any moment
@@ -43,9 +45,21 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     #[error(
-        "{path} holds {found}, not a count: expected {{\"visits\": N}} with N a whole number of at least 0; refusing to start rather than reset the count to zero"
+        "{path} holds {found}, not a count: expected {{\"visits\": N}} or {{\"visits\": \"N\"}} with N a whole number of at least 0; refusing to start rather than reset the count to zero"
     )]
     BadCount { path: PathBuf, found: String },
+}
+
+/// The count in a parsed `visits.json`: `{"visits": N}`, or the seed Go app's
+/// `{"visits": "N"}` with only ASCII digits in the string. `None` for anything
+/// else, a count too big for a `u64` included.
+fn count_of(value: &Value) -> Option<u64> {
+    match value.get("visits")? {
+        Value::Number(n) => n.as_u64(),
+        // `u64::from_str` alone would take a leading '+'.
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        _ => None,
+    }
 }
 
 /// Where the count lives.
@@ -95,13 +109,10 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        value
-            .get("visits")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| StoreError::BadCount {
-                path,
-                found: value.to_string(),
-            })
+        count_of(&value).ok_or_else(|| StoreError::BadCount {
+            path,
+            found: value.to_string(),
+        })
     }
 
     /// Proves the directory takes a new file (the temporary one), so a
@@ -158,10 +169,110 @@ mod tests {
         assert_eq!(Store::open(dir.path()).unwrap().1, 790);
     }
 
+    fn count_in(json: &str) -> Option<u64> {
+        count_of(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn count_of_a_number() {
+        assert_eq!(count_in(r#"{"visits": 790}"#), Some(790));
+    }
+
+    #[test]
+    fn count_of_zero() {
+        assert_eq!(count_in(r#"{"visits": 0}"#), Some(0));
+        assert_eq!(count_in(r#"{"visits": "0"}"#), Some(0));
+    }
+
+    #[test]
+    fn count_of_the_go_apps_string() {
+        assert_eq!(count_in(r#"{"visits":"513"}"#), Some(513));
+    }
+
+    #[test]
+    fn count_of_the_largest_u64_in_both_forms() {
+        assert_eq!(count_in(r#"{"visits": 18446744073709551615}"#), Some(u64::MAX));
+        assert_eq!(count_in(r#"{"visits": "18446744073709551615"}"#), Some(u64::MAX));
+    }
+
+    #[test]
+    fn count_of_a_string_too_big_for_u64_is_none() {
+        assert_eq!(count_in(r#"{"visits": "18446744073709551616"}"#), None);
+    }
+
+    #[test]
+    fn count_of_an_empty_string_is_none() {
+        assert_eq!(count_in(r#"{"visits": ""}"#), None);
+    }
+
+    #[test]
+    fn count_of_a_string_with_a_letter_is_none() {
+        assert_eq!(count_in(r#"{"visits": "12a"}"#), None);
+    }
+
+    #[test]
+    fn count_of_a_signed_string_is_none() {
+        assert_eq!(count_in(r#"{"visits": "-1"}"#), None);
+        assert_eq!(count_in(r#"{"visits": "+1"}"#), None);
+    }
+
+    #[test]
+    fn count_of_a_decimal_string_is_none() {
+        assert_eq!(count_in(r#"{"visits": "1.5"}"#), None);
+        assert_eq!(count_in(r#"{"visits": "1e3"}"#), None);
+    }
+
+    #[test]
+    fn count_of_a_string_with_spaces_is_none() {
+        assert_eq!(count_in(r#"{"visits": " 1"}"#), None);
+        assert_eq!(count_in(r#"{"visits": "1 "}"#), None);
+        assert_eq!(count_in(r#"{"visits": "1 000"}"#), None);
+    }
+
+    #[test]
+    fn count_of_a_string_with_non_ascii_digits_is_none() {
+        assert_eq!(count_in(r#"{"visits": "١٢"}"#), None);
+    }
+
+    #[test]
+    fn count_of_a_negative_or_fractional_number_is_none() {
+        assert_eq!(count_in(r#"{"visits": -3}"#), None);
+        assert_eq!(count_in(r#"{"visits": 1.5}"#), None);
+    }
+
+    #[test]
+    fn count_of_other_shapes_is_none() {
+        for json in [
+            r#"{"visits": null}"#,
+            r#"{"visits": true}"#,
+            r#"{"visits": [1]}"#,
+            r#"{"visits": {"n": 1}}"#,
+            r#"{"count": 1}"#,
+            r#"[]"#,
+            r#""513""#,
+            "513",
+        ] {
+            assert_eq!(count_in(json), None, "{json}");
+        }
+    }
+
+    #[test]
+    fn the_seed_go_format_reads_and_is_left_untouched_until_a_write() {
+        let go = r#"{"visits":"513"}"#;
+        let dir = dir_with(Some(go));
+        let (store, count) = Store::open(dir.path()).unwrap();
+        assert_eq!(count, 513);
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), go);
+        store.write(514).unwrap();
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), r#"{"visits":514}"#);
+    }
+
     #[test]
     fn bad_counts_are_refused_and_named() {
         for contents in [
-            r#"{"visits":"513"}"#,
+            r#"{"visits":"-5"}"#,
+            r#"{"visits":"12a"}"#,
+            r#"{"visits":""}"#,
             r#"{"visits":-3}"#,
             r#"{"visits":1.5}"#,
             r#"{"count":1}"#,
@@ -171,6 +282,7 @@ mod tests {
             let error = Store::open(dir.path()).unwrap_err().to_string();
             assert!(error.contains("visits.json holds"), "{contents}: {error}");
             assert!(error.contains("refusing to start"), "{contents}: {error}");
+            assert_eq!(fs::read_to_string(dir.path().join(VISITS_FILE)).unwrap(), contents);
         }
     }
 
