@@ -118,18 +118,25 @@ fn read_config(path: &Path) -> Result<Value, ServeError> {
     Ok(value)
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn stop_signal() {
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed at
+/// the call, not at the first poll: a server's shutdown future is first
+/// polled by a task of its own, and a signal sent once the server answers
+/// but before that task ran would otherwise take the default action and
+/// kill the process instead of stopping it gracefully.
+pub fn stop_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
+            // Without signal handlers the process still stops on the default
+            // action of the signal; there is nothing graceful to wait for.
+            _ => std::future::pending().await,
         }
-        // Without signal handlers the process still stops on the default
-        // action of the signal; there is nothing graceful to wait for.
-        _ => std::future::pending().await,
     }
 }
