@@ -1,0 +1,123 @@
+//! How the StatefulSet creates, deletes and replaces pods: the pod management
+//! policy and the update strategy, with its partition and canary.
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::resource::schema;
+
+/// How the StatefulSet creates and deletes pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodManagementPolicy {
+    /// One pod at a time, in ordinal order, each waiting for the previous one
+    /// to be ready.
+    #[default]
+    OrderedReady,
+    /// All pods at once.
+    Parallel,
+}
+
+impl PodManagementPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OrderedReady => "OrderedReady",
+            Self::Parallel => "Parallel",
+        }
+    }
+}
+
+/// How a changed pod template reaches the pods.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.type == 'RollingUpdate' || !has(self.rollingUpdate)")
+        .message("updateStrategy.rollingUpdate can only be set when updateStrategy.type is RollingUpdate")
+        .field_path(".rollingUpdate")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    /// `RollingUpdate` replaces pods from the highest ordinal down;
+    /// `OnDelete` replaces a pod only when it is deleted.
+    #[serde(default, rename = "type")]
+    pub type_: UpdateStrategyType,
+    /// Parameters of a rolling update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+impl UpdateStrategy {
+    /// Whether the operator may delete a pod that blocks a rolling update
+    /// (`rollingUpdate.replaceStuckPods`).
+    pub fn replaces_stuck_pods(&self) -> bool {
+        self.rolling_update.as_ref().is_some_and(|r| r.replace_stuck_pods)
+    }
+}
+
+/// Kind of update strategy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateStrategyType {
+    #[default]
+    RollingUpdate,
+    OnDelete,
+}
+
+impl UpdateStrategyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RollingUpdate => "RollingUpdate",
+            Self::OnDelete => "OnDelete",
+        }
+    }
+}
+
+/// Parameters of a rolling update.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.partition) || !has(self.canaryReplicas)")
+        .message("set either partition or canaryReplicas, not both: canaryReplicas sets the partition to replicas - canaryReplicas")
+        .field_path(".canaryReplicas")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpdate {
+    /// Only pods with an ordinal at or above the partition are updated. When
+    /// unset, the operator leaves the StatefulSet's partition to whoever else
+    /// sets it (0 if nobody does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub partition: Option<i32>,
+    /// A canary: the changed pod template goes only to this many pods, those
+    /// with the highest ordinals, and the rollout holds there (the operator sets
+    /// the partition to `replicas - canaryReplicas`, or 0 when that is
+    /// negative). Raise it, or remove it, to promote the new template to the
+    /// rest. Cannot be set with `partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub canary_replicas: Option<i32>,
+    /// Under `OrderedReady`, a pod of a template that has since been replaced
+    /// (reverted or fixed) which never became ready blocks the rollout for good
+    /// (kubernetes#67250). With this set, the operator deletes such a pod so
+    /// the StatefulSet re-creates it from the current template. A pod of the
+    /// current template is never deleted.
+    #[serde(default)]
+    pub replace_stuck_pods: bool,
+    /// Most pods that may be unavailable during the update: a number, at least
+    /// one, or a percentage such as `"25%"`. Needs the MaxUnavailableStatefulSet
+    /// feature gate; ignored by clusters without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::int_or_string")]
+    #[x_kube(
+        validation = Rule::new("string(self).matches('^[1-9][0-9]*%?$')")
+            .message("maxUnavailable must be an integer of at least 1 or a percentage such as \"25%\"")
+    )]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+impl RollingUpdate {
+    /// The StatefulSet partition: the spec's, or the one its canary implies;
+    /// `None` leaves the field to others.
+    pub fn partition_for(&self, replicas: i32) -> Option<i32> {
+        self.partition
+            .or_else(|| self.canary_replicas.map(|canary| (replicas - canary).max(0)))
+    }
+}
