@@ -14,8 +14,8 @@ use std::{
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client, Config};
-use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
-use tokio::sync::watch;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::controller::{self, ControllerSettings, Metrics};
 pub use crd_check::CrdProblem;
@@ -187,12 +187,10 @@ impl Operator {
         self.metrics.leader.set(0);
     }
 
+    /// Leads while this replica holds the Lease and stands by while it does
+    /// not, until `stop` turns true or the lead ends for good; then gives the
+    /// Lease up.
     async fn elect_and_lead(&self, lease: LeaseSettings, mut stop: watch::Receiver<bool>) -> Result<(), OperatorError> {
-        let lease_error = |source| OperatorError::Lease {
-            name: lease.name.clone(),
-            namespace: lease.namespace.clone(),
-            source,
-        };
         let manager = LeaseManagerBuilder::new(self.client.clone(), &lease.name)
             .with_namespace(&lease.namespace)
             .with_identity(&lease.identity)
@@ -201,83 +199,132 @@ impl Operator {
             .with_field_manager(format!("visitcounter-operator-{}", lease.identity))
             .build()
             .await
-            .map_err(lease_error)?;
+            .map_err(|source| lease.error(source))?;
         let (mut leading, task) = manager.watch().await;
-        let result = loop {
+        let result = self.stand_by_and_lead(&lease, &mut stop, &mut leading).await;
+        release(&lease, leading, task, result).await
+    }
+
+    /// Waits for the Lease and leads while it is held, again and again, until
+    /// `stop` turns true or the lead ends for good.
+    async fn stand_by_and_lead(
+        &self,
+        lease: &LeaseSettings,
+        stop: &mut watch::Receiver<bool>,
+        leading: &mut watch::Receiver<bool>,
+    ) -> Result<(), OperatorError> {
+        loop {
             self.health.set(Phase::Standby);
             tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the lease");
             tokio::select! {
-                _ = until(&mut stop, true) => break Ok(()),
-                acquired = until(&mut leading, true) => if !acquired {
-                    break Err(OperatorError::LeaseTaskDied);
+                _ = until(stop, true) => return Ok(()),
+                acquired = until(leading, true) => if !acquired {
+                    return Err(OperatorError::LeaseTaskDied);
                 },
             }
             tracing::info!(lease = %lease.name, identity = %lease.identity, "acquired the lease; leading");
-            let (lead_stop_tx, lead_stop) = watch::channel(false);
-            let leading_run = self.lead(lead_stop);
-            tokio::pin!(leading_run);
-            // Renewals are due every `duration - grace`; the lead ends half
-            // a grace before the Lease would run out without one.
-            let margin = lease.grace / 2;
-            let lapse = lease_hold::lapse(
-                Api::<Lease>::namespaced(self.client.clone(), &lease.namespace),
-                &lease.name,
-                &lease.identity,
-                margin,
-                SystemTime::now() + lease.duration.saturating_sub(margin),
-            );
-            tokio::select! {
-                lapse = lapse => {
-                    // Dropping the controller cancels its reconciles at once.
-                    self.metrics.leader.set(0);
-                    break Err(OperatorError::LeaseLapsed {
-                        name: lease.name.clone(),
-                        namespace: lease.namespace.clone(),
-                        lapse,
-                    });
-                }
-                _ = &mut leading_run => {}
-                _ = until(&mut stop, true) => {
-                    let _ = lead_stop_tx.send(true);
-                    leading_run.await;
-                    break Ok(());
-                }
-                lost = until(&mut leading, false) => {
-                    // Dropping the controller cancels its reconciles at once:
-                    // another replica may already be leading.
-                    self.metrics.leader.set(0);
-                    if !lost {
-                        break Err(OperatorError::LeaseTaskDied);
-                    }
-                    tracing::warn!(lease = %lease.name, "lost the lease; stopped reconciling");
-                }
+            if let Some(result) = self.lead_while_held(lease, stop, leading).await {
+                return result;
             }
-        };
-        if let Err(OperatorError::LeaseLapsed { .. }) = &result {
-            // Releasing could clear a Lease another replica holds by now
-            // (the task acts on what it last read), or wait on a server out
-            // of reach: the Lease runs out by itself.
-            task.abort();
-            return result;
         }
-        // Closing the channel makes the lease task release the lease, so a
-        // standby replica takes over without waiting for it to expire.
-        drop(leading);
-        match (task.await, result) {
-            (Ok(Ok(_)), result) => {
-                tracing::info!(lease = %lease.name, "released the lease");
-                result
+    }
+
+    /// Runs the controller while this replica holds the Lease. `None` when the
+    /// lead ends but the replica may lead again (the Lease was lost, or the
+    /// controller stopped by itself); otherwise how the election ends.
+    async fn lead_while_held(
+        &self,
+        lease: &LeaseSettings,
+        stop: &mut watch::Receiver<bool>,
+        leading: &mut watch::Receiver<bool>,
+    ) -> Option<Result<(), OperatorError>> {
+        let (lead_stop_tx, lead_stop) = watch::channel(false);
+        let leading_run = self.lead(lead_stop);
+        tokio::pin!(leading_run);
+        // Renewals are due every `duration - grace`; the lead ends half
+        // a grace before the Lease would run out without one.
+        let margin = lease.grace / 2;
+        let lapse = lease_hold::lapse(
+            Api::<Lease>::namespaced(self.client.clone(), &lease.namespace),
+            &lease.name,
+            &lease.identity,
+            margin,
+            SystemTime::now() + lease.duration.saturating_sub(margin),
+        );
+        tokio::select! {
+            lapse = lapse => {
+                // Dropping the controller cancels its reconciles at once.
+                self.metrics.leader.set(0);
+                Some(Err(OperatorError::LeaseLapsed {
+                    name: lease.name.clone(),
+                    namespace: lease.namespace.clone(),
+                    lapse,
+                }))
             }
-            // The task ended by itself: its error is why (a 403 on the Lease).
-            (Ok(Err(error)), Err(OperatorError::LeaseTaskDied)) => Err(lease_error(error)),
-            (Ok(Err(error)), result) => {
-                tracing::warn!(%error, "cannot release the lease; it expires on its own");
-                result
+            _ = &mut leading_run => None,
+            _ = until(stop, true) => {
+                let _ = lead_stop_tx.send(true);
+                leading_run.await;
+                Some(Ok(()))
             }
-            (Err(error), result) => {
-                tracing::warn!(%error, "the lease task failed");
-                result
+            lost = until(leading, false) => {
+                // Dropping the controller cancels its reconciles at once:
+                // another replica may already be leading.
+                self.metrics.leader.set(0);
+                if !lost {
+                    return Some(Err(OperatorError::LeaseTaskDied));
+                }
+                tracing::warn!(lease = %lease.name, "lost the lease; stopped reconciling");
+                None
             }
+        }
+    }
+}
+
+impl LeaseSettings {
+    /// The election's error for a failure of this Lease's manager.
+    fn error(&self, source: LeaseManagerError) -> OperatorError {
+        OperatorError::Lease {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            source,
+        }
+    }
+}
+
+/// Ends leader election once the lead is over: gives the Lease up (unless it
+/// lapsed) and returns `result`, or the lease task's error when that task
+/// ended by itself.
+async fn release(
+    lease: &LeaseSettings,
+    leading: watch::Receiver<bool>,
+    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+    result: Result<(), OperatorError>,
+) -> Result<(), OperatorError> {
+    if let Err(OperatorError::LeaseLapsed { .. }) = &result {
+        // Releasing could clear a Lease another replica holds by now
+        // (the task acts on what it last read), or wait on a server out
+        // of reach: the Lease runs out by itself.
+        task.abort();
+        return result;
+    }
+    // Closing the channel makes the lease task release the lease, so a
+    // standby replica takes over without waiting for it to expire.
+    drop(leading);
+    match (task.await, result) {
+        (Ok(Ok(_)), result) => {
+            tracing::info!(lease = %lease.name, "released the lease");
+            result
+        }
+        // The task ended by itself: its error is why (a 403 on the Lease).
+        (Ok(Err(error)), Err(OperatorError::LeaseTaskDied)) => Err(lease.error(error)),
+        (Ok(Err(error)), result) => {
+            tracing::warn!(%error, "cannot release the lease; it expires on its own");
+            result
+        }
+        (Err(error), result) => {
+            tracing::warn!(%error, "the lease task failed");
+            result
         }
     }
 }
