@@ -49,9 +49,9 @@ pub fn desired_statefulset(
     let spec = &app.spec;
     let rolling_update = spec.update_strategy.rolling_update.as_ref();
     let update_strategy = StatefulSetUpdateStrategy {
-        type_: Some(spec.update_strategy.type_.as_str().into()),
+        type_: Some(spec.update_strategy.type_.statefulset_type().into()),
         rolling_update: match spec.update_strategy.type_ {
-            UpdateStrategyType::OnDelete => None,
+            UpdateStrategyType::OnDelete | UpdateStrategyType::Recreate => None,
             // A partition the spec leaves unset is not written, so the operator
             // does not own it and another rollout tool may drive it.
             UpdateStrategyType::RollingUpdate => rolling_update
@@ -363,6 +363,15 @@ mod tests {
         let strategy = sts(json!({})).update_strategy.unwrap();
         assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
         assert_eq!(strategy.rolling_update, None);
+    }
+
+    #[test]
+    fn recreate_is_on_delete_underneath() {
+        let strategy = sts(json!({"updateStrategy": {"type": "Recreate"}}))
+            .update_strategy
+            .unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("OnDelete"));
+        assert!(strategy.rolling_update.is_none());
     }
 
     #[test]

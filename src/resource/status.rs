@@ -94,6 +94,27 @@ pub struct RolloutStatus {
     /// A pod the StatefulSet waits for and that will not become ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_pod: Option<StuckPod>,
+    /// Under `updateStrategy.type: Recreate`, how long the app had no ready
+    /// pod: the one under way, or else the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime: Option<Downtime>,
+}
+
+/// A time without a ready pod, as the operator saw it at its reconciles:
+/// from the deletion of the old pods, which leave the Service's endpoints
+/// then, until a pod of the new template is ready.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Downtime {
+    /// When the operator deleted the old pods.
+    pub since: Time,
+    /// When a pod of the new template was first seen ready; unset while the
+    /// downtime lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+    /// `until - since`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 /// A pod that blocks a rollout under `OrderedReady`.

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod pods;
 pub mod report;
 pub mod storage;
+pub mod strategy;
 pub mod write;
 
 use std::{sync::Arc, time::Duration, time::Instant};
@@ -53,7 +54,10 @@ use crate::{
     children::desired_children,
     controller::{
         Error,
-        status::{Observed, UNSUPPORTED_SPEC, desired_status, dropped_by_server, dropped_message, newly_held},
+        status::{
+            Observed, UNSUPPORTED_SPEC, desired_status, dropped_by_server, dropped_message, newly_ended_downtime,
+            newly_held,
+        },
     },
     resource::VisitCounterApp,
 };
@@ -113,7 +117,10 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     }
     let namespace = app.namespace().unwrap_or_default();
     validate(app, &ctx.admission)?;
-    let children = desired(desired_children(app, &ctx.settings.build).map_err(Error::Build)?)?;
+    let mut built = desired_children(app, &ctx.settings.build).map_err(Error::Build)?;
+    let now = Time(Timestamp::now());
+    let strategy = strategy::decide_from_caches(app, ctx, &namespace, &mut built, &now);
+    let children = desired(built)?;
     let live: Vec<Option<Value>> = children
         .iter()
         .map(|c| ctx.caches.get(c.kind, &namespace, &c.name))
@@ -125,6 +132,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     let observed = write::apply_changes(app, ctx, &namespace, &children, &steps, &live)
         .await?
         .observed;
+    strategy::delete_pods(app, ctx, &namespace, &strategy).await?;
 
     let sts_live = observed.last().cloned().flatten();
     let stateful_set: Option<StatefulSet> = sts_live.clone().and_then(|v| serde_json::from_value(v).ok());
@@ -132,7 +140,6 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     if let (Some(sts), Some(config_map)) = (&stateful_set, children.iter().find(|c| c.kind == "ConfigMap")) {
         old_configs::remove_old_configs(app, ctx, &namespace, &config_map.name, sts).await;
     }
-    let now = Time(Timestamp::now());
     let PodFindings {
         stuck,
         failure,
@@ -150,6 +157,8 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         paused: false,
         stuck,
         dropped,
+        rollout: strategy.progress,
+        recreate_since: strategy.recreate_since,
     };
     let status = desired_status(app, &observed, now);
     let sts_key = children
@@ -246,25 +255,29 @@ fn statefulset_wait(ctx: &Context, key: &str, sts: Option<&StatefulSet>, written
     status_wait_left(unseen, ctx.statefulset_controller_behind(), ctx.applied_ago(key))
 }
 
-/// Writes the status, and the `RolloutHeld` Event when it newly says held.
+/// Writes the status, and the Events of what it newly says: a rollout held,
+/// a Recreate's downtime over.
 async fn write_status(
     app: &VisitCounterApp,
     ctx: &Context,
     status: crate::resource::VisitCounterAppStatus,
 ) -> Result<StatusWrite, Error> {
-    let held = newly_held(app.status.as_ref(), &status);
+    let held = newly_held(app.status.as_ref(), &status).map(|m| ("RolloutHeld", m));
+    let recovered = newly_ended_downtime(app.status.as_ref(), &status).map(|m| ("RecreateComplete", m));
     let write = update_status(app, status, ctx).await?;
-    if let (StatusWrite::Written, Some(message)) = (&write, held) {
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Normal,
-            "RolloutHeld",
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+    if let StatusWrite::Written = write {
+        for (reason, message) in held.into_iter().chain(recovered) {
+            record(
+                &ctx.recorder,
+                app,
+                EventType::Normal,
+                reason,
+                message,
+                None,
+                &ctx.metrics,
+            )
+            .await;
+        }
     }
     Ok(write)
 }

@@ -9,10 +9,9 @@
 //! never count as drift.
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::controller::{
-    runtime::diff::{contains, differences_under, first_difference},
+    runtime::diff::{contains, content_hash, differences_under, first_difference},
     status::dropped_by_server,
 };
 
@@ -53,13 +52,6 @@ impl DesiredChild {
             hash,
         }
     }
-}
-
-/// First 16 hex digits of the SHA-256 of the object's canonical JSON (keys
-/// sorted, as `serde_json` maps are).
-pub fn content_hash(object: &Value) -> String {
-    let digest = Sha256::digest(object.to_string().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// What to do with one child.

@@ -109,6 +109,8 @@ pub fn status_from_caches(
         paused,
         stuck: None,
         dropped: Vec::new(),
+        rollout: None,
+        recreate_since: None,
     };
     desired_status(app, &observed, Time(Timestamp::now()))
 }

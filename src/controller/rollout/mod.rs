@@ -1,8 +1,75 @@
 //! The update strategies: how a changed pod template reaches the pods.
 //! Each strategy is a file of its own here, after Argo Rollouts' `rollout/`
-//! package. Today that is the StatefulSet's own rolling update, with the
-//! partition and the canary the operator holds it at ([`rolling`]);
-//! `OnDelete` is the StatefulSet's too, and needs nothing from the
-//! operator. The strategies that the operator drives itself land here.
+//! package, behind one shape: given the app, the StatefulSet the builders
+//! made for it, the live one and the app's pods, [`decide`] says what the
+//! strategy changes in the StatefulSet to apply and which pods to delete
+//! ([`Decision`]). Pure: the reconcile does the writes and deletes.
+//!
+//! - `RollingUpdate` ([`rolling`]) and `OnDelete` are the StatefulSet's own
+//!   strategies; the operator only sets the partition a canary holds.
+//! - `Recreate` ([`recreate`]) is driven by the operator, on `OnDelete`
+//!   underneath.
 
+pub mod recreate;
 pub mod rolling;
+
+use k8s_openapi::{
+    api::{apps::v1::StatefulSet, core::v1::Pod},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::ResourceExt;
+use serde_json::Value;
+
+use super::observe::pods::{REVISION_LABEL, is_ready};
+use crate::resource::{UpdateStrategyType, VisitCounterApp};
+
+/// A pod of the app, as a strategy sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodView {
+    pub name: String,
+    pub uid: String,
+    /// Its StatefulSet revision (`controller-revision-hash`).
+    pub revision: Option<String>,
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+}
+
+impl PodView {
+    pub fn of(pod: &Pod) -> Self {
+        Self {
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+            revision: pod.labels().get(REVISION_LABEL).cloned(),
+            ready: is_ready(pod),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// What a strategy decided for one reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// Pods to delete once the StatefulSet is written.
+    pub delete: Vec<PodView>,
+    /// A rollout the operator drives is under way: what `Progressing` says.
+    pub progress: Option<String>,
+    /// When the last recreate started, if one ever did.
+    pub recreate_since: Option<Time>,
+}
+
+/// Decides for the app's strategy, and changes `desired` (the StatefulSet
+/// the builders made) as the strategy needs. `live` is the StatefulSet as the
+/// watch cache holds it, `pods` every pod of the app.
+pub fn decide(
+    app: &VisitCounterApp,
+    desired: &mut StatefulSet,
+    live: Option<&Value>,
+    pods: &[PodView],
+    now: &Time,
+) -> Decision {
+    match app.spec.update_strategy.type_ {
+        UpdateStrategyType::Recreate => recreate::decide(desired, live, pods, now),
+        UpdateStrategyType::RollingUpdate | UpdateStrategyType::OnDelete => Decision::default(),
+    }
+}

@@ -4,6 +4,14 @@
 //! and quantities compare by value. Pure.
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// First 16 hex digits of the SHA-256 of the object's canonical JSON (keys
+/// sorted, as `serde_json` maps are).
+pub fn content_hash(object: &Value) -> String {
+    let digest = Sha256::digest(object.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
 
 /// Whether every field set in `desired` has the same value in `live`.
 pub fn contains(live: &Value, desired: &Value, key: &str) -> bool {

@@ -69,6 +69,13 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    #[error("cannot delete pod {pod} for the Recreate: {source}")]
+    DeletePod {
+        pod: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("cannot write the status: {0}")]
     Status(#[source] Box<kube::Error>),
 
@@ -88,6 +95,7 @@ impl Error {
             Error::VolumeExpansionNotAllowed { .. } => "VolumeExpansionNotAllowed",
             Error::ExpandVolumes { .. } => "ExpandVolumesFailed",
             Error::ReplaceStuckPod { .. } => "ReplaceStuckPodFailed",
+            Error::DeletePod { .. } => "DeletePodFailed",
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize(..) => "InternalError",
         }

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::PROGRESSING;
-use crate::resource::VisitCounterAppStatus;
+use crate::resource::{RolloutStatus, VisitCounterAppStatus};
 
 /// The Event for a rollout that has just come to be held by a partition or
 /// a canary: the `RolloutHeld` message, when `new` says held and `old` did
@@ -19,6 +19,23 @@ pub fn newly_held(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStat
     let (new_reason, message) = reason(new)?;
     let was_held = old.and_then(reason).is_some_and(|(r, _)| r == "RolloutHeld");
     (new_reason == "RolloutHeld" && !was_held).then(|| format!("held: {message}"))
+}
+
+/// The Event for a downtime that has just ended: the words, when `new`
+/// has one measured that `old` does not.
+pub fn newly_ended_downtime(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStatus) -> Option<String> {
+    let downtime = |s: &VisitCounterAppStatus| s.rollout.as_ref().and_then(|r| r.downtime.clone());
+    let ended = downtime(new).filter(|d| d.until.is_some())?;
+    // Measured already, or the status that opened it was never written.
+    let told = old
+        .and_then(downtime)
+        .is_some_and(|d| d.since == ended.since && d.until.is_some());
+    (!told).then(|| {
+        format!(
+            "recreated: every old pod was gone before a pod of the new template started; the app had no ready pod for {} s",
+            ended.seconds.unwrap_or_default()
+        )
+    })
 }
 
 /// Whether two statuses say the same thing (the conditions' times aside, and
@@ -59,13 +76,18 @@ pub fn only_progress(old: &VisitCounterAppStatus, new: &VisitCounterAppStatus) -
     }
     let strip = |s: &VisitCounterAppStatus| {
         let mut s = s.clone();
+        // A downtime that starts or ends is news: its times are the measure.
+        let downtime = s.rollout.as_ref().and_then(|r| r.downtime.clone());
         s.visits = None;
         s.replicas = 0;
         s.ready_replicas = 0;
         s.updated_replicas = 0;
         s.current_revision = None;
         s.update_revision = None;
-        s.rollout = None;
+        s.rollout = downtime.map(|d| RolloutStatus {
+            downtime: Some(d),
+            ..RolloutStatus::default()
+        });
         for c in &mut s.conditions {
             c.last_transition_time = Time(Default::default());
             c.message.clear();

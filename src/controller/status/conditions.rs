@@ -67,6 +67,8 @@ fn progressing(app: &VisitCounterApp, observed: &Observed<'_>, counts: &Counts) 
     let running = |reason, message| Cond::new(PROGRESSING, true, reason, message);
     if observed.stateful_set.is_none() {
         running("Creating", "the StatefulSet is being created".into())
+    } else if let Some(rollout) = &observed.rollout {
+        running("Recreating", rollout.clone())
     } else if !counts.current {
         running(
             "StatefulSetPending",

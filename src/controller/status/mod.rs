@@ -16,9 +16,9 @@ use k8s_openapi::{
 
 use crate::{
     children::selector_string,
-    resource::{RolloutStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
+    resource::{Downtime, RolloutStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
 };
-pub use compare::{newly_held, only_progress, same_status};
+pub use compare::{newly_ended_downtime, newly_held, only_progress, same_status};
 pub use dropped::{dropped_by_server, dropped_message};
 
 pub const READY: &str = "Ready";
@@ -64,6 +64,11 @@ pub struct Observed<'a> {
     /// Fields of the spec the API server dropped from the StatefulSet (JSON
     /// pointers into it, from [`dropped_by_server`]).
     pub dropped: Vec<&'static str>,
+    /// A rollout the operator drives is under way (`rollout::Decision`):
+    /// what `Progressing` says of it.
+    pub rollout: Option<String>,
+    /// When the last recreate started (`rollout::Decision`).
+    pub recreate_since: Option<Time>,
 }
 
 /// The pods of the app, as its StatefulSet's status counts them.
@@ -109,6 +114,7 @@ impl Counts {
         let rolling = app.spec.update_strategy.rolling_update.as_ref();
         let partition = match app.spec.update_strategy.type_ {
             UpdateStrategyType::OnDelete => wanted,
+            UpdateStrategyType::Recreate => 0,
             UpdateStrategyType::RollingUpdate => rolling.and_then(|r| r.partition_for(wanted)).unwrap_or(0),
         };
         let mut counts = Self {
@@ -143,6 +149,34 @@ impl Counts {
     }
 }
 
+/// How long the app has had, or last had, no ready pod while the operator
+/// recreated its pods: from `since`, when the last recreate started (the
+/// old pods, deleted then, leave the Service's endpoints at once), until the
+/// first reconcile after it that sees a ready pod, by a StatefulSet status
+/// that describes the current spec (`ready`, `None` while that status is
+/// behind). A downtime already measured for that start stays as it is.
+pub fn downtime(
+    previous: Option<&Downtime>,
+    since: Option<&Time>,
+    rolling_out: bool,
+    ready: Option<i32>,
+    now: &Time,
+) -> Option<Downtime> {
+    let Some(since) = since else {
+        return previous.cloned();
+    };
+    if let Some(measured) = previous.filter(|d| d.since == *since && d.until.is_some()) {
+        return Some(measured.clone());
+    }
+    let over = !rolling_out && ready.is_some_and(|r| r > 0);
+    let seconds = now.0.duration_since(since.0).as_secs_f64();
+    Some(Downtime {
+        since: since.clone(),
+        until: over.then(|| now.clone()),
+        seconds: over.then_some((seconds * 10.0).round() / 10.0),
+    })
+}
+
 /// The status to write. Conditions keep their `lastTransitionTime` while
 /// their status stays the same.
 pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time) -> VisitCounterAppStatus {
@@ -154,6 +188,13 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         .into_iter()
         .map(|c| c.into_condition(&previous.conditions, generation, &now))
         .collect::<Vec<Condition>>();
+    let downtime = downtime(
+        previous.rollout.as_ref().and_then(|r| r.downtime.as_ref()),
+        observed.recreate_since.as_ref(),
+        observed.rollout.is_some(),
+        counts.current.then_some(counts.ready),
+        &now,
+    );
     let node_port = observed
         .service
         .and_then(|s| s.spec.as_ref())
@@ -171,9 +212,10 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         selector: Some(selector_string(name)),
         node_port,
         conditions,
-        rollout: (counts.held > 0 || observed.stuck.is_some()).then(|| RolloutStatus {
+        rollout: (counts.held > 0 || observed.stuck.is_some() || downtime.is_some()).then(|| RolloutStatus {
             held_replicas: counts.held,
             stuck_pod: observed.stuck.clone(),
+            downtime,
         }),
         // Written apart, by the visits poller (`observe::visits`).
         visits: None,
@@ -496,5 +538,88 @@ mod tests {
             resumed.conditions.iter().all(|c| c.type_ != PAUSED),
             "gone once resumed"
         );
+    }
+
+    #[test]
+    fn a_recreate_is_a_downtime_until_a_pod_is_ready_again() {
+        let start = now(10);
+        let open = downtime(None, Some(&start), true, Some(3), &now(11)).expect("it starts as the old pods go");
+        assert_eq!(
+            (open.since.clone(), open.until.clone(), open.seconds),
+            (start.clone(), None, None)
+        );
+        assert_eq!(
+            downtime(None, None, false, Some(0), &now(10)),
+            None,
+            "no recreate, no downtime"
+        );
+        assert_eq!(
+            downtime(Some(&open), Some(&start), true, Some(0), &now(12)),
+            Some(open.clone())
+        );
+        assert_eq!(
+            downtime(None, Some(&start), false, Some(0), &now(13)),
+            Some(open.clone()),
+            "the old pods are gone, no new one is ready yet; the start is kept even if never written"
+        );
+        assert_eq!(
+            downtime(Some(&open), Some(&start), false, None, &now(13)),
+            Some(open.clone()),
+            "a StatefulSet status behind its spec says nothing"
+        );
+        let over = downtime(Some(&open), Some(&start), false, Some(1), &now(14)).expect("it ends");
+        assert_eq!((over.until.clone(), over.seconds), (Some(now(14)), Some(4.0)));
+        assert_eq!(
+            downtime(Some(&over), Some(&start), false, Some(3), &now(20)),
+            Some(over.clone()),
+            "the last one stays as measured"
+        );
+        let next = downtime(Some(&over), Some(&now(30)), true, Some(3), &now(30)).expect("a new one starts");
+        assert_eq!((next.since, next.until), (now(30), None));
+    }
+
+    #[test]
+    fn a_recreate_under_way_is_progressing_and_its_end_is_told_once() {
+        let app = app("web", json!({"replicas": 3, "updateStrategy": {"type": "Recreate"}}));
+        let down = sts(1, Some(1), 3, 3);
+        let recreating = Observed {
+            stateful_set: Some(&down),
+            rollout: Some("Recreate: 3 of the old pods left".into()),
+            recreate_since: Some(now(10)),
+            ..Default::default()
+        };
+        let during = desired_status(&app, &recreating, now(10));
+        let progressing = condition(&during, PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "Recreating")
+        );
+        let open = during
+            .rollout
+            .as_ref()
+            .and_then(|r| r.downtime.clone())
+            .expect("a downtime");
+        assert_eq!((open.since, open.until), (now(10), None));
+        let mut before = during.clone();
+        before.rollout = None;
+        assert!(
+            !only_progress(&before, &during),
+            "the start of a downtime is written at once"
+        );
+        let mut app = app;
+        app.status = Some(during.clone());
+        let up = sts(1, Some(1), 3, 3);
+        let done = Observed {
+            recreate_since: Some(now(10)),
+            ..seen(&up)
+        };
+        let after = desired_status(&app, &done, now(15));
+        let message = newly_ended_downtime(Some(&during), &after).expect("the end is told");
+        assert!(message.contains("no ready pod for 5 s"), "{message}");
+        assert!(
+            !only_progress(&during, &after),
+            "the end of a downtime is written at once"
+        );
+        assert_eq!(newly_ended_downtime(Some(&after), &after), None, "and told once");
     }
 }

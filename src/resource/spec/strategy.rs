@@ -38,7 +38,10 @@ impl PodManagementPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateStrategy {
     /// `RollingUpdate` replaces pods from the highest ordinal down;
-    /// `OnDelete` replaces a pod only when it is deleted.
+    /// `OnDelete` replaces a pod only when it is deleted; `Recreate` deletes
+    /// every pod at once and starts the new ones only once all are gone (the
+    /// app has no ready pod meanwhile; the volume claims are kept, so counts
+    /// continue).
     #[serde(default, rename = "type")]
     pub type_: UpdateStrategyType,
     /// Parameters of a rolling update.
@@ -60,6 +63,7 @@ pub enum UpdateStrategyType {
     #[default]
     RollingUpdate,
     OnDelete,
+    Recreate,
 }
 
 impl UpdateStrategyType {
@@ -67,6 +71,16 @@ impl UpdateStrategyType {
         match self {
             Self::RollingUpdate => "RollingUpdate",
             Self::OnDelete => "OnDelete",
+            Self::Recreate => "Recreate",
+        }
+    }
+
+    /// The StatefulSet's own strategy underneath: the operator drives a
+    /// `Recreate` itself, so the StatefulSet replaces no pod on its own.
+    pub fn statefulset_type(self) -> &'static str {
+        match self {
+            Self::RollingUpdate => "RollingUpdate",
+            Self::OnDelete | Self::Recreate => "OnDelete",
         }
     }
 }
