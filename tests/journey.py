@@ -210,6 +210,54 @@ def canary(checks):
     kubectl("delete", "vca", app, "--wait=false")
 
 
+def recreate(checks):
+    """updateStrategy.type: Recreate on app-go: switching to it restarts nothing; a
+    config change then takes every old pod away before a new one starts, and
+    every pod's count continues on its claim."""
+    app = "app-go"
+    uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods(app)}
+    kubectl("patch", "vca", app, "--type=merge", "-p", json.dumps(
+        {"spec": {"updateStrategy": {"type": "Recreate", "rollingUpdate": None}}}))
+    wait_until("app-go's StatefulSet is OnDelete", lambda: get("sts", app)["spec"]["updateStrategy"]["type"] == "OnDelete")
+    time.sleep(3)
+    checks.check({p["metadata"]["name"]: p["metadata"]["uid"] for p in pods(app)} == uids,
+                 f"{app}: switching to Recreate restarts no pod")
+    port, answered = node_port(app), total(app)[0]
+    before = visits_on_disk(app)
+    seen = {"most": 0, "revisions": set(), "stop": False}
+
+    def watch():
+        while not seen["stop"]:
+            revisions = {p["metadata"]["labels"].get("controller-revision-hash") for p in pods(app)}
+            seen["most"] = max(seen["most"], len(revisions))
+            seen["revisions"] |= revisions
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    old_revision = get("sts", app)["status"]["updateRevision"]
+    kubectl("patch", "vca", app, "--type=merge", "-p", json.dumps(
+        {"spec": {"config": {"json": {"app": "app-go", "greeting": "Hello, recreated"}}}}))
+    wait_until("Recreate brings every pod back on the new revision",
+               lambda: get("sts", app)["status"]["updateRevision"] != old_revision
+               and all_ready_on_one_revision(app, 3), seconds=180)
+    seen["stop"] = True
+    watcher.join()
+    checks.check(len(seen["revisions"]) >= 2 and seen["most"] == 1,
+                 f"{app}: Recreate never had pods of two revisions at once ({len(seen['revisions'])} seen, "
+                 f"at most {seen['most']} at once)")
+    checks.check(visits_on_disk(app) == before, f"{app}: Recreate keeps every count: {before} -> {visits_on_disk(app)}")
+    for _ in range(9):
+        checks.check(visit(port) is not None, f"{app}: a visit after the Recreate is answered")
+    wait_until(f"{app}'s count goes on from where it was", lambda: total(app) == (answered + 9, True), seconds=60)
+    checks.check(sum(visits_on_disk(app).values()) == answered + 9,
+                 f"{app}: visits before and after the Recreate, none lost: {answered} + 9 = {visits_on_disk(app)}")
+    downtime = get("vca", app)["status"].get("rollout", {}).get("downtime", {})
+    checks.check(downtime.get("seconds") is not None, f"{app}: the status measures the downtime: {downtime}")
+    print(f"{app}: Recreate with pods that run: no ready pod for {downtime.get('seconds')} s; "
+          f"counts per claim {visits_on_disk(app)}")
+
+
 def leader():
     lease = get("lease", "-n", OPERATOR_NS, RELEASE)
     return lease["spec"].get("holderIdentity")
@@ -286,6 +334,8 @@ def journey(checks, helm):
     wait_until("app-python-1 is back and ready", lambda: get("pod", f"{app}-1")["metadata"]["uid"] != uid
                and all_ready_on_one_revision(app, 3))
     checks.check(visits_on_disk(app) == before, f"{app}: a deleted pod comes back with its count: {visits_on_disk(app)}")
+
+    recreate(checks)
 
     # kill -9 of a pod's process under load loses no answered visit.
     app = "app-go"

@@ -24,6 +24,7 @@ mod faults;
 mod leadership;
 mod rollouts;
 mod storage;
+mod strategies;
 #[path = "../support/mod.rs"]
 mod support;
 mod visits;
@@ -149,6 +150,7 @@ async fn scenarios(env: &Env) {
     web::web(env, &metrics, audit.as_ref()).await;
     rollouts::stuck_rollout(env).await;
     rollouts::on_delete(env).await;
+    strategies::recreate(env).await;
     storage::storage_growth(env).await;
     storage::deletion_keeps_claims(env).await;
     storage::class_without_expansion(env).await;
