@@ -5,8 +5,8 @@ ServiceAccount, roles and bindings to the test control plane, runs
 `visitcounter operator` as that ServiceAccount (a TokenRequest token) with the
 Deployment's own arguments, and drives every code path with kubectl: create
 with a ServiceAccount, scale, a policy change (the orphaning re-create),
-storage growth, a stuck pod replaced, pods that cannot be created, a field
-the API server drops, a StatefulSet an admission policy refuses (the children
+storage growth, a stuck pod replaced, pods that cannot be created,
+maxUnavailable (the dry run that asks whether the API server keeps it), a StatefulSet an admission policy refuses (the children
 created before it deleted again), an old config's ConfigMap deleted, the Lease
 taken and released. The audit log is the
 judge: no request of that ServiceAccount may be refused (403), and the
@@ -121,7 +121,8 @@ def scenarios():
     apply([app("lonely", {"serviceAccountName": "nobody"})])
     wait_until("lonely's pods cannot be created", lambda: condition("lonely", "Degraded") == ("True", "PodsNotCreated"))
     apply([app("gated", {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}})])
-    wait_until("gated says maxUnavailable is dropped", lambda: condition("gated", "UnsupportedSpec") is not None)
+    wait_until("gated says who keeps maxUnavailable", lambda: "maxUnavailableBy" in json.dumps(
+        json.loads(kubectl("-n", APPS, "get", "vca", "gated", "-o", "json")).get("status", {}).get("rollout", {})))
     # A StatefulSet an admission policy refuses: the Services, ServiceAccount
     # and ConfigMap created before it are deleted again.
     apply(refuse_seven_replicas(APPS))

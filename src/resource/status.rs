@@ -94,6 +94,16 @@ pub struct RolloutStatus {
     /// A pod the StatefulSet waits for and that will not become ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_pod: Option<StuckPod>,
+    /// While a rollout is in progress: when it last made progress (a pod
+    /// updated, created or turned ready, or a new spec). After
+    /// `progressDeadlineSeconds` without, the rollout counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress: Option<Time>,
+    /// Who keeps to `rollingUpdate.maxUnavailable`: `StatefulSet` where the
+    /// API server keeps the field (its `MaxUnavailableStatefulSet` gate is
+    /// on), else `Operator`, which then replaces the pods itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable_by: Option<String>,
     /// Under `updateStrategy.type: Recreate`, how long the app had no ready
     /// pod: the one under way, or else the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

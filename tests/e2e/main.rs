@@ -151,6 +151,8 @@ async fn scenarios(env: &Env) {
     rollouts::stuck_rollout(env).await;
     rollouts::on_delete(env).await;
     strategies::recreate(env).await;
+    strategies::progress_deadline(env).await;
+    strategies::max_unavailable(env).await;
     storage::storage_growth(env).await;
     storage::deletion_keeps_claims(env).await;
     storage::class_without_expansion(env).await;

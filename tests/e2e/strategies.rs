@@ -15,7 +15,7 @@ use kube::{
 use serde_json::json;
 use visitcounter::resource::VisitCounterApp;
 
-use crate::env::{Env, eventually, image};
+use crate::env::{Env, NEVER_READY_IMAGE, eventually, image};
 
 /// What a watch on an app's pods saw: at each moment, the revisions of the
 /// pods that existed (terminating ones included).
@@ -71,8 +71,9 @@ fn watch_pods(env: &Env, app: &str) -> (Arc<Mutex<PodHistory>>, tokio::task::Joi
     (history, task)
 }
 
-fn events_with_reason(env: &Env, reason: &str) -> Vec<String> {
-    let selector = format!("reason={reason}");
+/// The messages of the Events with `reason` about the app `app`.
+fn events_with_reason(env: &Env, app: &str, reason: &str) -> Vec<String> {
+    let selector = format!("reason={reason},involvedObject.name={app}");
     let out = env.kubectl(&[
         "get",
         "events",
@@ -139,7 +140,7 @@ pub async fn recreate(env: &Env) {
             "pods of two revisions existed at once under Recreate"
         );
     }
-    let deleted = events_with_reason(env, "RecreatingPods");
+    let deleted = events_with_reason(env, "recreate", "RecreatingPods");
     assert!(
         deleted
             .iter()
@@ -155,13 +156,167 @@ pub async fn recreate(env: &Env) {
         "the status measures the downtime: {downtime}"
     );
     eventually("a RecreateComplete Event says how long", || async {
-        events_with_reason(env, "RecreateComplete")
+        events_with_reason(env, "recreate", "RecreateComplete")
             .iter()
             .any(|m| m.contains("no ready pod for"))
     })
     .await;
     env.api::<VisitCounterApp>()
         .delete("recreate", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// A rollout whose new pods never become ready turns `Stalled` once
+/// `progressDeadlineSeconds` pass without progress, under the StatefulSet's
+/// own rolling update and under `Recreate`; a revert brings it back.
+pub async fn progress_deadline(env: &Env) {
+    for (name, strategy) in [("deadline-rolling", "RollingUpdate"), ("deadline-recreate", "Recreate")] {
+        let spec = |image: &str| {
+            json!({"replicas": 2, "image": image, "podManagementPolicy": "Parallel",
+                   "progressDeadlineSeconds": 5, "updateStrategy": {"type": strategy}})
+        };
+        env.apply_app(name, spec(&image())).await;
+        eventually(&format!("{name} is Ready"), || env.ready_with_pods(name, 2)).await;
+        let applied = std::time::Instant::now();
+        env.apply_app(name, spec(NEVER_READY_IMAGE)).await;
+        eventually(&format!("{name} passes its progress deadline"), || async {
+            env.condition(name, "Progressing").await == Some(("False".into(), "ProgressDeadlineExceeded".into()))
+        })
+        .await;
+        let took = applied.elapsed();
+        assert!(
+            took.as_secs_f64() >= 5.0,
+            "{name}: Stalled after {took:?}, before its deadline of 5 s"
+        );
+        assert_eq!(
+            env.condition(name, "Stalled").await,
+            Some(("True".into(), "ProgressDeadlineExceeded".into())),
+            "{name}: kstatus reads the rollout as failed"
+        );
+        assert_eq!(
+            env.condition(name, "Reconciling").await.map(|c| c.0),
+            Some("False".into()),
+            "{name}"
+        );
+        eventually(&format!("{name}: a Warning Event says so"), || async {
+            events_with_reason(env, name, "ProgressDeadlineExceeded")
+                .iter()
+                .any(|m| m.contains("no progress for 5 s"))
+        })
+        .await;
+        env.apply_app(name, spec(&image())).await;
+        eventually(&format!("{name} is Ready again after the revert"), || {
+            env.ready_with_pods(name, 2)
+        })
+        .await;
+        assert_eq!(
+            env.condition(name, "Stalled").await.map(|c| c.0),
+            Some("False".into()),
+            "{name}"
+        );
+        env.api::<VisitCounterApp>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+/// `rollingUpdate.maxUnavailable: 2` on 4 pods: at most 2 unavailable at
+/// any moment of a config roll, and 2 at some moment, whether the API
+/// server keeps the field or the operator keeps to it.
+pub async fn max_unavailable(env: &Env) {
+    let spec = |mode: &str| {
+        json!({"replicas": 4, "image": image(), "podManagementPolicy": "Parallel",
+               "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}},
+               "config": {"env": [{"name": "MODE", "value": mode}]}})
+    };
+    env.apply_app("maxun", spec("a")).await;
+    eventually("maxun is Ready with 4 pods", || env.ready_with_pods("maxun", 4)).await;
+    let unavailable = Arc::new(Mutex::new((
+        0usize,
+        BTreeMap::<String, bool>::new(),
+        Vec::<String>::new(),
+    )));
+    let config = watcher::Config::default().labels("app.kubernetes.io/instance=maxun");
+    let stream = watcher::watcher(env.api::<Pod>(), config);
+    let watching = {
+        let unavailable = unavailable.clone();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let mut seen = unavailable.lock().unwrap();
+                match event {
+                    Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
+                        let available = pod.metadata.deletion_timestamp.is_none() && crate::env::pod_ready(&pod);
+                        let name = pod.metadata.name.unwrap_or_default();
+                        seen.2.push(format!("{name} available={available}"));
+                        seen.1.insert(name, available);
+                    }
+                    Ok(Event::Delete(pod)) => {
+                        let name = pod.metadata.name.unwrap_or_default();
+                        seen.2.push(format!("{name} deleted"));
+                        seen.1.remove(&name);
+                    }
+                    _ => continue,
+                }
+                let down = 4 - seen.1.values().filter(|a| **a).count();
+                seen.2.push(format!("  {down} unavailable"));
+                seen.0 = seen.0.max(down);
+            }
+        })
+    };
+    eventually("the watch sees 4 available pods", || async {
+        unavailable.lock().unwrap().1.values().filter(|a| **a).count() == 4
+    })
+    .await;
+    {
+        // The pods as first listed, one by one, are no rollout.
+        let mut seen = unavailable.lock().unwrap();
+        seen.0 = 0;
+        seen.2.clear();
+    }
+    let before = env.api::<VisitCounterApp>().get("maxun").await.unwrap();
+    let old_revision = before.status.and_then(|s| s.update_revision).unwrap();
+    env.apply_app("maxun", spec("b")).await;
+    eventually("every pod runs the new revision and is Ready", || async {
+        let app = env.api::<VisitCounterApp>().get("maxun").await.unwrap();
+        let Some(new) = app
+            .status
+            .and_then(|s| s.update_revision)
+            .filter(|r| *r != old_revision)
+        else {
+            return false;
+        };
+        let pods = env
+            .api::<Pod>()
+            .list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=maxun"))
+            .await
+            .unwrap();
+        pods.items.iter().all(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("controller-revision-hash"))
+                == Some(&new)
+        }) && env.ready_with_pods("maxun", 4).await
+    })
+    .await;
+    watching.abort();
+    let (peak, timeline) = {
+        let seen = unavailable.lock().unwrap();
+        (seen.0, seen.2.join("\n"))
+    };
+    assert!(
+        peak <= 2,
+        "{peak} pods were unavailable at once, over maxUnavailable 2:\n{timeline}"
+    );
+    assert!(
+        peak == 2,
+        "at most {peak} pod unavailable at once: maxUnavailable 2 had no effect:\n{timeline}"
+    );
+    env.api::<VisitCounterApp>()
+        .delete("maxun", &DeleteParams::default())
         .await
         .unwrap();
 }

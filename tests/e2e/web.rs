@@ -316,26 +316,42 @@ pub async fn web(env: &Env, metrics: &Metrics, audit: Option<&AuditLog>) {
     // again, and the app says why.
     refused_statefulset_leaves_nothing(env).await;
 
-    // maxUnavailable needs a feature gate that is off by default in 1.36:
-    // the API server drops it, and the app says so instead of re-applying it.
+    // maxUnavailable needs a feature gate that is off by default in 1.34
+    // and 1.36: where the API server drops it, the operator keeps to it
+    // itself on an OnDelete StatefulSet, and the status says who does.
     env.apply_app(
         "gated",
         json!({"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}),
     )
     .await;
     let gate_on = feature_enabled(env, "MaxUnavailableStatefulSet");
-    if gate_on {
-        println!("MaxUnavailableStatefulSet is on in this cluster: maxUnavailable is kept");
+    let (by, underneath) = if gate_on {
+        ("StatefulSet", "RollingUpdate")
     } else {
-        eventually("gated says maxUnavailable has no effect", || async {
-            env.condition("gated", "UnsupportedSpec")
-                .await
-                .is_some_and(|c| c.0 == "True" && c.1 == "DroppedByAPIServer")
-        })
-        .await;
-        let events = env.kubectl(&["get", "events", "--field-selector", "reason=FieldDropped", "-o", "name"]);
-        assert_eq!(events.lines().count(), 1, "one FieldDropped Event: {events}");
-    }
+        ("Operator", "OnDelete")
+    };
+    eventually("gated says who keeps maxUnavailable", || async {
+        let app = apps.get("gated").await.unwrap();
+        app.status
+            .and_then(|s| s.rollout)
+            .and_then(|r| r.max_unavailable_by)
+            .as_deref()
+            == Some(by)
+    })
+    .await;
+    let strategy = env.kubectl(&[
+        "get",
+        "statefulset",
+        "gated",
+        "-o",
+        "jsonpath={.spec.updateStrategy.type}",
+    ]);
+    assert_eq!(strategy, underneath, "the gate is on: {gate_on}");
+    assert_eq!(
+        env.condition("gated", "UnsupportedSpec").await,
+        None,
+        "maxUnavailable has its effect either way"
+    );
 
     // Converged: resyncs every 2 s cost no write, as the API server counts.
     eventually("every app is Ready", || async {

@@ -50,6 +50,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Each app's StatefulSet with pods missing, by app key.
     pub pod_creation: PodCreationStalls,
+    /// Whether the API server keeps a StatefulSet's `maxUnavailable`, once
+    /// asked (`strategy::keeps_max_unavailable`).
+    pub cluster_keeps_max_unavailable: tokio::sync::OnceCell<bool>,
     /// What the last look for old ConfigMaps saw, by app key: a digest of
     /// the candidates and the StatefulSet's revisions, and when.
     old_configs_checked: Mutex<HashMap<String, (u64, Instant)>>,
@@ -79,6 +82,7 @@ impl Context {
             recent_status: Mutex::default(),
             failures: Mutex::default(),
             pod_creation: PodCreationStalls::default(),
+            cluster_keeps_max_unavailable: tokio::sync::OnceCell::new(),
             old_configs_checked: Mutex::default(),
             statefulsets_unseen: Mutex::default(),
         }

@@ -56,7 +56,8 @@ use crate::{
         Error,
         status::{
             Observed, UNSUPPORTED_SPEC, desired_status, dropped_by_server, dropped_message, newly_ended_downtime,
-            newly_held,
+            newly_held, newly_past_deadline,
+            progress::{self, PROGRESS_DEADLINE_EXCEEDED},
         },
     },
     resource::VisitCounterApp,
@@ -119,7 +120,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     validate(app, &ctx.admission)?;
     let mut built = desired_children(app, &ctx.settings.build).map_err(Error::Build)?;
     let now = Time(Timestamp::now());
-    let strategy = strategy::decide_from_caches(app, ctx, &namespace, &mut built, &now);
+    let strategy = strategy::decide_from_caches(app, ctx, &namespace, &mut built, &now).await?;
     let children = desired(built)?;
     let live: Vec<Option<Value>> = children
         .iter()
@@ -159,8 +160,10 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         dropped,
         rollout: strategy.progress,
         recreate_since: strategy.recreate_since,
+        max_unavailable_by: strategy.max_unavailable_by,
     };
-    let status = desired_status(app, &observed, now);
+    let status = desired_status(app, &observed, now.clone());
+    let deadline_in = progress::look_again_in(&status, app.spec.progress_deadline_seconds, &now);
     let sts_key = children
         .last()
         .map(|sts| child_key(sts, &namespace))
@@ -182,7 +185,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     Ok(Action::requeue(requeue_after(
         ctx.settings.resync,
         recheck_soon,
-        earliest(look_again_in, deferred),
+        earliest(earliest(look_again_in, deferred), deadline_in),
         wait,
     )))
 }
@@ -256,27 +259,22 @@ fn statefulset_wait(ctx: &Context, key: &str, sts: Option<&StatefulSet>, written
 }
 
 /// Writes the status, and the Events of what it newly says: a rollout held,
-/// a Recreate's downtime over.
+/// a Recreate's downtime over, a rollout past its progress deadline.
 async fn write_status(
     app: &VisitCounterApp,
     ctx: &Context,
     status: crate::resource::VisitCounterAppStatus,
 ) -> Result<StatusWrite, Error> {
-    let held = newly_held(app.status.as_ref(), &status).map(|m| ("RolloutHeld", m));
-    let recovered = newly_ended_downtime(app.status.as_ref(), &status).map(|m| ("RecreateComplete", m));
+    let old = app.status.as_ref();
+    let news = [
+        newly_held(old, &status).map(|m| (EventType::Normal, "RolloutHeld", m)),
+        newly_ended_downtime(old, &status).map(|m| (EventType::Normal, "RecreateComplete", m)),
+        newly_past_deadline(old, &status).map(|m| (EventType::Warning, PROGRESS_DEADLINE_EXCEEDED, m)),
+    ];
     let write = update_status(app, status, ctx).await?;
     if let StatusWrite::Written = write {
-        for (reason, message) in held.into_iter().chain(recovered) {
-            record(
-                &ctx.recorder,
-                app,
-                EventType::Normal,
-                reason,
-                message,
-                None,
-                &ctx.metrics,
-            )
-            .await;
+        for (kind, reason, message) in news.into_iter().flatten() {
+            record(&ctx.recorder, app, kind, reason, message, None, &ctx.metrics).await;
         }
     }
     Ok(write)

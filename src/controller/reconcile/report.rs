@@ -111,6 +111,7 @@ pub fn status_from_caches(
         dropped: Vec::new(),
         rollout: None,
         recreate_since: None,
+        max_unavailable_by: None,
     };
     desired_status(app, &observed, Time(Timestamp::now()))
 }

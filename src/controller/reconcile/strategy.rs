@@ -1,33 +1,48 @@
-//! The update strategy's part of a reconcile: `rollout::decide` before the
-//! StatefulSet is planned, and the pods it deletes once it is written.
+//! The update strategy's part of a reconcile: what the cluster does with
+//! the fields a strategy uses, `rollout::decide` before the StatefulSet is
+//! planned, and the pods it deletes once the StatefulSet is written.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::events::EventType};
 
 use super::{
     Context,
-    apply::{delete_pod, record},
+    apply::{apply_child, delete_pod, record},
+    plan::DesiredChild,
+    write::refused_or_failed,
 };
 use crate::{
     children::{Children, INSTANCE_LABEL},
     controller::{
         Error,
-        rollout::{Decision, PodView, decide},
+        rollout::{Cluster, Decision, PodView, decide, uses_max_unavailable},
     },
     resource::{UpdateStrategyType, VisitCounterApp},
 };
 
+/// The JSON pointer of the field a cluster may drop.
+const MAX_UNAVAILABLE: &str = "/spec/updateStrategy/rollingUpdate/maxUnavailable";
+
 /// Decides for the app's strategy from the caches, changing the
 /// StatefulSet in `children` as it needs.
-pub fn decide_from_caches(
+pub async fn decide_from_caches(
     app: &VisitCounterApp,
     ctx: &Context,
     namespace: &str,
     children: &mut Children,
     now: &Time,
-) -> Decision {
-    if app.spec.update_strategy.type_ != UpdateStrategyType::Recreate {
-        return decide(app, &mut children.stateful_set, None, &[], now);
+) -> Result<Decision, Error> {
+    let cluster = if uses_max_unavailable(app) {
+        Cluster {
+            keeps_max_unavailable: keeps_max_unavailable(ctx, namespace, children).await?,
+        }
+    } else {
+        Cluster::default()
+    };
+    let operator_driven = app.spec.update_strategy.type_ == UpdateStrategyType::Recreate
+        || (uses_max_unavailable(app) && !cluster.keeps_max_unavailable);
+    if !operator_driven {
+        return Ok(decide(app, &mut children.stateful_set, None, &[], now, cluster));
     }
     let name = app.name_any();
     let live = ctx.caches.get("StatefulSet", namespace, &name);
@@ -38,9 +53,43 @@ pub fn decide_from_caches(
         .iter()
         .filter(|p| p.0.metadata.namespace.as_deref() == Some(namespace))
         .filter(|p| p.0.labels().get(INSTANCE_LABEL) == Some(&name))
-        .map(|p| PodView::of(&p.0))
+        .map(|p| {
+            let mut pod = PodView::of(&p.0);
+            // Deleted by us moments ago, the cache may not show it yet: it
+            // is unavailable all the same.
+            pod.terminating |= ctx.recently_applied(&format!("Pod/{namespace}/{}", pod.name), &pod.uid);
+            pod
+        })
         .collect();
-    decide(app, &mut children.stateful_set, live.as_ref(), &pods, now)
+    Ok(decide(
+        app,
+        &mut children.stateful_set,
+        live.as_ref(),
+        &pods,
+        now,
+        cluster,
+    ))
+}
+
+/// Whether the API server keeps `maxUnavailable` on a StatefulSet: asked
+/// once per operator process (the feature gate is the API server's), by a
+/// server-side-apply dry run of the app's StatefulSet as built, which
+/// stores nothing.
+async fn keeps_max_unavailable(ctx: &Context, namespace: &str, children: &Children) -> Result<bool, Error> {
+    let ask = || async {
+        let object = serde_json::to_value(&children.stateful_set).map_err(|e| Error::Serialize("StatefulSet", e))?;
+        let child = DesiredChild::new("StatefulSet", object);
+        let answer = apply_child(&ctx.client, namespace, &child, true, &ctx.metrics)
+            .await
+            .map_err(|source| refused_or_failed(&child, source))?;
+        let keeps = answer.pointer(MAX_UNAVAILABLE).is_some_and(|v| !v.is_null());
+        tracing::info!(
+            keeps,
+            "asked the API server whether it keeps a StatefulSet's rollingUpdate.maxUnavailable"
+        );
+        Ok::<bool, Error>(keeps)
+    };
+    ctx.cluster_keeps_max_unavailable.get_or_try_init(ask).await.copied()
 }
 
 /// Deletes the pods the strategy decided to, each by its uid (a pod already
@@ -67,16 +116,16 @@ pub async fn delete_pods(
         ctx.remember_apply(key, pod.uid.clone());
         deleted.push(pod.name.as_str());
     }
-    if !deleted.is_empty() {
-        let message = format!(
-            "deleted {} at once (updateStrategy.type: Recreate); the pods of the new template start once every old one is gone, on the same volume claims",
-            deleted.join(", ")
-        );
+    if let Some(message) = deleted_message(app, &deleted) {
+        let reason = match app.spec.update_strategy.type_ {
+            UpdateStrategyType::Recreate => "RecreatingPods",
+            _ => "ReplacingPods",
+        };
         record(
             &ctx.recorder,
             app,
             EventType::Normal,
-            "RecreatingPods",
+            reason,
             message,
             None,
             &ctx.metrics,
@@ -84,4 +133,20 @@ pub async fn delete_pods(
         .await;
     }
     Ok(())
+}
+
+/// What the Event of a strategy's deletes says.
+fn deleted_message(app: &VisitCounterApp, deleted: &[&str]) -> Option<String> {
+    if deleted.is_empty() {
+        return None;
+    }
+    let pods = deleted.join(", ");
+    Some(match app.spec.update_strategy.type_ {
+        UpdateStrategyType::Recreate => format!(
+            "deleted {pods} at once (updateStrategy.type: Recreate); the pods of the new template start once every old one is gone, on the same volume claims"
+        ),
+        _ => format!(
+            "deleted {pods} so the StatefulSet re-creates them from the new template, within rollingUpdate.maxUnavailable (kept by the operator: this cluster's API server drops the field)"
+        ),
+    })
 }

@@ -9,7 +9,11 @@
 //!   strategies; the operator only sets the partition a canary holds.
 //! - `Recreate` ([`recreate`]) is driven by the operator, on `OnDelete`
 //!   underneath.
+//! - `rollingUpdate.maxUnavailable` ([`max_unavailable`]) is the
+//!   StatefulSet's where the API server keeps the field, and driven by the
+//!   operator on `OnDelete` where it drops it.
 
+pub mod max_unavailable;
 pub mod recreate;
 pub mod rolling;
 
@@ -52,10 +56,21 @@ impl PodView {
 pub struct Decision {
     /// Pods to delete once the StatefulSet is written.
     pub delete: Vec<PodView>,
-    /// A rollout the operator drives is under way: what `Progressing` says.
-    pub progress: Option<String>,
+    /// A rollout the operator drives is under way: `Progressing`'s reason
+    /// and words.
+    pub progress: Option<(&'static str, String)>,
     /// When the last recreate started, if one ever did.
     pub recreate_since: Option<Time>,
+    /// Who keeps to `maxUnavailable`, when the app sets it.
+    pub max_unavailable_by: Option<&'static str>,
+}
+
+/// What the cluster does with the fields a strategy may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cluster {
+    /// The API server keeps `rollingUpdate.maxUnavailable` on a StatefulSet
+    /// (its `MaxUnavailableStatefulSet` gate is on).
+    pub keeps_max_unavailable: bool,
 }
 
 /// Decides for the app's strategy, and changes `desired` (the StatefulSet
@@ -67,9 +82,37 @@ pub fn decide(
     live: Option<&Value>,
     pods: &[PodView],
     now: &Time,
+    cluster: Cluster,
 ) -> Decision {
-    match app.spec.update_strategy.type_ {
-        UpdateStrategyType::Recreate => recreate::decide(desired, live, pods, now),
-        UpdateStrategyType::RollingUpdate | UpdateStrategyType::OnDelete => Decision::default(),
+    let strategy = &app.spec.update_strategy;
+    match (strategy.type_, strategy.rolling_update.as_ref()) {
+        (UpdateStrategyType::Recreate, _) => recreate::decide(desired, live, pods, now),
+        (UpdateStrategyType::RollingUpdate, Some(rolling)) => max_unavailable::decide(
+            rolling,
+            app.spec.replicas,
+            cluster.keeps_max_unavailable,
+            desired,
+            live,
+            pods,
+        ),
+        (UpdateStrategyType::RollingUpdate | UpdateStrategyType::OnDelete, _) => Decision::default(),
     }
+}
+
+/// Whether the app needs to know what the cluster does with
+/// `maxUnavailable` (see [`Cluster`]).
+pub fn uses_max_unavailable(app: &VisitCounterApp) -> bool {
+    let strategy = &app.spec.update_strategy;
+    strategy.type_ == UpdateStrategyType::RollingUpdate
+        && strategy
+            .rolling_update
+            .as_ref()
+            .is_some_and(|r| r.max_unavailable.is_some())
+}
+
+/// Whether the StatefulSet's status describes its current spec.
+pub fn seen_by_its_controller(live: &Value) -> bool {
+    let generation = live.pointer("/metadata/generation").and_then(Value::as_i64);
+    let observed = live.pointer("/status/observedGeneration").and_then(Value::as_i64);
+    observed.is_some() && observed >= generation
 }

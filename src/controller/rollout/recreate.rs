@@ -16,7 +16,7 @@
 use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time};
 use serde_json::Value;
 
-use super::{Decision, PodView};
+use super::{Decision, PodView, seen_by_its_controller};
 use crate::controller::runtime::diff::{contains, content_hash};
 
 /// The annotation on the StatefulSet with the hash of the pod template it
@@ -77,10 +77,14 @@ pub fn decide(desired: &mut StatefulSet, live: Option<&Value>, pods: &[PodView],
     Decision {
         recreate_since: since,
         delete: pods.iter().filter(|p| !p.terminating).cloned().collect(),
-        progress: Some(format!(
-            "Recreate: {} of the old pods left; the pods of the new template start once every one is gone",
-            pods.len()
+        progress: Some((
+            "Recreating",
+            format!(
+                "Recreate: {} of the old pods left; the pods of the new template start once every one is gone",
+                pods.len()
+            ),
         )),
+        max_unavailable_by: None,
     }
 }
 
@@ -96,13 +100,6 @@ fn new_template(live: &Value, template: &Value, hash: &str) -> bool {
         Some(written) => written != hash,
         None => !contains(&live["spec"]["template"], template, "template"),
     }
-}
-
-/// Whether the StatefulSet's status describes its current spec.
-fn seen_by_its_controller(live: &Value) -> bool {
-    let generation = live.pointer("/metadata/generation").and_then(Value::as_i64);
-    let observed = live.pointer("/status/observedGeneration").and_then(Value::as_i64);
-    observed.is_some() && observed >= generation
 }
 
 #[cfg(test)]
@@ -166,7 +163,7 @@ mod tests {
         let decision = decide(&mut desired, Some(&written_v1()), &pods, &at(100));
         assert_eq!(replicas(&desired), Some(0));
         assert_eq!(decision.delete, pods);
-        assert!(decision.progress.unwrap().contains("3 of the old pods left"));
+        assert!(decision.progress.unwrap().1.contains("3 of the old pods left"));
         assert_eq!(decision.recreate_since, Some(at(100)), "it starts now");
         assert_eq!(
             annotation(&desired, RECREATE_SINCE_ANNOTATION),

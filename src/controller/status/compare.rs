@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::PROGRESSING;
+use super::{PROGRESSING, progress::PROGRESS_DEADLINE_EXCEEDED};
 use crate::resource::{RolloutStatus, VisitCounterAppStatus};
 
 /// The Event for a rollout that has just come to be held by a partition or
@@ -36,6 +36,22 @@ pub fn newly_ended_downtime(old: Option<&VisitCounterAppStatus>, new: &VisitCoun
             ended.seconds.unwrap_or_default()
         )
     })
+}
+
+/// The Warning Event for a rollout that has just passed its progress
+/// deadline: `Progressing`'s words, when `new` says so and `old` did not.
+pub fn newly_past_deadline(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStatus) -> Option<String> {
+    let reason = |s: &VisitCounterAppStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == PROGRESSING)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (new_reason, message) = reason(new)?;
+    let was = old
+        .and_then(reason)
+        .is_some_and(|(r, _)| r == PROGRESS_DEADLINE_EXCEEDED);
+    (new_reason == PROGRESS_DEADLINE_EXCEEDED && !was).then_some(message)
 }
 
 /// Whether two statuses say the same thing (the conditions' times aside, and

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::{
     Counts, DEGRADED, Observed, PAUSED, PODS_NOT_CREATED, PROGRESSING, READY, RECONCILING, STALLED, UNSUPPORTED_SPEC,
-    dropped_message,
+    dropped_message, progress::PROGRESS_DEADLINE_EXCEEDED,
 };
 use crate::resource::{PAUSED_ANNOTATION, VisitCounterApp};
 
@@ -19,9 +19,13 @@ pub struct Cond {
     pub message: String,
 }
 
-/// Every condition of the status, in the order they are written.
-pub fn all(app: &VisitCounterApp, observed: &Observed<'_>, counts: &Counts) -> Vec<Cond> {
-    let progressing = progressing(app, observed, counts);
+/// `Progressing` reasons of a rollout under way, which its progress
+/// deadline applies to.
+pub const PROGRESS_REASONS: &[&str] = &["Scaling", "RollingOut", "WaitingForPods", "Recreating"];
+
+/// Every condition of the status, in the order they are written, around
+/// `progressing` (see [`progressing`] and `Cond::past_deadline`).
+pub fn all(observed: &Observed<'_>, counts: &Counts, progressing: Cond) -> Vec<Cond> {
     let (reconciling, stalled) = kstatus(&progressing, observed);
     let paused = observed.paused.then(|| {
         Cond::new(
@@ -55,7 +59,7 @@ pub fn all(app: &VisitCounterApp, observed: &Observed<'_>, counts: &Counts) -> V
 }
 
 /// `Progressing`: what is under way, or why nothing is.
-fn progressing(app: &VisitCounterApp, observed: &Observed<'_>, counts: &Counts) -> Cond {
+pub fn progressing(app: &VisitCounterApp, observed: &Observed<'_>, counts: &Counts) -> Cond {
     let Counts {
         wanted,
         replicas,
@@ -67,8 +71,8 @@ fn progressing(app: &VisitCounterApp, observed: &Observed<'_>, counts: &Counts) 
     let running = |reason, message| Cond::new(PROGRESSING, true, reason, message);
     if observed.stateful_set.is_none() {
         running("Creating", "the StatefulSet is being created".into())
-    } else if let Some(rollout) = &observed.rollout {
-        running("Recreating", rollout.clone())
+    } else if let Some((reason, message)) = &observed.rollout {
+        running(*reason, message.clone())
     } else if !counts.current {
         running(
             "StatefulSetPending",
@@ -190,10 +194,10 @@ fn kstatus(progressing: &Cond, observed: &Observed<'_>) -> (Cond, Cond) {
         // kstatus would read Reconciling as "still in progress" for as long as
         // the pause lasts; a paused app is as settled as it will get.
         None if observed.paused => Cond::new(RECONCILING, false, "Paused", "reconciling is paused".into()),
-        None if observed.stuck.is_some() => Cond::new(
+        None if stalled_rollout(progressing, observed) => Cond::new(
             RECONCILING,
             false,
-            "RolloutStuck",
+            progressing.reason,
             "stalled; see the Stalled condition".into(),
         ),
         None => Cond::new(
@@ -206,7 +210,9 @@ fn kstatus(progressing: &Cond, observed: &Observed<'_>) -> (Cond, Cond) {
     let stalled = match failure {
         Some(f) if f.stalled => Cond::new(STALLED, true, f.reason, f.message.clone()),
         Some(_) => Cond::new(STALLED, false, "Retrying", "the operator retries with backoff".into()),
-        None if observed.stuck.is_some() => Cond::new(STALLED, true, "RolloutStuck", progressing.message.clone()),
+        None if stalled_rollout(progressing, observed) => {
+            Cond::new(STALLED, true, progressing.reason, progressing.message.clone())
+        }
         None => Cond::new(
             STALLED,
             false,
@@ -217,7 +223,27 @@ fn kstatus(progressing: &Cond, observed: &Observed<'_>) -> (Cond, Cond) {
     (reconciling, stalled)
 }
 
+/// A rollout that will not go on by itself: a stuck pod, or no progress
+/// within the deadline.
+fn stalled_rollout(progressing: &Cond, observed: &Observed<'_>) -> bool {
+    observed.stuck.is_some() || progressing.reason == PROGRESS_DEADLINE_EXCEEDED
+}
+
 impl Cond {
+    /// `Progressing` once the rollout it says is under way has gone
+    /// `deadline` seconds without progress.
+    pub fn past_deadline(self, deadline: i32) -> Self {
+        Cond::new(
+            PROGRESSING,
+            false,
+            PROGRESS_DEADLINE_EXCEEDED,
+            format!(
+                "{}, with no progress for {deadline} s (progressDeadlineSeconds): the rollout has failed; fix or revert the spec",
+                self.message
+            ),
+        )
+    }
+
     pub fn new(type_: &'static str, status: bool, reason: &'static str, message: String) -> Self {
         Self {
             type_,

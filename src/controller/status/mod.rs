@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod conditions;
 pub mod dropped;
+pub mod progress;
 
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Service},
@@ -18,7 +19,7 @@ use crate::{
     children::selector_string,
     resource::{Downtime, RolloutStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
 };
-pub use compare::{newly_ended_downtime, newly_held, only_progress, same_status};
+pub use compare::{newly_ended_downtime, newly_held, newly_past_deadline, only_progress, same_status};
 pub use dropped::{dropped_by_server, dropped_message};
 
 pub const READY: &str = "Ready";
@@ -65,8 +66,10 @@ pub struct Observed<'a> {
     /// pointers into it, from [`dropped_by_server`]).
     pub dropped: Vec<&'static str>,
     /// A rollout the operator drives is under way (`rollout::Decision`):
-    /// what `Progressing` says of it.
-    pub rollout: Option<String>,
+    /// `Progressing`'s reason and words.
+    pub rollout: Option<(&'static str, String)>,
+    /// Who keeps to `maxUnavailable` (`rollout::Decision`).
+    pub max_unavailable_by: Option<&'static str>,
     /// When the last recreate started (`rollout::Decision`).
     pub recreate_since: Option<Time>,
 }
@@ -177,6 +180,27 @@ pub fn downtime(
     })
 }
 
+/// Who keeps to `maxUnavailable`: as this reconcile found, else as the
+/// last status said while the spec still sets it (a reconcile that failed
+/// or is paused did not look).
+fn max_unavailable_by(
+    app: &VisitCounterApp,
+    observed: &Observed<'_>,
+    previous: &VisitCounterAppStatus,
+) -> Option<String> {
+    let set = app.spec.update_strategy.type_ == UpdateStrategyType::RollingUpdate
+        && app
+            .spec
+            .update_strategy
+            .rolling_update
+            .as_ref()
+            .is_some_and(|r| r.max_unavailable.is_some());
+    observed.max_unavailable_by.map(str::to_owned).or_else(|| {
+        set.then(|| previous.rollout.as_ref().and_then(|r| r.max_unavailable_by.clone()))
+            .flatten()
+    })
+}
+
 /// The status to write. Conditions keep their `lastTransitionTime` while
 /// their status stays the same.
 pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time) -> VisitCounterAppStatus {
@@ -184,7 +208,15 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
     let generation = app.metadata.generation;
     let previous = app.status.clone().unwrap_or_default();
     let counts = Counts::of(app, observed.stateful_set);
-    let conditions = conditions::all(app, observed, &counts)
+    let running = conditions::progressing(app, observed, &counts);
+    let in_progress = running.status && conditions::PROGRESS_REASONS.contains(&running.reason);
+    let last_progress = progress::last_progress(&previous, generation, &counts, in_progress, &now);
+    let deadline = app.spec.progress_deadline_seconds;
+    let progressing = match &last_progress {
+        Some(last) if progress::left(last, deadline, &now).is_none() => running.past_deadline(deadline),
+        _ => running,
+    };
+    let conditions = conditions::all(observed, &counts, progressing)
         .into_iter()
         .map(|c| c.into_condition(&previous.conditions, generation, &now))
         .collect::<Vec<Condition>>();
@@ -212,10 +244,17 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         selector: Some(selector_string(name)),
         node_port,
         conditions,
-        rollout: (counts.held > 0 || observed.stuck.is_some() || downtime.is_some()).then(|| RolloutStatus {
+        rollout: (counts.held > 0
+            || observed.stuck.is_some()
+            || downtime.is_some()
+            || last_progress.is_some()
+            || max_unavailable_by(app, observed, &previous).is_some())
+        .then(|| RolloutStatus {
             held_replicas: counts.held,
             stuck_pod: observed.stuck.clone(),
+            last_progress,
             downtime,
+            max_unavailable_by: max_unavailable_by(app, observed, &previous),
         }),
         // Written apart, by the visits poller (`observe::visits`).
         visits: None,
@@ -423,7 +462,14 @@ mod tests {
         held.status.as_mut().unwrap().updated_replicas = Some(0);
         let rolling = desired_status(&app, &seen(&held), now(10));
         assert_eq!(condition(&rolling, PROGRESSING).reason, "RollingOut");
-        assert_eq!(rolling.rollout, None);
+        assert_eq!(
+            rolling
+                .rollout
+                .as_ref()
+                .map(|r| (r.held_replicas, r.last_progress.is_some())),
+            Some((0, true)),
+            "nothing held; the rollout's progress is timed"
+        );
 
         // Promoted: every pod on one revision, nothing held.
         let promoted = desired_status(&app, &seen(&sts(2, Some(2), 3, 3)), now(10));
@@ -584,7 +630,7 @@ mod tests {
         let down = sts(1, Some(1), 3, 3);
         let recreating = Observed {
             stateful_set: Some(&down),
-            rollout: Some("Recreate: 3 of the old pods left".into()),
+            rollout: Some(("Recreating", "Recreate: 3 of the old pods left".into())),
             recreate_since: Some(now(10)),
             ..Default::default()
         };
@@ -621,5 +667,47 @@ mod tests {
             "the end of a downtime is written at once"
         );
         assert_eq!(newly_ended_downtime(Some(&after), &after), None, "and told once");
+    }
+
+    #[test]
+    fn a_rollout_without_progress_past_its_deadline_has_failed() {
+        let mut app = app("web", json!({"replicas": 3, "progressDeadlineSeconds": 60}));
+        app.metadata.generation = Some(1);
+        let mut rolling = sts(1, Some(1), 3, 2);
+        rolling.status.as_mut().unwrap().updated_replicas = Some(1);
+        let first = desired_status(&app, &seen(&rolling), now(100));
+        assert_eq!(condition(&first, PROGRESSING).reason, "RollingOut");
+        let last = first.rollout.as_ref().and_then(|r| r.last_progress.clone());
+        assert_eq!(last, Some(now(100)), "the rollout's progress is timed");
+        app.status = Some(first);
+        let waiting = desired_status(&app, &seen(&rolling), now(159));
+        assert_eq!(
+            condition(&waiting, PROGRESSING).reason,
+            "RollingOut",
+            "within the deadline"
+        );
+        let failed = desired_status(&app, &seen(&rolling), now(161));
+        let progressing = condition(&failed, PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", "ProgressDeadlineExceeded")
+        );
+        assert!(
+            progressing.message.contains("no progress for 60 s"),
+            "{}",
+            progressing.message
+        );
+        assert_eq!(condition(&failed, STALLED).status, "True");
+        assert_eq!(condition(&failed, RECONCILING).status, "False");
+        assert!(newly_past_deadline(app.status.as_ref(), &failed).is_some(), "told once");
+        assert_eq!(newly_past_deadline(Some(&failed), &failed), None);
+        let mut moved = rolling.clone();
+        moved.status.as_mut().unwrap().updated_replicas = Some(2);
+        let progressed = desired_status(&app, &seen(&moved), now(161));
+        assert_eq!(
+            condition(&progressed, PROGRESSING).reason,
+            "RollingOut",
+            "a pod updated is progress"
+        );
     }
 }

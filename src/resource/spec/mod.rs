@@ -182,6 +182,15 @@ pub struct VisitCounterAppSpec {
     #[schemars(range(min = 0))]
     pub min_ready_seconds: i32,
 
+    /// Seconds a rollout may go without progress (a pod updated, created or
+    /// turned ready) before it counts as failed: `Progressing` turns False
+    /// and `Stalled` True with reason `ProgressDeadlineExceeded`, as for a
+    /// Deployment, so GitOps tools report a failure instead of waiting for
+    /// ever. It applies to every update strategy.
+    #[serde(default = "default_progress_deadline_seconds")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: i32,
+
     /// Old StatefulSet revisions kept for rollback, as the StatefulSet's
     /// `revisionHistoryLimit`. Each revision keeps the ConfigMap of its config
     /// (`<app>-config-<hash>`); the operator deletes an old ConfigMap once no
@@ -206,6 +215,10 @@ fn default_replicas() -> i32 {
 
 fn default_revision_history_limit() -> i32 {
     10
+}
+
+fn default_progress_deadline_seconds() -> i32 {
+    600
 }
 
 /// When the kubelet pulls the image.

@@ -116,8 +116,9 @@ pub struct RollingUpdate {
     #[serde(default)]
     pub replace_stuck_pods: bool,
     /// Most pods that may be unavailable during the update: a number, at least
-    /// one, or a percentage such as `"25%"`. Needs the MaxUnavailableStatefulSet
-    /// feature gate; ignored by clusters without it.
+    /// one, or a percentage such as `"25%"` (rounded up). Where the API server
+    /// drops the field (its MaxUnavailableStatefulSet gate off), the operator
+    /// keeps to it itself; `status.rollout.maxUnavailableBy` says which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::int_or_string")]
     #[x_kube(
