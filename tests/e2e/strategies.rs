@@ -9,7 +9,7 @@ use std::{
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
-    api::DeleteParams,
+    api::{DeleteParams, ListParams},
     runtime::watcher::{self, Event},
 };
 use serde_json::json;
@@ -71,6 +71,29 @@ fn watch_pods(env: &Env, app: &str) -> (Arc<Mutex<PodHistory>>, tokio::task::Joi
     (history, task)
 }
 
+/// Whether the app reports an update revision other than `old`, and its
+/// `replicas` pods all run it and are Ready.
+async fn rolled_past(env: &Env, app: &str, old: &str, replicas: usize) -> bool {
+    let status = env.api::<VisitCounterApp>().get(app).await.ok().and_then(|a| a.status);
+    let Some(new) = status.and_then(|s| s.update_revision).filter(|r| r != old) else {
+        return false;
+    };
+    let selector = format!("app.kubernetes.io/instance={app}");
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    let on_new = |p: &Pod| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("controller-revision-hash"))
+            == Some(&new)
+    };
+    pods.items.iter().all(on_new) && env.ready_with_pods(app, replicas).await
+}
+
 /// The messages of the Events with `reason` about the app `app`.
 fn events_with_reason(env: &Env, app: &str, reason: &str) -> Vec<String> {
     let selector = format!("reason={reason},involvedObject.name={app}");
@@ -114,17 +137,8 @@ pub async fn recreate(env: &Env) {
     let old_revision = before.status.and_then(|s| s.update_revision).unwrap();
 
     env.apply_app("recreate", spec("b")).await;
-    eventually("every pod runs the new revision and is Ready", || async {
-        let app = env.api::<VisitCounterApp>().get("recreate").await.unwrap();
-        let Some(new) = app
-            .status
-            .and_then(|s| s.update_revision)
-            .filter(|r| *r != old_revision)
-        else {
-            return false;
-        };
-        let revisions: Vec<String> = history.lock().unwrap().live.values().cloned().collect();
-        revisions.len() == 3 && revisions.iter().all(|r| *r == new) && env.ready_with_pods("recreate", 3).await
+    eventually("every pod runs the new revision and is Ready", || {
+        rolled_past(env, "recreate", &old_revision, 3)
     })
     .await;
     watching.abort();
@@ -279,27 +293,8 @@ pub async fn max_unavailable(env: &Env) {
     let before = env.api::<VisitCounterApp>().get("maxun").await.unwrap();
     let old_revision = before.status.and_then(|s| s.update_revision).unwrap();
     env.apply_app("maxun", spec("b")).await;
-    eventually("every pod runs the new revision and is Ready", || async {
-        let app = env.api::<VisitCounterApp>().get("maxun").await.unwrap();
-        let Some(new) = app
-            .status
-            .and_then(|s| s.update_revision)
-            .filter(|r| *r != old_revision)
-        else {
-            return false;
-        };
-        let pods = env
-            .api::<Pod>()
-            .list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=maxun"))
-            .await
-            .unwrap();
-        pods.items.iter().all(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("controller-revision-hash"))
-                == Some(&new)
-        }) && env.ready_with_pods("maxun", 4).await
+    eventually("every pod runs the new revision and is Ready", || {
+        rolled_past(env, "maxun", &old_revision, 4)
     })
     .await;
     watching.abort();

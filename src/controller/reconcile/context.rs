@@ -9,9 +9,13 @@ use std::{
 
 use kube::{
     Client, ResourceExt,
-    runtime::{events::Recorder, reflector::Store},
+    runtime::{
+        events::{EventType, Recorder},
+        reflector::Store,
+    },
 };
 
+use super::apply::{delete_pod, record};
 use crate::{
     admission::Admission,
     controller::{
@@ -86,6 +90,28 @@ impl Context {
             old_configs_checked: Mutex::default(),
             statefulsets_unseen: Mutex::default(),
         }
+    }
+
+    /// Records an Event about the app, and logs it in the same words.
+    pub async fn event(&self, app: &VisitCounterApp, type_: EventType, reason: &str, message: String) {
+        record(&self.recorder, app, type_, reason, message, None, &self.metrics).await;
+    }
+
+    /// Whether we deleted the pod `name` with `uid` moments ago: the cache
+    /// may still hold it, as if nothing happened.
+    pub fn pod_deleted_lately(&self, namespace: &str, name: &str, uid: &str) -> bool {
+        self.recently_applied(&format!("Pod/{namespace}/{name}"), uid)
+    }
+
+    /// Deletes the pod `name` by its `uid`, unless we did moments ago;
+    /// whether it did.
+    pub async fn delete_pod_once(&self, namespace: &str, name: &str, uid: &str) -> Result<bool, kube::Error> {
+        if self.pod_deleted_lately(namespace, name, uid) {
+            return Ok(false);
+        }
+        delete_pod(&self.client, namespace, name, uid, &self.metrics).await?;
+        self.remember_apply(format!("Pod/{namespace}/{name}"), uid.to_owned());
+        Ok(true)
     }
 
     /// How many apps the watch cache holds.

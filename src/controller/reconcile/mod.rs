@@ -43,7 +43,6 @@ use kube::{
 use serde_json::Value;
 
 use self::{
-    apply::record,
     context::CACHE_LAG_WINDOW,
     desired::{check_owned, desired, validate},
     plan::{DesiredChild, Step, plan},
@@ -274,7 +273,7 @@ async fn write_status(
     let write = update_status(app, status, ctx).await?;
     if let StatusWrite::Written = write {
         for (kind, reason, message) in news.into_iter().flatten() {
-            record(&ctx.recorder, app, kind, reason, message, None, &ctx.metrics).await;
+            ctx.event(app, kind, reason, message).await;
         }
     }
     Ok(write)
@@ -289,16 +288,7 @@ async fn tell_dropped(app: &VisitCounterApp, ctx: &Context, dropped: &[&str]) {
         .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == UNSUPPORTED_SPEC));
     if !dropped.is_empty() && !said {
         let message = dropped_message(dropped);
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Warning,
-            "FieldDropped",
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+        ctx.event(app, EventType::Warning, "FieldDropped", message).await;
     }
 }
 

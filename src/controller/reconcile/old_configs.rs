@@ -22,12 +22,9 @@ use k8s_openapi::api::{
 use kube::{Api, Client, ResourceExt, api::ListParams, runtime::events::EventType};
 use serde_json::Value;
 
-use super::{
-    Context, app_key,
-    apply::{delete_child, record},
-};
+use super::{Context, app_key, apply::delete_child};
 use crate::{
-    children::{INSTANCE_LABEL, is_config_map_of, selector_string},
+    children::{is_config_map_of, selector_string},
     controller::{observe::pods::REVISION_LABEL, runtime::metrics::Metrics},
     resource::VisitCounterApp,
 };
@@ -152,11 +149,8 @@ pub async fn remove_old_configs(
     }
     let pod_revisions: BTreeSet<String> = ctx
         .caches
-        .pods
-        .state()
+        .pods_of_app(namespace, &name)
         .iter()
-        .filter(|p| p.0.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|p| p.0.labels().get(INSTANCE_LABEL) == Some(&name))
         .filter_map(|p| p.0.labels().get(REVISION_LABEL).cloned())
         .collect();
     if !ctx.old_configs_worth_a_look(&key, look_digest(&found, &pod_revisions, sts)) {
@@ -168,16 +162,7 @@ pub async fn remove_old_configs(
                 "deleted ConfigMap {}: no pod and no revision in StatefulSet {name}'s history refers to it",
                 deleted.join(", ")
             );
-            record(
-                &ctx.recorder,
-                app,
-                EventType::Normal,
-                "OldConfigRemoved",
-                message,
-                None,
-                &ctx.metrics,
-            )
-            .await;
+            ctx.event(app, EventType::Normal, "OldConfigRemoved", message).await;
         }
         Ok(_) => {}
         Err(error) => {

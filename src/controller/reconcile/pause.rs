@@ -5,7 +5,6 @@ use kube::runtime::events::EventType;
 
 use super::{
     Context,
-    apply::record,
     report::{status_from_caches, update_status},
 };
 use crate::{
@@ -51,16 +50,7 @@ pub async fn handle(app: &VisitCounterApp, ctx: &Context) -> Result<bool, Error>
         _ => None,
     };
     if let Some((reason, message)) = event {
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Normal,
-            reason,
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+        ctx.event(app, EventType::Normal, reason, message).await;
     }
     if let Pause::Paused { .. } = pause {
         update_status(app, status_from_caches(app, ctx, None, true), ctx).await?;

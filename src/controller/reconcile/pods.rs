@@ -9,10 +9,7 @@ use std::time::Duration;
 use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{ResourceExt, runtime::events::EventType};
 
-use super::{
-    Context, app_key,
-    apply::{delete_pod, record},
-};
+use super::{Context, app_key};
 use crate::{
     controller::{
         Error,
@@ -122,29 +119,17 @@ async fn handle_stuck_pod(
     stuck: &Stuck,
 ) -> Result<Option<StuckPod>, Error> {
     if stuck.abandoned && app.spec.update_strategy.replaces_stuck_pods() {
-        // The cache may still hold the pod we just deleted.
-        let key = format!("Pod/{namespace}/{}", stuck.pod);
-        if ctx.recently_applied(&key, &stuck.uid) {
-            return Ok(None);
-        }
-        delete_pod(&ctx.client, namespace, &stuck.pod, &stuck.uid, &ctx.metrics)
+        let deleted = ctx
+            .delete_pod_once(namespace, &stuck.pod, &stuck.uid)
             .await
             .map_err(|source| Error::ReplaceStuckPod {
                 pod: stuck.pod.clone(),
                 source: Box::new(source),
             })?;
-        ctx.remember_apply(key, stuck.uid.clone());
-        let message = stuck.status(app, true).message;
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Normal,
-            "StuckPodReplaced",
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+        if deleted {
+            let message = stuck.status(app, true).message;
+            ctx.event(app, EventType::Normal, "StuckPodReplaced", message).await;
+        }
         return Ok(None);
     }
     let status = stuck.status(app, false);
@@ -156,16 +141,7 @@ async fn handle_stuck_pod(
         .is_some_and(|s| s.name == status.name && s.revision == status.revision);
     if !reported {
         let message = status.message.clone();
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Warning,
-            "RolloutStuck",
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+        ctx.event(app, EventType::Warning, "RolloutStuck", message).await;
     }
     Ok(Some(status))
 }

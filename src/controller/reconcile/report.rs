@@ -11,11 +11,7 @@ use kube::{
     runtime::{events::EventType, reflector::ObjectRef},
 };
 
-use super::{
-    Context, app_key,
-    apply::{record, write_status},
-    context::STATEFULSET_SEEN_WAIT,
-};
+use super::{Context, app_key, apply::write_status, context::STATEFULSET_SEEN_WAIT};
 use crate::{
     controller::{
         Error,
@@ -119,16 +115,8 @@ pub fn status_from_caches(
 /// Makes a failure visible: a Warning Event and the `Degraded` condition.
 pub async fn report_failure(app: &VisitCounterApp, error: &Error, ctx: &Context) {
     let message = error.to_string();
-    record(
-        &ctx.recorder,
-        app,
-        EventType::Warning,
-        error.reason(),
-        message.clone(),
-        None,
-        &ctx.metrics,
-    )
-    .await;
+    ctx.event(app, EventType::Warning, error.reason(), message.clone())
+        .await;
     let failure = Failure {
         reason: error.reason(),
         message,

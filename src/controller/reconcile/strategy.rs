@@ -5,14 +5,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::events::EventType};
 
-use super::{
-    Context,
-    apply::{apply_child, delete_pod, record},
-    plan::DesiredChild,
-    write::refused_or_failed,
-};
+use super::{Context, apply::apply_child, plan::DesiredChild, write::refused_or_failed};
 use crate::{
-    children::{Children, INSTANCE_LABEL},
+    children::Children,
     controller::{
         Error,
         rollout::{Cluster, Decision, PodView, decide, uses_max_unavailable},
@@ -48,16 +43,13 @@ pub async fn decide_from_caches(
     let live = ctx.caches.get("StatefulSet", namespace, &name);
     let pods: Vec<PodView> = ctx
         .caches
-        .pods
-        .state()
+        .pods_of_app(namespace, &name)
         .iter()
-        .filter(|p| p.0.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|p| p.0.labels().get(INSTANCE_LABEL) == Some(&name))
         .map(|p| {
             let mut pod = PodView::of(&p.0);
             // Deleted by us moments ago, the cache may not show it yet: it
             // is unavailable all the same.
-            pod.terminating |= ctx.recently_applied(&format!("Pod/{namespace}/{}", pod.name), &pod.uid);
+            pod.terminating |= ctx.pod_deleted_lately(namespace, &pod.name, &pod.uid);
             pod
         })
         .collect();
@@ -102,35 +94,23 @@ pub async fn delete_pods(
 ) -> Result<(), Error> {
     let mut deleted = Vec::new();
     for pod in &decision.delete {
-        // The cache may still hold a pod we just deleted.
-        let key = format!("Pod/{namespace}/{}", pod.name);
-        if ctx.recently_applied(&key, &pod.uid) {
-            continue;
-        }
-        delete_pod(&ctx.client, namespace, &pod.name, &pod.uid, &ctx.metrics)
+        let done = ctx
+            .delete_pod_once(namespace, &pod.name, &pod.uid)
             .await
             .map_err(|source| Error::DeletePod {
                 pod: pod.name.clone(),
                 source: Box::new(source),
             })?;
-        ctx.remember_apply(key, pod.uid.clone());
-        deleted.push(pod.name.as_str());
+        if done {
+            deleted.push(pod.name.as_str());
+        }
     }
     if let Some(message) = deleted_message(app, &deleted) {
         let reason = match app.spec.update_strategy.type_ {
             UpdateStrategyType::Recreate => "RecreatingPods",
             _ => "ReplacingPods",
         };
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Normal,
-            reason,
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+        ctx.event(app, EventType::Normal, reason, message).await;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{
     Context,
-    apply::{apply_child, delete_child, delete_statefulset_orphaning, record},
+    apply::{apply_child, delete_child, delete_statefulset_orphaning},
     child_key,
     plan::{DesiredChild, Step, changed_fields, dry_runs},
     storage::expand_claims,
@@ -84,28 +84,10 @@ pub async fn apply_changes(
         }
     }
     if let Some((reason, message)) = summary(&changes) {
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Normal,
-            reason,
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+        ctx.event(app, EventType::Normal, reason, message).await;
     }
     if let Some(message) = promoted {
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Normal,
-            "Promoted",
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+        ctx.event(app, EventType::Normal, "Promoted", message).await;
     }
     match failure {
         Some(error) => Err(error),
@@ -208,16 +190,7 @@ async fn grow_volumes(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> 
             "asked for {size} on {}; the storage driver grows each volume in place",
             grown.join(", ")
         );
-        record(
-            &ctx.recorder,
-            app,
-            EventType::Normal,
-            "ExpandingVolumes",
-            message,
-            None,
-            &ctx.metrics,
-        )
-        .await;
+        ctx.event(app, EventType::Normal, "ExpandingVolumes", message).await;
     }
     Ok(())
 }
@@ -265,16 +238,7 @@ async fn orphan_statefulset(
         child.name,
         fields.join(", ")
     );
-    record(
-        &ctx.recorder,
-        app,
-        EventType::Normal,
-        "Recreating",
-        message,
-        None,
-        &ctx.metrics,
-    )
-    .await;
+    ctx.event(app, EventType::Normal, "Recreating", message).await;
     delete_statefulset_orphaning(&ctx.client, namespace, &child.name, uid, &ctx.metrics)
         .await
         .map_err(|source| Error::Recreate {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwn
 use serde_json::Value;
 
 use super::watch::store_ready;
+use crate::children::INSTANCE_LABEL;
 
 /// `K` with its spec and status kept as text.
 #[derive(Deserialize, Serialize)]
@@ -219,6 +220,24 @@ impl ChildCaches {
                 .and_then(|a| serde_json::to_value(a.as_ref()).ok()),
             _ => None,
         }
+    }
+
+    /// Every cached pod of the app `app` (by its instance label), whatever
+    /// its ordinal.
+    pub fn pods_of_app(&self, namespace: &str, app: &str) -> Vec<Arc<SlimPod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| p.0.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|p| {
+                p.0.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(INSTANCE_LABEL))
+                    .map(String::as_str)
+                    == Some(app)
+            })
+            .collect()
     }
 
     /// The cached pods of the StatefulSet `name` with ordinals below `replicas`.

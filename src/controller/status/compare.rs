@@ -6,18 +6,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{PROGRESSING, progress::PROGRESS_DEADLINE_EXCEEDED};
 use crate::resource::{RolloutStatus, VisitCounterAppStatus};
 
+/// `Progressing`'s reason and words.
+fn progressing(status: &VisitCounterAppStatus) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == PROGRESSING)
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
 /// The Event for a rollout that has just come to be held by a partition or
 /// a canary: the `RolloutHeld` message, when `new` says held and `old` did
 /// not.
 pub fn newly_held(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStatus) -> Option<String> {
-    let reason = |s: &VisitCounterAppStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == PROGRESSING)
-            .map(|c| (c.reason.clone(), c.message.clone()))
-    };
-    let (new_reason, message) = reason(new)?;
-    let was_held = old.and_then(reason).is_some_and(|(r, _)| r == "RolloutHeld");
+    let (new_reason, message) = progressing(new)?;
+    let was_held = old.and_then(progressing).is_some_and(|(r, _)| r == "RolloutHeld");
     (new_reason == "RolloutHeld" && !was_held).then(|| format!("held: {message}"))
 }
 
@@ -41,15 +44,9 @@ pub fn newly_ended_downtime(old: Option<&VisitCounterAppStatus>, new: &VisitCoun
 /// The Warning Event for a rollout that has just passed its progress
 /// deadline: `Progressing`'s words, when `new` says so and `old` did not.
 pub fn newly_past_deadline(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStatus) -> Option<String> {
-    let reason = |s: &VisitCounterAppStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == PROGRESSING)
-            .map(|c| (c.reason.clone(), c.message.clone()))
-    };
-    let (new_reason, message) = reason(new)?;
+    let (new_reason, message) = progressing(new)?;
     let was = old
-        .and_then(reason)
+        .and_then(progressing)
         .is_some_and(|(r, _)| r == PROGRESS_DEADLINE_EXCEEDED);
     (new_reason == PROGRESS_DEADLINE_EXCEEDED && !was).then_some(message)
 }
