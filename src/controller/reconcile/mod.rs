@@ -167,20 +167,8 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         .last()
         .map(|sts| child_key(sts, &namespace))
         .unwrap_or_default();
-    let wait = statefulset_wait(
-        ctx,
-        &sts_key,
-        stateful_set.as_ref(),
-        steps.last().is_some_and(Step::writes),
-    );
-    let write = match wait {
-        Some(_) => StatusWrite::Unchanged,
-        None => write_status(app, ctx, status).await?,
-    };
-    let deferred = match write {
-        StatusWrite::Deferred(left) => Some(left),
-        _ => None,
-    };
+    let sts_written = steps.last().is_some_and(Step::writes);
+    let (wait, deferred) = settle_status(app, ctx, status, &sts_key, stateful_set.as_ref(), sts_written).await?;
     Ok(Action::requeue(requeue_after(
         ctx.settings.resync,
         recheck_soon,
@@ -255,6 +243,28 @@ fn statefulset_wait(ctx: &Context, key: &str, sts: Option<&StatefulSet>, written
         ctx.statefulset_written(key);
     }
     status_wait_left(unseen, ctx.statefulset_controller_behind(), ctx.applied_ago(key))
+}
+
+/// Writes the status, unless it waits for the StatefulSet controller to see
+/// the StatefulSet just written (see `report::status_wait_left`). Returns
+/// that wait, and how long a write of mere progress was put off.
+async fn settle_status(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    status: crate::resource::VisitCounterAppStatus,
+    sts_key: &str,
+    sts: Option<&StatefulSet>,
+    sts_written: bool,
+) -> Result<(Option<Duration>, Option<Duration>), Error> {
+    let wait = statefulset_wait(ctx, sts_key, sts, sts_written);
+    if wait.is_some() {
+        return Ok((wait, None));
+    }
+    let deferred = match write_status(app, ctx, status).await? {
+        StatusWrite::Deferred(left) => Some(left),
+        StatusWrite::Written | StatusWrite::Unchanged => None,
+    };
+    Ok((None, deferred))
 }
 
 /// Writes the status, and the Events of what it newly says: a rollout held,

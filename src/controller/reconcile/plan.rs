@@ -82,15 +82,11 @@ impl Step {
 /// Which writes are first sent as a server-side-apply dry run, so that a
 /// spec the API server refuses for one child leaves every child as it was.
 ///
-/// The children are written in an order that makes most dry runs needless:
-/// the Services first (a node port another Service holds is the refusal a
-/// valid spec meets), then what the pods use, the StatefulSet last. A
-/// refused first write has changed nothing; a new ConfigMap changes nothing
-/// any pod uses until the StatefulSet names it; and children this reconcile
-/// created are deleted again when a later write is refused. What is left is
-/// an update of an existing Service or ServiceAccount followed by an update
-/// of the StatefulSet: the StatefulSet is tried first then. A re-create has
-/// its own sequence and is never dry-run.
+/// The write order (`desired::desired`, which says why) makes most dry runs
+/// needless. What it leaves is an update of an existing Service or
+/// ServiceAccount followed by an update of the StatefulSet: the StatefulSet
+/// is tried first then. A re-create has its own sequence and is never
+/// dry-run.
 pub fn dry_runs(children: &[(&str, &Step)]) -> Vec<bool> {
     let mut changed_in_place = false;
     children
