@@ -65,11 +65,19 @@ pub async fn decide_from_caches(
 
 /// Whether the API server keeps `maxUnavailable` on a StatefulSet: asked
 /// once per operator process (the feature gate is the API server's), by a
-/// server-side-apply dry run of the app's StatefulSet as built, which
-/// stores nothing.
+/// server-side-apply dry run that creates the app's StatefulSet as built
+/// under a name of its own, and stores nothing. Not the app's own name: a
+/// change to a field the API server will not change in place would be
+/// refused, and the app never get to its re-create.
 async fn keeps_max_unavailable(ctx: &Context, namespace: &str, children: &Children) -> Result<bool, Error> {
     let ask = || async {
-        let object = serde_json::to_value(&children.stateful_set).map_err(|e| Error::Serialize("StatefulSet", e))?;
+        let mut probe = children.stateful_set.clone();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        probe.metadata.name = Some(format!("visitcounter-probe-{nanos:08x}"));
+        let object = serde_json::to_value(&probe).map_err(|e| Error::Serialize("StatefulSet", e))?;
         let child = DesiredChild::new("StatefulSet", object);
         let answer = apply_child(&ctx.client, namespace, &child, true, &ctx.metrics)
             .await

@@ -11,10 +11,13 @@
 //! same behaviour on every cluster; `status.rollout.maxUnavailableBy` says
 //! which one is in force.
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetUpdateStrategy};
+use k8s_openapi::{
+    api::apps::v1::{StatefulSet, StatefulSetUpdateStrategy},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
 use serde_json::Value;
 
-use super::{Decision, PodView, seen_by_its_controller};
+use super::{Decision, PodView, Wanted, seen_by_its_controller};
 use crate::resource::RollingUpdate;
 
 /// Who keeps to `maxUnavailable`, as the status says.
@@ -26,12 +29,14 @@ pub const BY_OPERATOR: &str = "Operator";
 /// old pods that fit in the budget are deleted, highest ordinals first.
 pub fn decide(
     rolling: &RollingUpdate,
-    replicas: i32,
+    wanted: Wanted,
     native: bool,
     desired: &mut StatefulSet,
     live: Option<&Value>,
     pods: &[PodView],
+    now: &Time,
 ) -> Decision {
+    let replicas = wanted.replicas;
     let Some(max) = rolling.max_unavailable.as_ref() else {
         return Decision::default();
     };
@@ -57,7 +62,13 @@ pub fn decide(
     let update = live.pointer("/status/updateRevision").and_then(Value::as_str);
     let partition = rolling.partition_for(replicas).unwrap_or(0);
     let limit = budget(max, replicas);
-    let available = pods.iter().filter(|p| p.ready && !p.terminating).count() as i32;
+    // Only the pods the spec asks for count: during a scale-down the ones
+    // above it still run, and would hide that those below it are down.
+    let available = pods
+        .iter()
+        .filter(|p| ordinal(&p.name).is_some_and(|o| o < replicas))
+        .filter(|p| available_at(p, wanted.min_ready_seconds, now))
+        .count() as i32;
     let unavailable = (replicas - available).max(0);
     let mut old: Vec<(i32, &PodView)> = pods
         .iter()
@@ -87,6 +98,17 @@ pub fn decide(
         ),
     ));
     decision
+}
+
+/// Whether the pod counts as available, as the StatefulSet controller
+/// counts it: ready, not going away, and ready for `min_ready_seconds`.
+fn available_at(pod: &PodView, min_ready_seconds: i32, now: &Time) -> bool {
+    let long_enough = min_ready_seconds <= 0
+        || pod
+            .ready_since
+            .as_ref()
+            .is_some_and(|since| now.0.duration_since(since.0).as_secs_f64() >= f64::from(min_ready_seconds));
+    pod.ready && !pod.terminating && long_enough
 }
 
 /// The most pods that may be unavailable: a number, or a percentage of the
@@ -135,12 +157,22 @@ mod tests {
         json!({"metadata": {"generation": 3}, "status": {"observedGeneration": 3, "updateRevision": "web-2"}})
     }
 
+    const FOUR: Wanted = Wanted {
+        replicas: 4,
+        min_ready_seconds: 0,
+    };
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
     fn pod(ordinal: i32, revision: &str, ready: bool) -> PodView {
         PodView {
             name: format!("web-{ordinal}"),
             uid: format!("uid-{ordinal}"),
             revision: Some(revision.into()),
             ready,
+            ready_since: Some(at(0)),
             terminating: false,
         }
     }
@@ -155,11 +187,12 @@ mod tests {
         let pods = [pod(3, "web-1", true)];
         let decision = decide(
             &rolling(IntOrString::Int(2)),
-            4,
+            FOUR,
             true,
             &mut desired,
             Some(&live()),
             &pods,
+            &at(100),
         );
         assert_eq!(decision.max_unavailable_by, Some(BY_STATEFULSET));
         assert!(decision.delete.is_empty());
@@ -173,11 +206,12 @@ mod tests {
         let pods: Vec<PodView> = (0..4).map(|i| pod(i, "web-1", true)).collect();
         let decision = decide(
             &rolling(IntOrString::Int(2)),
-            4,
+            FOUR,
             false,
             &mut desired,
             Some(&live()),
             &pods,
+            &at(100),
         );
         assert_eq!(names(&decision), ["web-3", "web-2"]);
         assert_eq!(decision.max_unavailable_by, Some(BY_OPERATOR));
@@ -200,11 +234,12 @@ mod tests {
         ];
         let decision = decide(
             &rolling(IntOrString::Int(2)),
-            4,
+            FOUR,
             false,
             &mut desired,
             Some(&live()),
             &pods,
+            &at(100),
         );
         assert_eq!(
             names(&decision),
@@ -223,11 +258,12 @@ mod tests {
         ];
         let decision = decide(
             &rolling(IntOrString::Int(2)),
-            4,
+            FOUR,
             false,
             &mut desired,
             Some(&live()),
             &pods,
+            &at(100),
         );
         assert_eq!(names(&decision), ["web-1"], "one going, one more fits");
     }
@@ -240,7 +276,7 @@ mod tests {
             ..rolling(IntOrString::Int(2))
         };
         let pods: Vec<PodView> = (0..4).map(|i| pod(i, "web-1", true)).collect();
-        let decision = decide(&held, 4, false, &mut desired, Some(&live()), &pods);
+        let decision = decide(&held, FOUR, false, &mut desired, Some(&live()), &pods, &at(100));
         assert_eq!(names(&decision), ["web-3"]);
     }
 
@@ -252,14 +288,75 @@ mod tests {
         let pods: Vec<PodView> = (0..4).map(|i| pod(i, "web-1", true)).collect();
         let decision = decide(
             &rolling(IntOrString::Int(2)),
-            4,
+            FOUR,
             false,
             &mut desired,
             Some(&behind),
             &pods,
+            &at(100),
         );
         assert!(decision.delete.is_empty());
         assert_eq!(decision.progress, None);
+    }
+
+    #[test]
+    fn pods_above_a_scale_down_do_not_hide_those_below_it_that_are_down() {
+        let mut desired = built();
+        // 5 -> 4: web-4 still runs; web-3 was replaced and is not ready yet.
+        let pods = [
+            pod(0, "web-1", true),
+            pod(1, "web-1", true),
+            pod(2, "web-1", true),
+            pod(3, "web-2", false),
+            pod(4, "web-1", true),
+        ];
+        let decision = decide(
+            &rolling(IntOrString::Int(1)),
+            FOUR,
+            false,
+            &mut desired,
+            Some(&live()),
+            &pods,
+            &at(100),
+        );
+        assert!(decision.delete.is_empty(), "web-3 is down: the budget of 1 is used");
+    }
+
+    #[test]
+    fn a_pod_ready_for_less_than_min_ready_seconds_is_not_available_yet() {
+        let mut desired = built();
+        let mut fresh = pod(3, "web-2", true);
+        fresh.ready_since = Some(at(95));
+        let pods = [
+            pod(0, "web-1", true),
+            pod(1, "web-1", true),
+            pod(2, "web-1", true),
+            fresh,
+        ];
+        let slow = Wanted {
+            min_ready_seconds: 30,
+            ..FOUR
+        };
+        let decision = decide(
+            &rolling(IntOrString::Int(1)),
+            slow,
+            false,
+            &mut desired,
+            Some(&live()),
+            &pods,
+            &at(100),
+        );
+        assert!(decision.delete.is_empty(), "web-3 counts as unavailable for 30 s");
+        let decision = decide(
+            &rolling(IntOrString::Int(1)),
+            slow,
+            false,
+            &mut desired,
+            Some(&live()),
+            &pods,
+            &at(125),
+        );
+        assert_eq!(names(&decision), ["web-2"], "then the next one goes");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use k8s_openapi::{
 use kube::ResourceExt;
 use serde_json::Value;
 
-use super::observe::pods::{REVISION_LABEL, is_ready};
+use super::observe::pods::{REVISION_LABEL, is_ready, ready_condition};
 use crate::resource::{UpdateStrategyType, VisitCounterApp};
 
 /// A pod of the app, as a strategy sees it.
@@ -35,6 +35,8 @@ pub struct PodView {
     /// Its StatefulSet revision (`controller-revision-hash`).
     pub revision: Option<String>,
     pub ready: bool,
+    /// When its `Ready` condition last turned.
+    pub ready_since: Option<Time>,
     /// Being deleted.
     pub terminating: bool,
 }
@@ -46,6 +48,7 @@ impl PodView {
             uid: pod.uid().unwrap_or_default(),
             revision: pod.labels().get(REVISION_LABEL).cloned(),
             ready: is_ready(pod),
+            ready_since: ready_condition(pod).and_then(|c| c.last_transition_time.clone()),
             terminating: pod.metadata.deletion_timestamp.is_some(),
         }
     }
@@ -63,6 +66,14 @@ pub struct Decision {
     pub recreate_since: Option<Time>,
     /// Who keeps to `maxUnavailable`, when the app sets it.
     pub max_unavailable_by: Option<&'static str>,
+}
+
+/// The pods the spec asks for, and how long each must be ready to count as
+/// available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub replicas: i32,
+    pub min_ready_seconds: i32,
 }
 
 /// What the cluster does with the fields a strategy may use.
@@ -89,11 +100,15 @@ pub fn decide(
         (UpdateStrategyType::Recreate, _) => recreate::decide(desired, live, pods, now),
         (UpdateStrategyType::RollingUpdate, Some(rolling)) => max_unavailable::decide(
             rolling,
-            app.spec.replicas,
+            Wanted {
+                replicas: app.spec.replicas,
+                min_ready_seconds: app.spec.min_ready_seconds,
+            },
             cluster.keeps_max_unavailable,
             desired,
             live,
             pods,
+            now,
         ),
         (UpdateStrategyType::RollingUpdate | UpdateStrategyType::OnDelete, _) => Decision::default(),
     }

@@ -13,7 +13,7 @@
 //! carries in `RECREATE_SINCE_ANNOTATION`, so that the measure survives a
 //! status write put off and a restart of the operator.
 
-use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time};
+use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use serde_json::Value;
 
 use super::{Decision, PodView, seen_by_its_controller};
@@ -53,13 +53,18 @@ pub fn decide(desired: &mut StatefulSet, live: Option<&Value>, pods: &[PodView],
         // nothing: a scale to zero stays as it is.
         scaled_to_zero && !pods.is_empty()
     } else {
+        // A pod going away on its own (a scale-down, an eviction) is no
+        // reason to recreate: only a pod of another revision is.
         let update = live.pointer("/status/updateRevision").and_then(Value::as_str);
-        pods.iter().any(|p| p.terminating || p.revision.as_deref() != update)
+        pods.iter().any(|p| p.revision.as_deref() != update)
     };
     // A recreate under way keeps the moment it started; a new one starts now.
     let since = match (recreating, live_since) {
         (true, Some(since)) if scaled_to_zero => Some(since),
-        (true, _) => Some(now.clone()),
+        // Whole seconds, as the status writes times: the status's measure
+        // of this start is then the same start, and reconciles within the
+        // second before the cache shows the write stamp the same.
+        (true, _) => Some(Time(Timestamp::from_second(now.0.as_second()).unwrap_or(now.0))),
         (false, since) => since,
     };
     if let Some(since) = &since {
@@ -133,6 +138,7 @@ mod tests {
             uid: format!("uid-{ordinal}"),
             revision: Some(revision.into()),
             ready: true,
+            ready_since: None,
             terminating: false,
         }
     }
@@ -235,6 +241,29 @@ mod tests {
         let mut desired = built("v2");
         decide(&mut desired, Some(&written), &[pod(0, "web-1")], &at(100));
         assert_eq!(replicas(&desired), Some(0));
+    }
+
+    #[test]
+    fn a_pod_going_away_on_its_own_starts_no_recreate() {
+        let mut desired = built("v1");
+        let evicted = PodView {
+            terminating: true,
+            ..pod(2, "web-1")
+        };
+        let pods = [pod(0, "web-1"), pod(1, "web-1"), evicted];
+        assert_eq!(
+            decide(&mut desired, Some(&written_v1()), &pods, &at(100)),
+            Decision::default()
+        );
+        assert_eq!(replicas(&desired), Some(3));
+    }
+
+    #[test]
+    fn a_recreate_starts_on_a_whole_second_as_the_status_keeps_times() {
+        let mut desired = built("v2");
+        let now = Time(k8s_openapi::jiff::Timestamp::from_millisecond(100_750).unwrap());
+        let decision = decide(&mut desired, Some(&written_v1()), &[pod(0, "web-1")], &now);
+        assert_eq!(decision.recreate_since, Some(at(100)));
     }
 
     #[test]

@@ -168,7 +168,8 @@ pub fn downtime(
     let Some(since) = since else {
         return previous.cloned();
     };
-    if let Some(measured) = previous.filter(|d| d.since == *since && d.until.is_some()) {
+    // Compared in whole seconds: the status keeps no finer times.
+    if let Some(measured) = previous.filter(|d| d.since.0.as_second() == since.0.as_second() && d.until.is_some()) {
         return Some(measured.clone());
     }
     let over = !rolling_out && ready.is_some_and(|r| r > 0);
@@ -209,7 +210,9 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
     let previous = app.status.clone().unwrap_or_default();
     let counts = Counts::of(app, observed.stateful_set);
     let running = conditions::progressing(app, observed, &counts);
-    let in_progress = running.status && conditions::PROGRESS_REASONS.contains(&running.reason);
+    // A paused rollout is not timed, as a paused Deployment's is not: the
+    // clock starts again on resume.
+    let in_progress = !observed.paused && running.status && conditions::PROGRESS_REASONS.contains(&running.reason);
     let last_progress = progress::last_progress(&previous, generation, &counts, in_progress, &now);
     let deadline = app.spec.progress_deadline_seconds;
     let progressing = match &last_progress {
@@ -620,6 +623,12 @@ mod tests {
             Some(over.clone()),
             "the last one stays as measured"
         );
+        let finer = Time(Timestamp::from_millisecond(10_400).unwrap());
+        assert_eq!(
+            downtime(Some(&over), Some(&finer), false, Some(3), &now(20)),
+            Some(over.clone()),
+            "a start the status keeps in whole seconds is the same start"
+        );
         let next = downtime(Some(&over), Some(&now(30)), true, Some(3), &now(30)).expect("a new one starts");
         assert_eq!((next.since, next.until), (now(30), None));
     }
@@ -708,6 +717,26 @@ mod tests {
             condition(&progressed, PROGRESSING).reason,
             "RollingOut",
             "a pod updated is progress"
+        );
+    }
+
+    #[test]
+    fn a_paused_rollout_is_not_timed() {
+        let mut app = app("web", json!({"replicas": 3, "progressDeadlineSeconds": 60}));
+        app.metadata.generation = Some(1);
+        let mut rolling = sts(1, Some(1), 3, 2);
+        rolling.status.as_mut().unwrap().updated_replicas = Some(1);
+        app.status = Some(desired_status(&app, &seen(&rolling), now(100)));
+        let paused = Observed {
+            paused: true,
+            ..seen(&rolling)
+        };
+        let later = desired_status(&app, &paused, now(1000));
+        assert_ne!(condition(&later, PROGRESSING).reason, "ProgressDeadlineExceeded");
+        assert_eq!(
+            later.rollout.and_then(|r| r.last_progress),
+            None,
+            "the clock starts again on resume"
         );
     }
 }

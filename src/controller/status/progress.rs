@@ -12,9 +12,11 @@ use crate::resource::VisitCounterAppStatus;
 /// `Progressing`'s reason once the deadline has passed.
 pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 
-/// When the rollout under way last made progress: kept from the previous
-/// status while the spec and the pod counts stay as they were, `now` when
-/// they moved. `None` when no rollout is under way.
+/// When the rollout under way last made progress: `now` when the spec or
+/// the update revision changed, or a pod was updated, turned ready or came
+/// closer to the replicas asked for; else kept from the previous status. A
+/// pod whose readiness only flaps is no progress. `None` when no rollout is
+/// under way.
 pub fn last_progress(
     previous: &VisitCounterAppStatus,
     generation: Option<i64>,
@@ -25,14 +27,15 @@ pub fn last_progress(
     if !in_progress {
         return None;
     }
-    let unmoved = previous.observed_generation == generation
-        && previous.replicas == counts.replicas
-        && previous.ready_replicas == counts.ready
-        && previous.updated_replicas == counts.updated
-        && previous.update_revision == counts.update_revision;
+    let distance = |replicas: i32| (replicas - counts.wanted).abs();
+    let progressed = previous.observed_generation != generation
+        || previous.update_revision != counts.update_revision
+        || counts.updated > previous.updated_replicas
+        || counts.ready > previous.ready_replicas
+        || distance(counts.replicas) < distance(previous.replicas);
     let kept = previous.rollout.as_ref().and_then(|r| r.last_progress.clone());
     match kept {
-        Some(at) if unmoved => Some(at),
+        Some(at) if !progressed => Some(at),
         _ => Some(now.clone()),
     }
 }
@@ -97,6 +100,11 @@ mod tests {
         assert_eq!(
             last_progress(&before, Some(2), &counts(2, 1), true, &at(150)),
             Some(at(100))
+        );
+        assert_eq!(
+            last_progress(&before, Some(2), &counts(1, 1), true, &at(150)),
+            Some(at(100)),
+            "a pod that stops being ready is no progress"
         );
         assert_eq!(
             last_progress(&before, Some(2), &counts(3, 1), true, &at(150)),
