@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use futures::StreamExt;
@@ -15,7 +16,7 @@ use kube::{
 use serde_json::json;
 use visitcounter::resource::VisitCounterApp;
 
-use crate::env::{Env, NEVER_READY_IMAGE, eventually, image};
+use crate::env::{AuditLog, Env, NEVER_READY_IMAGE, eventually, image};
 
 /// What a watch on an app's pods saw: at each moment, the revisions of the
 /// pods that existed (terminating ones included).
@@ -175,6 +176,18 @@ pub async fn recreate(env: &Env) {
             .any(|m| m.contains("no ready pod for"))
     })
     .await;
+    // Done, the app costs nothing more: resyncs (every 2 s here) write no
+    // status, Event or child of it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if let Some(window) = AuditLog::from_env() {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let writes: Vec<String> = window
+            .operator_writes(&env.ns)
+            .into_iter()
+            .filter(|w| w.rsplit(' ').next().is_some_and(|name| name.starts_with("recreate")))
+            .collect();
+        assert!(writes.is_empty(), "writes after the recreate was done: {writes:#?}");
+    }
     env.api::<VisitCounterApp>()
         .delete("recreate", &DeleteParams::default())
         .await
