@@ -165,6 +165,11 @@ pub async fn recreate(env: &Env) {
     assert_eq!(env.claim_uids("recreate").await, claims, "the claims are kept");
 
     let app = env.api::<VisitCounterApp>().get("recreate").await.unwrap();
+    let status = app.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.current_revision, status.update_revision,
+        "every pod runs the update revision, whatever the OnDelete StatefulSet says"
+    );
     let downtime = serde_json::to_value(app.status.and_then(|s| s.rollout).and_then(|r| r.downtime)).unwrap();
     assert!(
         downtime["until"].is_string() && downtime["seconds"].as_f64().is_some_and(|s| s >= 0.0),

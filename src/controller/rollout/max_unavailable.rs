@@ -22,7 +22,7 @@ use crate::resource::RollingUpdate;
 
 /// Who keeps to `maxUnavailable`, as the status says.
 pub const BY_STATEFULSET: &str = "StatefulSet";
-pub const BY_OPERATOR: &str = "Operator";
+pub use crate::controller::status::MAX_UNAVAILABLE_BY_OPERATOR as BY_OPERATOR;
 
 /// Decides for an app with `maxUnavailable` on a cluster whose API server
 /// drops the field (`native` false): `desired` turns `OnDelete`, and the

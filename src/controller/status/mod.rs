@@ -34,6 +34,9 @@ pub const STALLED: &str = "Stalled";
 pub const PAUSED: &str = "Paused";
 /// The condition that names spec fields the cluster ignores.
 pub const UNSUPPORTED_SPEC: &str = "UnsupportedSpec";
+/// `status.rollout.maxUnavailableBy` when the operator keeps to
+/// `maxUnavailable` (`rollout::max_unavailable`).
+pub const MAX_UNAVAILABLE_BY_OPERATOR: &str = "Operator";
 /// `Degraded`'s reason while pods cannot be created (see
 /// `observe::pod_creation`).
 pub const PODS_NOT_CREATED: &str = "PodsNotCreated";
@@ -140,6 +143,16 @@ impl Counts {
         counts
     }
 
+    /// Under a strategy the operator drives on an `OnDelete` StatefulSet,
+    /// whose controller never moves `currentRevision` on: the update
+    /// revision, once every pod asked for runs it and is ready.
+    fn rolled_out_by_the_operator(mut self) -> Self {
+        if self.current && self.replicas == self.wanted && self.updated == self.wanted && self.ready >= self.wanted {
+            self.current_revision = self.update_revision.clone();
+        }
+        self
+    }
+
     /// Pods the partition keeps at the old revision once the rest run the new.
     fn held_replicas(&self, rolling: bool) -> i32 {
         let held = rolling
@@ -208,7 +221,12 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
     let name = app.metadata.name.as_deref().unwrap_or_default();
     let generation = app.metadata.generation;
     let previous = app.status.clone().unwrap_or_default();
-    let counts = Counts::of(app, observed.stateful_set);
+    let mut counts = Counts::of(app, observed.stateful_set);
+    let operator_driven = app.spec.update_strategy.type_ == UpdateStrategyType::Recreate
+        || observed.max_unavailable_by == Some(MAX_UNAVAILABLE_BY_OPERATOR);
+    if operator_driven {
+        counts = counts.rolled_out_by_the_operator();
+    }
     let running = conditions::progressing(app, observed, &counts);
     // A paused rollout is not timed, as a paused Deployment's is not: the
     // clock starts again on resume.
@@ -738,5 +756,34 @@ mod tests {
             None,
             "the clock starts again on resume"
         );
+    }
+
+    #[test]
+    fn a_recreate_done_reports_the_revision_every_pod_runs() {
+        let app = app("web", json!({"replicas": 3, "updateStrategy": {"type": "Recreate"}}));
+        // The OnDelete StatefulSet keeps web-1 as its current revision.
+        let mut done = sts(1, Some(1), 3, 3);
+        done.status.as_mut().unwrap().update_revision = Some("web-2".into());
+        let status = desired_status(&app, &seen(&done), now(10));
+        assert_eq!(status.current_revision.as_deref(), Some("web-2"));
+        let mut rolling = done.clone();
+        rolling.status.as_mut().unwrap().updated_replicas = Some(2);
+        let status = desired_status(&app, &seen(&rolling), now(10));
+        assert_eq!(
+            status.current_revision.as_deref(),
+            Some("web-1"),
+            "not every pod runs it yet"
+        );
+        let plain = on_delete_app();
+        let status = desired_status(&plain, &seen(&done), now(10));
+        assert_eq!(
+            status.current_revision.as_deref(),
+            Some("web-1"),
+            "OnDelete by choice: as the StatefulSet says"
+        );
+    }
+
+    fn on_delete_app() -> VisitCounterApp {
+        app("web", json!({"replicas": 3, "updateStrategy": {"type": "OnDelete"}}))
     }
 }
