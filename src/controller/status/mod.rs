@@ -222,8 +222,11 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
     let generation = app.metadata.generation;
     let previous = app.status.clone().unwrap_or_default();
     let mut counts = Counts::of(app, observed.stateful_set);
+    // As the last status said when this reconcile did not look (a failure,
+    // a pause), so the revisions do not flap with it.
+    let max_unavailable_by = max_unavailable_by(app, observed, &previous);
     let operator_driven = app.spec.update_strategy.type_ == UpdateStrategyType::Recreate
-        || observed.max_unavailable_by == Some(MAX_UNAVAILABLE_BY_OPERATOR);
+        || max_unavailable_by.as_deref() == Some(MAX_UNAVAILABLE_BY_OPERATOR);
     if operator_driven {
         counts = counts.rolled_out_by_the_operator();
     }
@@ -269,13 +272,13 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             || observed.stuck.is_some()
             || downtime.is_some()
             || last_progress.is_some()
-            || max_unavailable_by(app, observed, &previous).is_some())
+            || max_unavailable_by.is_some())
         .then(|| RolloutStatus {
             held_replicas: counts.held,
             stuck_pod: observed.stuck.clone(),
             last_progress,
             downtime,
-            max_unavailable_by: max_unavailable_by(app, observed, &previous),
+            max_unavailable_by,
         }),
         // Written apart, by the visits poller (`observe::visits`).
         visits: None,
@@ -785,5 +788,36 @@ mod tests {
 
     fn on_delete_app() -> VisitCounterApp {
         app("web", json!({"replicas": 3, "updateStrategy": {"type": "OnDelete"}}))
+    }
+
+    #[test]
+    fn a_reconcile_that_did_not_look_keeps_who_keeps_max_unavailable_and_the_revisions() {
+        let mut app = app(
+            "web",
+            json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}),
+        );
+        let mut done = sts(1, Some(1), 3, 3);
+        done.status.as_mut().unwrap().update_revision = Some("web-2".into());
+        let looked = Observed {
+            max_unavailable_by: Some(MAX_UNAVAILABLE_BY_OPERATOR),
+            ..seen(&done)
+        };
+        let first = desired_status(&app, &looked, now(10));
+        assert_eq!(first.current_revision.as_deref(), Some("web-2"));
+        app.status = Some(first.clone());
+        let failed = Observed {
+            failure: Some(Failure {
+                reason: "ApplyFailed",
+                message: "the API server did not answer".into(),
+                stalled: false,
+            }),
+            ..seen(&done)
+        };
+        let after = desired_status(&app, &failed, now(20));
+        assert_eq!(after.current_revision, first.current_revision);
+        assert_eq!(
+            after.rollout.and_then(|r| r.max_unavailable_by).as_deref(),
+            Some("Operator")
+        );
     }
 }
