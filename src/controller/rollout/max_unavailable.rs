@@ -177,6 +177,13 @@ mod tests {
         }
     }
 
+    /// The decision where the operator keeps to `maxUnavailable: max`, with
+    /// the StatefulSet seen by its controller at update revision web-2.
+    fn kept_by_operator(max: i32, wanted: Wanted, pods: &[PodView], now: &Time) -> Decision {
+        let rolling = rolling(IntOrString::Int(max));
+        decide(&rolling, wanted, false, &mut built(), Some(&live()), pods, now)
+    }
+
     fn names(decision: &Decision) -> Vec<&str> {
         decision.delete.iter().map(|p| p.name.as_str()).collect()
     }
@@ -204,15 +211,8 @@ mod tests {
     fn elsewhere_the_operator_replaces_as_many_as_the_budget_highest_first() {
         let mut desired = built();
         let pods: Vec<PodView> = (0..4).map(|i| pod(i, "web-1", true)).collect();
-        let decision = decide(
-            &rolling(IntOrString::Int(2)),
-            FOUR,
-            false,
-            &mut desired,
-            Some(&live()),
-            &pods,
-            &at(100),
-        );
+        let rolling = rolling(IntOrString::Int(2));
+        let decision = decide(&rolling, FOUR, false, &mut desired, Some(&live()), &pods, &at(100));
         assert_eq!(names(&decision), ["web-3", "web-2"]);
         assert_eq!(decision.max_unavailable_by, Some(BY_OPERATOR));
         let strategy = desired.spec.unwrap().update_strategy.unwrap();
@@ -225,22 +225,13 @@ mod tests {
 
     #[test]
     fn pods_already_unavailable_use_the_budget_and_old_ones_down_go_first() {
-        let mut desired = built();
         let pods = [
             pod(0, "web-1", true),
             pod(1, "web-1", false),
             pod(2, "web-2", true),
             pod(3, "web-2", false),
         ];
-        let decision = decide(
-            &rolling(IntOrString::Int(2)),
-            FOUR,
-            false,
-            &mut desired,
-            Some(&live()),
-            &pods,
-            &at(100),
-        );
+        let decision = kept_by_operator(2, FOUR, &pods, &at(100));
         assert_eq!(
             names(&decision),
             ["web-1"],
@@ -256,15 +247,7 @@ mod tests {
             pod(2, "web-2", true),
             terminating,
         ];
-        let decision = decide(
-            &rolling(IntOrString::Int(2)),
-            FOUR,
-            false,
-            &mut desired,
-            Some(&live()),
-            &pods,
-            &at(100),
-        );
+        let decision = kept_by_operator(2, FOUR, &pods, &at(100));
         assert_eq!(names(&decision), ["web-1"], "one going, one more fits");
     }
 
@@ -301,7 +284,6 @@ mod tests {
 
     #[test]
     fn pods_above_a_scale_down_do_not_hide_those_below_it_that_are_down() {
-        let mut desired = built();
         // 5 -> 4: web-4 still runs; web-3 was replaced and is not ready yet.
         let pods = [
             pod(0, "web-1", true),
@@ -310,21 +292,12 @@ mod tests {
             pod(3, "web-2", false),
             pod(4, "web-1", true),
         ];
-        let decision = decide(
-            &rolling(IntOrString::Int(1)),
-            FOUR,
-            false,
-            &mut desired,
-            Some(&live()),
-            &pods,
-            &at(100),
-        );
+        let decision = kept_by_operator(1, FOUR, &pods, &at(100));
         assert!(decision.delete.is_empty(), "web-3 is down: the budget of 1 is used");
     }
 
     #[test]
     fn a_pod_ready_for_less_than_min_ready_seconds_is_not_available_yet() {
-        let mut desired = built();
         let mut fresh = pod(3, "web-2", true);
         fresh.ready_since = Some(at(95));
         let pods = [
@@ -337,25 +310,9 @@ mod tests {
             min_ready_seconds: 30,
             ..FOUR
         };
-        let decision = decide(
-            &rolling(IntOrString::Int(1)),
-            slow,
-            false,
-            &mut desired,
-            Some(&live()),
-            &pods,
-            &at(100),
-        );
+        let decision = kept_by_operator(1, slow, &pods, &at(100));
         assert!(decision.delete.is_empty(), "web-3 counts as unavailable for 30 s");
-        let decision = decide(
-            &rolling(IntOrString::Int(1)),
-            slow,
-            false,
-            &mut desired,
-            Some(&live()),
-            &pods,
-            &at(125),
-        );
+        let decision = kept_by_operator(1, slow, &pods, &at(125));
         assert_eq!(names(&decision), ["web-2"], "then the next one goes");
     }
 
