@@ -53,6 +53,8 @@ pub async fn install_crd(client: &Client, crd: impl serde::Serialize + std::fmt:
 pub struct Env {
     pub client: Client,
     pub ns: String,
+    /// The in-process operator's metrics, for the scenarios run beside it.
+    pub metrics: Option<std::sync::Arc<visitcounter::controller::Metrics>>,
 }
 
 impl Env {
@@ -196,21 +198,40 @@ pub struct AuditLog {
     offset: u64,
 }
 
+/// Set to `1` when the cluster keeps no audit log: the checks that read it
+/// are then left out, and say so. Unset, a missing log fails the check.
+pub const NO_AUDIT_LOG: &str = "VISITCOUNTER_E2E_NO_AUDIT_LOG";
+
 impl AuditLog {
+    /// The log `VISITCOUNTER_AUDIT_LOG` names, from its end now. `None` only
+    /// when the run says its cluster has none.
     pub fn from_env() -> Option<Self> {
-        let path = PathBuf::from(std::env::var_os("VISITCOUNTER_AUDIT_LOG")?);
-        let offset = std::fs::metadata(&path).ok()?.len();
+        let Some(path) = std::env::var_os("VISITCOUNTER_AUDIT_LOG") else {
+            assert!(
+                std::env::var(NO_AUDIT_LOG).is_ok_and(|v| v == "1"),
+                "VISITCOUNTER_AUDIT_LOG is unset, so the writes this check counts cannot be read; \
+                 `eval \"$(scripts/cluster.sh env)\"` sets it, or set {NO_AUDIT_LOG}=1 for a cluster without one"
+            );
+            eprintln!("not checked: the cluster has no audit log ({NO_AUDIT_LOG}=1)");
+            return None;
+        };
+        let path = PathBuf::from(path);
+        let offset = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("the audit log {}: {e}", path.display()))
+            .len();
         Some(Self { path, offset })
+    }
+
+    fn lines_since_opened(&self) -> impl Iterator<Item = String> {
+        let mut file = std::fs::File::open(&self.path).expect("the audit log is readable");
+        file.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
+        std::io::BufReader::new(file).lines().map_while(Result::ok)
     }
 
     /// `verb resource/subresource name` of every write the operator's
     /// User-Agent made in `namespace` since this log was opened.
     pub fn operator_writes(&self, namespace: &str) -> Vec<String> {
-        let mut file = std::fs::File::open(&self.path).expect("the audit log is readable");
-        file.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
-        std::io::BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
+        self.lines_since_opened()
             .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
             .filter(|e| {
                 e["stage"] == "ResponseComplete"
@@ -234,12 +255,10 @@ impl AuditLog {
             .collect()
     }
 
-    /// Every request the operator made, whatever its namespace.
+    /// Every request the operator made since this log was opened, whatever
+    /// its namespace.
     pub fn operator_user_agents(&self) -> usize {
-        let file = std::fs::File::open(&self.path).expect("the audit log is readable");
-        std::io::BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
+        self.lines_since_opened()
             .filter(|line| line.contains(&format!("\"userAgent\":\"{USER_AGENT}")))
             .count()
     }

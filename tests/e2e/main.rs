@@ -4,23 +4,28 @@
 //! nodes), or any cluster named by `KUBECONFIG` (kind, k3d).
 //!
 //! `scripts/test.sh` runs it; by hand, after `eval "$(scripts/cluster.sh env)"`:
-//! `cargo test --test e2e -- --ignored`. It is `#[ignore]`d otherwise, so a
-//! plain `cargo test` reports it as ignored rather than passed.
+//! `cargo test --test e2e -- --ignored` (add a name to run the scenarios whose
+//! name holds it). Every scenario is ignored otherwise, so a plain
+//! `cargo test` lists them as ignored rather than passed.
 //!
-//! It installs the CRD, runs the operator in-process (with its own client and
-//! User-Agent) for one temporary namespace that enforces the `restricted` Pod
-//! Security profile, and deletes the namespace at the end, pass or fail.
-//! Writes are counted from the API server's audit log when
-//! `VISITCOUNTER_AUDIT_LOG` names it (`scripts/cluster.sh env` does).
+//! Each scenario is a test of its own, run one after another, each in a
+//! namespace of its own that enforces the `restricted` Pod Security profile
+//! (see `harness`). Most run beside the operator in-process, with its own
+//! client and User-Agent; the rest start their own. An unfiltered run fails
+//! unless every scenario ran and passed.
 //!
-//! The faults a real API server does not give on demand (a 500, a 429, a
-//! missing CRD, an expired watch) come from `fault_proxy`, a proxy in front
-//! of the same server.
+//! Writes are counted from the API server's audit log, which
+//! `VISITCOUNTER_AUDIT_LOG` names (`scripts/cluster.sh env` does). A run
+//! without it fails unless `VISITCOUNTER_E2E_NO_AUDIT_LOG=1` says the cluster
+//! has none. The faults a real API server does not give on demand (a 500, a
+//! 429, a missing CRD, an expired watch) come from `fault_proxy`, a proxy in
+//! front of the same server.
 
 mod apps;
 mod env;
 mod fault_proxy;
 mod faults;
+mod harness;
 mod leadership;
 mod rollouts;
 mod storage;
@@ -30,150 +35,76 @@ mod support;
 mod visits;
 mod web;
 
-use std::{panic::AssertUnwindSafe, process::Command, time::Duration};
+use harness::{Beside, Scenario};
+use libtest_mimic::{Arguments, Trial};
 
-use futures::FutureExt;
-use k8s_openapi::{
-    api::{apps::v1::StatefulSet, core::v1::Namespace},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
-use kube::{
-    Api, Client,
-    api::{DeleteParams, ListParams, PostParams},
-};
-use serde_json::json;
-use visitcounter::{
-    controller::{ControllerSettings, Metrics},
-    crd,
-    operator::{Operator, OperatorSettings, USER_AGENT},
-    resource::VisitCounterApp,
-};
-
-use crate::env::{AuditLog, Env, eventually, install_crd};
-
-#[tokio::test]
-#[ignore = "needs a cluster: scripts/test.sh starts one and runs this"]
-async fn end_to_end_against_a_real_cluster() {
-    let client = Client::try_default().await.expect("a cluster from KUBECONFIG");
-    install_crd(&client, crd::definition()).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    eventually("the CRD is established", || async {
-        crds.get("visitcounterapps.visitcounter.dev").await.is_ok_and(|c| {
-            c.status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
-    })
-    .await;
-    let ns = format!("visitcounter-e2e-{}", fastrand::u32(..));
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns, "labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-            }}}))
-            .unwrap(),
-        )
-        .await
-        .expect("the namespace is created");
-    let env = Env {
-        client: client.clone(),
-        ns: ns.clone(),
+/// Every scenario, in the order they run, with what it runs beside.
+macro_rules! scenarios {
+    ($($beside:ident: $module:ident::$scenario:ident),* $(,)?) => {
+        vec![$((
+            concat!(stringify!($module), "::", stringify!($scenario)),
+            Beside::$beside,
+            (|env| Box::pin($module::$scenario(env))) as Scenario,
+        )),*]
     };
-    let outcome = AssertUnwindSafe(scenarios(&env)).catch_unwind().await;
-    if outcome.is_err() {
-        for sts in env
-            .api::<StatefulSet>()
-            .list(&ListParams::default())
-            .await
-            .into_iter()
-            .flat_map(|l| l.items)
-        {
-            eprintln!("StatefulSet {:?}: {:?}", sts.metadata.name, sts.status);
-        }
-        for app in env
-            .api::<VisitCounterApp>()
-            .list(&ListParams::default())
-            .await
-            .into_iter()
-            .flat_map(|l| l.items)
-        {
-            eprintln!("VisitCounterApp {:?}: {:?}", app.metadata.name, app.status);
-        }
-        let pods = Command::new("kubectl")
-            .args(["--namespace", &ns, "get", "pods,events", "-o", "wide"])
-            .output();
-        if let Ok(pods) = pods {
-            eprintln!("{}", String::from_utf8_lossy(&pods.stdout));
-        }
-    }
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
-async fn scenarios(env: &Env) {
-    let audit = AuditLog::from_env();
-    let settings = OperatorSettings {
-        controller: ControllerSettings {
-            namespace: Some(env.ns.clone()),
-            resync: Duration::from_secs(2),
-            instance: Some("e2e".into()),
-            // Pod IPs are not reachable from outside the cluster, where this
-            // test runs; and the resync check below counts every write.
-            visits_interval: None,
-            stuck_after: Duration::from_secs(3),
-            ..ControllerSettings::default()
-        },
-        admin_address: None,
-        lease: None,
-    };
-    // The operator's own client, as `visitcounter operator` builds it. Its
-    // start checks the CRD the API server stores against the built-in one.
-    let client = visitcounter::operator::client()
-        .await
-        .expect("a client from KUBECONFIG");
-    let operator = Operator::new(client, settings);
-    let metrics: std::sync::Arc<Metrics> = operator.metrics();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(operator.run(async move {
-        let _ = stopped.await;
-    }));
+fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
+    scenarios![
+        TheOperator: apps::examples_reach_ready,
+        TheOperator: apps::pods_not_created,
+        TheOperator: web::a_day_of_changes,
+        TheOperator: web::a_taken_node_port_gives_no_child,
+        TheOperator: storage::refused_statefulset_leaves_nothing,
+        TheOperator: web::max_unavailable_with_the_gate_on_or_off,
+        TheOperator: web::converged_apps_cost_no_write_on_resync,
+        TheOperator: rollouts::stuck_rollout,
+        TheOperator: rollouts::on_delete,
+        TheOperator: strategies::recreate,
+        TheOperator: strategies::progress_deadline,
+        TheOperator: strategies::max_unavailable,
+        TheOperator: storage::storage_growth,
+        TheOperator: storage::deletion_keeps_claims,
+        TheOperator: storage::class_without_expansion,
+        TheOperator: apps::invalid_stored_spec,
+        ItsOwnOperator: leadership::crd_check_on_the_stored_crd,
+        ItsOwnOperator: leadership::leader_election_failure_exits,
+        ItsOwnOperator: leadership::a_leader_that_cannot_renew_stops_and_another_takes_over,
+        ItsOwnOperator: leadership::stopped_at_start_it_stops,
+        ItsOwnOperator: leadership::binary_is_ready_and_stops_on_sigterm,
+        ItsOwnOperator: rollouts::config_revisions,
+        ItsOwnOperator: visits::summed_and_a_silent_pod_is_not_zero,
+        ItsOwnOperator: faults::failures_are_retried,
+        ItsOwnOperator: faults::a_missing_crd_stops_the_start,
+    ]
+}
 
-    apps::examples_reach_ready(env).await;
-    apps::pods_not_created(env).await;
-    web::web(env, &metrics, audit.as_ref()).await;
-    rollouts::stuck_rollout(env).await;
-    rollouts::on_delete(env).await;
-    strategies::recreate(env).await;
-    strategies::progress_deadline(env).await;
-    strategies::max_unavailable(env).await;
-    storage::storage_growth(env).await;
-    storage::deletion_keeps_claims(env).await;
-    storage::class_without_expansion(env).await;
-    apps::invalid_stored_spec(env).await;
-
-    if let Some(audit) = &audit {
-        assert!(
-            audit.operator_user_agents() > 0,
-            "no request in the audit log carries the User-Agent {USER_AGENT}"
+fn main() {
+    let mut args = Arguments::from_args();
+    // One after another: several restart what others use (the CRD, the
+    // operator), and the machine has two cores.
+    args.test_threads.get_or_insert(1);
+    let defined = scenarios();
+    let count = defined.len() as u64;
+    let trials = defined
+        .into_iter()
+        .map(|(name, beside, scenario)| {
+            Trial::test(name, move || {
+                harness::run(name, beside, scenario);
+                Ok(())
+            })
+            .with_ignored_flag(true)
+        })
+        .collect();
+    let unfiltered = args.filter.is_none() && args.skip.is_empty() && !args.list;
+    let all_asked = unfiltered && (args.ignored || args.include_ignored);
+    let conclusion = libtest_mimic::run(&args, trials);
+    if all_asked && conclusion.num_passed != count && !conclusion.has_failed() {
+        eprintln!(
+            "{} of the {count} scenarios ran and passed: an unfiltered run must run them all",
+            conclusion.num_passed
         );
+        std::process::exit(101);
     }
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
-    // Each of these runs its own operator.
-    leadership::crd_check_on_the_stored_crd(env).await;
-    leadership::leader_election_failure_exits(env).await;
-    leadership::a_leader_that_cannot_renew_stops_and_another_takes_over(env).await;
-    leadership::stopped_at_start_it_stops(env).await;
-    leadership::binary_is_ready_and_stops_on_sigterm(env).await;
-    rollouts::config_revisions(env).await;
-    visits::summed_and_a_silent_pod_is_not_zero(env).await;
-    faults::failures_are_retried(env).await;
-    faults::a_missing_crd_stops_the_start(env).await;
+    conclusion.exit();
 }

@@ -152,16 +152,19 @@ pub async fn class_without_expansion(env: &Env) {
 /// Deleting an app lets the garbage collector take its children, and keeps
 /// its claims: the visit counts live on them.
 pub async fn deletion_keeps_claims(env: &Env) {
-    let claims_before = env.claim_uids("grow").await;
+    env.apply_app("kept", json!({"replicas": 2})).await;
+    eventually("kept is Ready with 2 pods", || env.ready_with_pods("kept", 2)).await;
+    let claims_before = env.claim_uids("kept").await;
+    assert_eq!(claims_before.len(), 2, "{claims_before:?}");
     env.api::<VisitCounterApp>()
-        .delete("grow", &DeleteParams::default())
+        .delete("kept", &DeleteParams::default())
         .await
         .unwrap();
     eventually("the garbage collector removes the StatefulSet and its pods", || async {
-        env.api::<StatefulSet>().get_opt("grow").await.ok().flatten().is_none() && env.pod_uids("grow").await.is_empty()
+        env.api::<StatefulSet>().get_opt("kept").await.ok().flatten().is_none() && env.pod_uids("kept").await.is_empty()
     })
     .await;
-    assert_eq!(env.claim_uids("grow").await, claims_before, "a claim was deleted");
+    assert_eq!(env.claim_uids("kept").await, claims_before, "a claim was deleted");
 }
 
 /// A ValidatingAdmissionPolicy (in-tree CEL admission) refuses StatefulSets
