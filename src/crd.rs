@@ -3,14 +3,39 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSON, JSONSchemaProps,
+};
 use kube::CustomResourceExt;
 
 use crate::resource::VisitCounterApp;
 
 /// The CRD of `VisitCounterApp`.
 pub fn definition() -> CustomResourceDefinition {
-    VisitCounterApp::crd()
+    let mut crd = VisitCounterApp::crd();
+    default_status(&mut crd);
+    crd
+}
+
+/// Until the operator first writes a status, the API server shows one that
+/// says no spec was observed yet (`observedGeneration: -1`). Without it an
+/// app has no status at all, which kstatus (what Flux and kpt wait with)
+/// reads as Current: healthy before a single pod exists, and for as long as
+/// the operator is down. With it kstatus reads InProgress.
+fn default_status(crd: &mut CustomResourceDefinition) {
+    let status = crd
+        .spec
+        .versions
+        .first_mut()
+        .and_then(|v| v.schema.as_mut())
+        .and_then(|s| s.open_api_v3_schema.as_mut())
+        .and_then(|s| s.properties.as_mut())
+        .and_then(|p| p.get_mut("status"));
+    let Some(status) = status else { return };
+    status.default = Some(JSON(serde_json::json!({})));
+    if let Some(generation) = status.properties.as_mut().and_then(|p| p.get_mut("observedGeneration")) {
+        generation.default = Some(JSON(serde_json::json!(-1)));
+    }
 }
 
 /// The `openAPIV3Schema` of the CRD's only version, as JSON.

@@ -388,13 +388,31 @@ def journey(checks, helm):
                ["state"]["waiting"]["reason"] == "ImagePullBackOff")
     checks.check(not ready("broken"), "broken: an image the node cannot run never gets Ready")
 
-    # helm uninstall: the operator goes; the apps, their claims and counts stay.
+    # helm uninstall: the operator goes; the apps, their StatefulSets, pods,
+    # claims and counts stay, the same objects as before.
     counts = {a: visits_on_disk(a) for a in APPS}
+    objects = {a: running_objects(a) for a in APPS}
     run(str(helm), "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", "--timeout", "2m")
     for app in APPS:
-        claims = get("pvc", "-l", f"app.kubernetes.io/instance={app}")["items"]
-        checks.check(len(claims) >= 3, f"{app}: claims kept after helm uninstall: {len(claims)}")
+        after = running_objects(app)
+        checks.check(after == objects[app], f"{app}: app, StatefulSet, pods and claims kept by helm uninstall: "
+                                            f"{sorted(objects[app].items())} then {sorted(after.items())}")
+        checks.check(len([k for k in after if k.startswith("pod/")]) == 3, f"{app}: 3 pods after helm uninstall")
+        checks.check(len([k for k in after if k.startswith("pvc/")]) >= 3, f"{app}: claims after helm uninstall")
         checks.check(visits_on_disk(app) == counts[app], f"{app}: counts kept after helm uninstall")
+
+
+def running_objects(app):
+    """{kind/name: uid} of the app, its StatefulSet, its pods and its claims."""
+    found = {}
+    for kind in ("visitcounterapp", "statefulset"):
+        item = json.loads(kubectl("get", kind, app, "-o", "json", "--ignore-not-found") or "null")
+        if item:
+            found[f"{kind}/{app}"] = item["metadata"]["uid"]
+    for kind in ("pod", "pvc"):
+        for item in get(kind, "-l", f"app.kubernetes.io/instance={app}")["items"]:
+            found[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["uid"]
+    return found
 
 
 if __name__ == "__main__":

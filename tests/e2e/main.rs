@@ -26,6 +26,7 @@ mod env;
 mod fault_proxy;
 mod faults;
 mod harness;
+mod kstatus;
 mod leadership;
 mod rollouts;
 mod storage;
@@ -67,6 +68,7 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         TheOperator: storage::deletion_keeps_claims,
         TheOperator: storage::class_without_expansion,
         TheOperator: apps::invalid_stored_spec,
+        ItsOwnOperator: kstatus::in_progress_until_the_operator_acted_and_the_pods_are_ready,
         ItsOwnOperator: leadership::crd_check_on_the_stored_crd,
         ItsOwnOperator: leadership::leader_election_failure_exits,
         ItsOwnOperator: leadership::a_leader_that_cannot_renew_stops_and_another_takes_over,

@@ -13,27 +13,42 @@ use crate::env::{Env, NEVER_READY_IMAGE, OperatorProcess, eventually, image, pod
 
 /// A pod of a broken image never becomes ready: the rollout is reported
 /// stuck; reverting the image alone leaves it stuck under OrderedReady
-/// (kubernetes#67250), and `replaceStuckPods` gets it going again.
+/// (kubernetes#67250), as a control app without `replaceStuckPods` shows,
+/// and `replaceStuckPods` gets it going again with a new pod.
 pub async fn stuck_rollout(env: &Env) {
-    let spec = |image: &str| {
+    let spec = |image: &str, replace: bool| {
         json!({"replicas": 3, "image": image,
-               "updateStrategy": {"rollingUpdate": {"replaceStuckPods": true}}})
+               "updateStrategy": {"rollingUpdate": {"replaceStuckPods": replace}}})
     };
-    env.apply_app("stuck", spec(&image())).await;
-    eventually("stuck is Ready with 3 pods", || env.ready_with_pods("stuck", 3)).await;
-    env.apply_app("stuck", spec(NEVER_READY_IMAGE)).await;
     let apps = env.api::<VisitCounterApp>();
-    eventually("the stuck pod is reported", || async {
-        let Ok(app) = apps.get("stuck").await else { return false };
-        let stuck = app.status.as_ref().and_then(|s| s.rollout.as_ref()?.stuck_pod.clone());
-        stuck.is_some_and(|p| p.name == "stuck-2")
-            && env
-                .condition("stuck", "Progressing")
-                .await
-                .is_some_and(|c| c.0 == "False" && c.1 == "RolloutStuck")
-    })
-    .await;
-    env.apply_app("stuck", spec(&image())).await;
+    let both = [("stuck", true), ("control", false)];
+    for (name, replace) in both {
+        env.apply_app(name, spec(&image(), replace)).await;
+    }
+    for (name, _) in both {
+        eventually(&format!("{name} is Ready with 3 pods"), || env.ready_with_pods(name, 3)).await;
+    }
+    for (name, replace) in both {
+        env.apply_app(name, spec(NEVER_READY_IMAGE, replace)).await;
+    }
+    for (name, _) in both {
+        eventually(&format!("the stuck pod of {name} is reported"), || async {
+            let Ok(app) = apps.get(name).await else { return false };
+            let stuck = app.status.as_ref().and_then(|s| s.rollout.as_ref()?.stuck_pod.clone());
+            stuck.is_some_and(|p| p.name == format!("{name}-2"))
+                && env
+                    .condition(name, "Progressing")
+                    .await
+                    .is_some_and(|c| c.0 == "False" && c.1 == "RolloutStuck")
+        })
+        .await;
+    }
+    let stuck_uids = env.pod_uids("stuck").await;
+    let control_uids = env.pod_uids("control").await;
+    for (name, replace) in both {
+        env.apply_app(name, spec(&image(), replace)).await;
+    }
+    let reverted = std::time::Instant::now();
     eventually("reverted, the stuck pod is replaced and every pod is Ready", || async {
         env.ready_with_pods("stuck", 3).await
             && apps.get("stuck").await.is_ok_and(|a| {
@@ -42,7 +57,23 @@ pub async fn stuck_rollout(env: &Env) {
             })
     })
     .await;
-    apps.delete("stuck", &DeleteParams::default()).await.unwrap();
+    let now = env.pod_uids("stuck").await;
+    assert_ne!(now["stuck-2"], stuck_uids["stuck-2"], "stuck-2 is the same pod");
+    // The control: the revert alone, for well past the 3 s after which a
+    // pod counts as stuck, leaves the broken pod in place and not Ready.
+    tokio::time::sleep(std::time::Duration::from_secs(10).saturating_sub(reverted.elapsed())).await;
+    assert_eq!(
+        env.pod_uids("control").await["control-2"],
+        control_uids["control-2"],
+        "without replaceStuckPods the stuck pod was replaced"
+    );
+    assert!(
+        !env.ready_with_pods("control", 3).await,
+        "the control app got unstuck by itself"
+    );
+    for (name, _) in both {
+        apps.delete(name, &DeleteParams::default()).await.unwrap();
+    }
 }
 
 /// Under `OnDelete` a new template replaces no pod by itself: the app
