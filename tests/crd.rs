@@ -67,7 +67,7 @@ fn crd_names_subresources_and_columns() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Replicas", "Ready", "NodePort", "Age"]);
+    assert_eq!(columns, ["Replicas", "Ready", "Step", "NodePort", "Age"]);
 }
 
 /// Every property under `spec` carries a description, for `kubectl explain`.
@@ -96,6 +96,22 @@ fn every_spec_field_is_described() {
     assert!(missing.is_empty(), "fields without a description: {missing:?}");
 }
 
+/// kube's analyzer does not know the variables a macro binds (`s` in
+/// `list.all(s, ...)`) and calls them unavailable; the API server, which
+/// e2e installs the CRD on, is the judge of those.
+fn about_a_macro_variable(rule: &str, message: &str) -> bool {
+    let Some(name) = message
+        .strip_prefix("variable '")
+        .and_then(|rest| rest.split_once('\''))
+        .map(|(name, _)| name)
+    else {
+        return false;
+    };
+    ["all", "exists", "exists_one", "map", "filter"]
+        .iter()
+        .any(|m| rule.contains(&format!(".{m}({name},")))
+}
+
 #[test]
 fn every_cel_rule_compiles_for_a_crd() {
     fn walk(path: &str, node: &Value, found: &mut usize, problems: &mut Vec<String>) {
@@ -109,7 +125,9 @@ fn every_cel_rule_compiles_for_a_crd() {
                 *found += 1;
                 let rule = rule["rule"].as_str().unwrap();
                 for warning in analyze_rule(rule, &compiled, ScopeContext::CrdValidation) {
-                    problems.push(format!("{path}: {rule}: {}", warning.message));
+                    if !about_a_macro_variable(rule, &warning.message) {
+                        problems.push(format!("{path}: {rule}: {}", warning.message));
+                    }
                 }
             }
         }

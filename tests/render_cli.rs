@@ -78,6 +78,17 @@ fn partition_above_replicas_names_the_field_and_the_rule() {
 }
 
 #[test]
+fn a_step_above_the_replicas_names_the_field_as_the_api_server_does() {
+    let stderr = refused(&format!(
+        "{HEAD}spec:\n  replicas: 3\n  updateStrategy:\n    rollingUpdate:\n      steps:\n      - replicas: 4\n"
+    ));
+    assert!(
+        stderr.contains("spec.updateStrategy.rollingUpdate.steps: a step asks for more pods than spec.replicas (3)"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unknown_fields_are_refused() {
     let stderr = refused(&format!("{HEAD}spec:\n  replica: 3\n  storage:\n    sise: 1Gi\n"));
     assert!(stderr.contains("spec.replica: unknown field"), "{stderr}");

@@ -354,6 +354,63 @@ mod tests {
     }
 
     #[test]
+    fn steps_are_admitted_alone_and_refused_beside_what_they_set() {
+        let steps = json!([{"replicas": 1}, {"pauseSeconds": 60}, {"replicas": 2}]);
+        assert!(
+            admit(
+                json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"steps": steps, "abortAction": "Rollback"}}})
+            )
+            .is_ok()
+        );
+        for (other, why) in [
+            (
+                json!({"partition": 1}),
+                "set either steps or partition, not both: the steps set the partition",
+            ),
+            (
+                json!({"canaryReplicas": 1}),
+                "set either steps or canaryReplicas, not both: a step of replicas is a canary of that many pods",
+            ),
+            (
+                json!({"maxUnavailable": 2}),
+                "set either steps or maxUnavailable, not both: the steps set the pace",
+            ),
+        ] {
+            let mut rolling = other.clone();
+            rolling["steps"] = steps.clone();
+            assert_eq!(
+                problems(json!({"replicas": 3, "updateStrategy": {"rollingUpdate": rolling}})),
+                [format!("spec.updateStrategy.rollingUpdate.steps: {why}")],
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_step_above_the_replicas_or_of_two_kinds_is_refused() {
+        assert_eq!(
+            problems(json!({"replicas": 3, "updateStrategy": {"rollingUpdate": {"steps": [{"replicas": 4}]}}})),
+            ["spec.updateStrategy.rollingUpdate.steps: a step asks for more pods than spec.replicas (3)"]
+        );
+        assert_eq!(
+            problems(json!({"updateStrategy": {"rollingUpdate": {"steps": [{"replicas": 1, "pauseSeconds": 5}]}}})),
+            ["spec.updateStrategy.rollingUpdate.steps[0]: a step sets exactly one of replicas and pauseSeconds"]
+        );
+        assert_eq!(
+            problems(json!({"updateStrategy": {"rollingUpdate": {"abortAction": "Rollback"}}})),
+            [
+                "spec.updateStrategy.rollingUpdate.abortAction: abortAction applies to a rollout in steps: set rollingUpdate.steps"
+            ]
+        );
+        assert_eq!(
+            problems(json!({"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"steps": [{"replicas": 1}]}}})),
+            [
+                "spec.updateStrategy.rollingUpdate: updateStrategy.rollingUpdate can only be set when updateStrategy.type is RollingUpdate"
+            ]
+        );
+    }
+
+    #[test]
     fn rolling_update_needs_the_rolling_update_type() {
         assert_eq!(
             problems(json!({"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 0}}})),

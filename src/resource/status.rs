@@ -108,6 +108,28 @@ pub struct RolloutStatus {
     /// pod: the one under way, or else the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime: Option<Downtime>,
+    /// Under `rollingUpdate.steps`, the step of the last rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepStatus>,
+}
+
+/// Where a rollout in steps is.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatus {
+    /// The step under way, from 1; `count + 1` once every step is done and
+    /// the rest of the pods are updated.
+    pub current: i32,
+    /// How many steps the spec has.
+    pub count: i32,
+    /// When the step under way started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// The rollout was aborted at this step (see `rollingUpdate.abortAction`).
+    #[serde(default)]
+    pub aborted: bool,
+    /// For people and the printer column: "2 of 5", "done", "aborted at 2 of 5".
+    pub text: String,
 }
 
 /// A time without a ready pod, as the operator saw it at its reconciles:

@@ -28,6 +28,7 @@ mod faults;
 mod harness;
 mod kstatus;
 mod leadership;
+mod ramped;
 mod rollouts;
 mod storage;
 mod strategies;
@@ -64,6 +65,8 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         TheOperator: strategies::recreate,
         TheOperator: strategies::progress_deadline,
         TheOperator: strategies::max_unavailable,
+        TheOperator: ramped::the_pace_of_each_step_is_held,
+        TheOperator: ramped::an_aborted_step_rolls_back,
         TheOperator: storage::storage_growth,
         TheOperator: storage::deletion_keeps_claims,
         TheOperator: storage::class_without_expansion,

@@ -54,8 +54,10 @@ use crate::{
     controller::{
         Error,
         status::{
-            Observed, UNSUPPORTED_SPEC, desired_status, dropped_by_server, dropped_message, newly_ended_downtime,
-            newly_held, newly_past_deadline,
+            Observed, UNSUPPORTED_SPEC,
+            conditions::ROLLOUT_ABORTED,
+            desired_status, dropped_by_server, dropped_message, newly_aborted, newly_ended_downtime, newly_held,
+            newly_past_deadline,
             progress::{self, PROGRESS_DEADLINE_EXCEEDED},
         },
     },
@@ -160,6 +162,8 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         rollout: strategy.progress,
         recreate_since: strategy.recreate_since,
         max_unavailable_by: strategy.max_unavailable_by,
+        step: strategy.step,
+        aborted: strategy.aborted,
     };
     let status = desired_status(app, &observed, now.clone());
     let deadline_in = progress::look_again_in(&status, app.spec.progress_deadline_seconds, &now);
@@ -172,7 +176,10 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     Ok(Action::requeue(requeue_after(
         ctx.settings.resync,
         recheck_soon,
-        earliest(earliest(look_again_in, deferred), deadline_in),
+        earliest(
+            earliest(earliest(look_again_in, deferred), deadline_in),
+            strategy.look_again_in,
+        ),
         wait,
     )))
 }
@@ -279,6 +286,7 @@ async fn write_status(
         newly_held(old, &status).map(|m| (EventType::Normal, "RolloutHeld", m)),
         newly_ended_downtime(old, &status).map(|m| (EventType::Normal, "RecreateComplete", m)),
         newly_past_deadline(old, &status).map(|m| (EventType::Warning, PROGRESS_DEADLINE_EXCEEDED, m)),
+        newly_aborted(old, &status).map(|m| (EventType::Warning, ROLLOUT_ABORTED, m)),
     ];
     let write = update_status(app, status, ctx).await?;
     if let StatusWrite::Written = write {

@@ -15,7 +15,9 @@ use super::{Context, app_key, apply::write_status, context::STATEFULSET_SEEN_WAI
 use crate::{
     controller::{
         Error,
-        status::{Failure, Observed, desired_status, only_progress, same_status},
+        status::{
+            Failure, Observed, PROGRESSING, conditions::ROLLOUT_ABORTED, desired_status, only_progress, same_status,
+        },
     },
     resource::{VisitCounterApp, VisitCounterAppStatus},
 };
@@ -88,6 +90,7 @@ pub fn status_from_caches(
     paused: bool,
 ) -> VisitCounterAppStatus {
     let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let previous = app.status.as_ref();
     let stateful_set = ctx
         .caches
         .stateful_sets
@@ -108,6 +111,12 @@ pub fn status_from_caches(
         rollout: None,
         recreate_since: None,
         max_unavailable_by: None,
+        // As the last status said: this reconcile did not look.
+        step: previous.and_then(|s| s.rollout.as_ref()?.step.clone()),
+        aborted: previous
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == PROGRESSING))
+            .filter(|c| c.reason == ROLLOUT_ABORTED)
+            .map(|c| c.message.clone()),
     };
     desired_status(app, &observed, Time(Timestamp::now()))
 }

@@ -10,7 +10,7 @@ use crate::{
     children::Children,
     controller::{
         Error,
-        rollout::{Cluster, Decision, PodView, decide, uses_max_unavailable},
+        rollout::{Cluster, Decision, PodView, decide, uses_max_unavailable, uses_steps},
     },
     resource::{UpdateStrategyType, VisitCounterApp},
 };
@@ -35,6 +35,7 @@ pub async fn decide_from_caches(
         Cluster::default()
     };
     let operator_driven = app.spec.update_strategy.type_ == UpdateStrategyType::Recreate
+        || uses_steps(app)
         || (uses_max_unavailable(app) && !cluster.keeps_max_unavailable);
     if !operator_driven {
         return Ok(decide(app, &mut children.stateful_set, None, &[], now, cluster));
@@ -113,9 +114,10 @@ pub async fn delete_pods(
             deleted.push(pod.name.as_str());
         }
     }
-    if let Some(message) = deleted_message(app, &deleted) {
+    if let Some(message) = deleted_message(app, &deleted, decision.aborted.is_some()) {
         let reason = match app.spec.update_strategy.type_ {
             UpdateStrategyType::Recreate => "RecreatingPods",
+            _ if decision.aborted.is_some() => "RollingBack",
             _ => "ReplacingPods",
         };
         ctx.event(app, EventType::Normal, reason, message).await;
@@ -124,11 +126,16 @@ pub async fn delete_pods(
 }
 
 /// What the Event of a strategy's deletes says.
-fn deleted_message(app: &VisitCounterApp, deleted: &[&str]) -> Option<String> {
+fn deleted_message(app: &VisitCounterApp, deleted: &[&str], rollback: bool) -> Option<String> {
     if deleted.is_empty() {
         return None;
     }
     let pods = deleted.join(", ");
+    if rollback {
+        return Some(format!(
+            "deleted {pods} so the StatefulSet re-creates them from the stable template (the rollout in steps was aborted, abortAction: Rollback), on the same volume claims"
+        ));
+    }
     Some(match app.spec.update_strategy.type_ {
         UpdateStrategyType::Recreate => format!(
             "deleted {pods} at once (updateStrategy.type: Recreate); the pods of the new template start once every old one is gone, on the same volume claims"

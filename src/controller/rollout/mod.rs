@@ -9,11 +9,14 @@
 //!   strategies; the operator only sets the partition a canary holds.
 //! - `Recreate` ([`recreate`]) is driven by the operator, on `OnDelete`
 //!   underneath.
+//! - `rollingUpdate.steps` ([`ramped`]): the operator sets the partition
+//!   step by step, and aborts a step that does not get Ready in time.
 //! - `rollingUpdate.maxUnavailable` ([`max_unavailable`]) is the
 //!   StatefulSet's where the API server keeps the field, and driven by the
 //!   operator on `OnDelete` where it drops it.
 
 pub mod max_unavailable;
+pub mod ramped;
 pub mod recreate;
 pub mod rolling;
 
@@ -25,7 +28,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use super::observe::pods::{REVISION_LABEL, is_ready, ready_condition};
-use crate::resource::{UpdateStrategyType, VisitCounterApp};
+use crate::resource::{StepStatus, UpdateStrategyType, VisitCounterApp};
 
 /// A pod of the app, as a strategy sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -66,6 +69,13 @@ pub struct Decision {
     pub recreate_since: Option<Time>,
     /// Who keeps to `maxUnavailable`, when the app sets it.
     pub max_unavailable_by: Option<&'static str>,
+    /// When to look again with nothing else changed: a pause that ends, a
+    /// deadline that passes.
+    pub look_again_in: Option<std::time::Duration>,
+    /// Under `rollingUpdate.steps`, where the rollout is.
+    pub step: Option<StepStatus>,
+    /// The rollout was aborted: `Progressing`'s words.
+    pub aborted: Option<String>,
 }
 
 /// The pods the spec asks for, and how long each must be ready to count as
@@ -98,6 +108,13 @@ pub fn decide(
     let strategy = &app.spec.update_strategy;
     match (strategy.type_, strategy.rolling_update.as_ref()) {
         (UpdateStrategyType::Recreate, _) => recreate::decide(desired, live, pods, now),
+        (UpdateStrategyType::RollingUpdate, Some(rolling)) if !rolling.steps.is_empty() => ramped::decide(
+            ramped::Plan::of(rolling, app.spec.replicas, app.spec.progress_deadline_seconds),
+            desired,
+            live,
+            pods,
+            now,
+        ),
         (UpdateStrategyType::RollingUpdate, Some(rolling)) => max_unavailable::decide(
             rolling,
             Wanted {
@@ -112,6 +129,13 @@ pub fn decide(
         ),
         (UpdateStrategyType::RollingUpdate | UpdateStrategyType::OnDelete, _) => Decision::default(),
     }
+}
+
+/// Whether the app's rollout is in steps (`rollingUpdate.steps`).
+pub fn uses_steps(app: &VisitCounterApp) -> bool {
+    let strategy = &app.spec.update_strategy;
+    strategy.type_ == UpdateStrategyType::RollingUpdate
+        && strategy.rolling_update.as_ref().is_some_and(|r| !r.steps.is_empty())
 }
 
 /// Whether the app needs to know what the cluster does with

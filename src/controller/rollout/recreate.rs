@@ -89,14 +89,14 @@ pub fn decide(desired: &mut StatefulSet, live: Option<&Value>, pods: &[PodView],
                 pods.len()
             ),
         )),
-        max_unavailable_by: None,
+        ..Decision::default()
     }
 }
 
 /// Whether `template` is new to the live StatefulSet: another hash than the
 /// one it was written with or, written before it carried one (the app was
 /// switched to `Recreate`), another template than the live one.
-fn new_template(live: &Value, template: &Value, hash: &str) -> bool {
+pub(super) fn new_template(live: &Value, template: &Value, hash: &str) -> bool {
     match live
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))

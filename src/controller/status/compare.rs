@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{PROGRESSING, progress::PROGRESS_DEADLINE_EXCEEDED};
+use super::{PROGRESSING, conditions::ROLLOUT_ABORTED, progress::PROGRESS_DEADLINE_EXCEEDED};
 use crate::resource::{RolloutStatus, VisitCounterAppStatus};
 
 /// `Progressing`'s reason and words.
@@ -51,6 +51,14 @@ pub fn newly_past_deadline(old: Option<&VisitCounterAppStatus>, new: &VisitCount
     (new_reason == PROGRESS_DEADLINE_EXCEEDED && !was).then_some(message)
 }
 
+/// The Warning Event for a rollout in steps that has just been aborted:
+/// `Progressing`'s words, when `new` says so and `old` did not.
+pub fn newly_aborted(old: Option<&VisitCounterAppStatus>, new: &VisitCounterAppStatus) -> Option<String> {
+    let (new_reason, message) = progressing(new)?;
+    let was = old.and_then(progressing).is_some_and(|(r, _)| r == ROLLOUT_ABORTED);
+    (new_reason == ROLLOUT_ABORTED && !was).then_some(message)
+}
+
 /// Whether two statuses say the same thing (the conditions' times aside, and
 /// `visits`, which the reconcile does not write).
 pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool {
@@ -67,7 +75,13 @@ pub fn same_status(a: &VisitCounterAppStatus, b: &VisitCounterAppStatus) -> bool
 
 /// `Progressing` reasons of an app at rest: a change into or out of one is
 /// written at once, never held back as mere progress.
-const SETTLED_REASONS: &[&str] = &["RolloutComplete", "RolloutHeld", "RolloutStuck", "PodsNotCreated"];
+const SETTLED_REASONS: &[&str] = &[
+    "RolloutComplete",
+    "RolloutHeld",
+    "RolloutStuck",
+    "PodsNotCreated",
+    ROLLOUT_ABORTED,
+];
 
 /// Whether `new` differs from `old` only in progress: counts, revisions,
 /// messages, and reasons under an unchanged condition status. Such a status
@@ -97,8 +111,11 @@ pub fn only_progress(old: &VisitCounterAppStatus, new: &VisitCounterAppStatus) -
         s.updated_replicas = 0;
         s.current_revision = None;
         s.update_revision = None;
-        s.rollout = downtime.map(|d| RolloutStatus {
-            downtime: Some(d),
+        // So is a step of a rollout in steps: people watch for it.
+        let step = s.rollout.as_ref().and_then(|r| r.step.clone());
+        s.rollout = (downtime.is_some() || step.is_some()).then(|| RolloutStatus {
+            downtime,
+            step,
             ..RolloutStatus::default()
         });
         for c in &mut s.conditions {

@@ -19,6 +19,9 @@ pub struct Cond {
     pub message: String,
 }
 
+/// `Progressing`'s reason for an aborted rollout in steps.
+pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
+
 /// `Progressing` reasons of a rollout under way, which its progress
 /// deadline applies to.
 pub const PROGRESS_REASONS: &[&str] = &["Scaling", "RollingOut", "WaitingForPods", "Recreating"];
@@ -71,6 +74,8 @@ pub fn progressing(app: &VisitCounterApp, observed: &Observed<'_>, counts: &Coun
     let running = |reason, message| Cond::new(PROGRESSING, true, reason, message);
     if observed.stateful_set.is_none() {
         running("Creating", "the StatefulSet is being created".into())
+    } else if let Some(message) = &observed.aborted {
+        Cond::new(PROGRESSING, false, ROLLOUT_ABORTED, message.clone())
     } else if let Some((reason, message)) = &observed.rollout {
         running(*reason, message.clone())
     } else if !counts.current {
@@ -223,10 +228,10 @@ fn kstatus(progressing: &Cond, observed: &Observed<'_>) -> (Cond, Cond) {
     (reconciling, stalled)
 }
 
-/// A rollout that will not go on by itself: a stuck pod, or no progress
-/// within the deadline.
+/// A rollout that will not go on by itself: a stuck pod, no progress
+/// within the deadline, or an aborted rollout in steps.
 fn stalled_rollout(progressing: &Cond, observed: &Observed<'_>) -> bool {
-    observed.stuck.is_some() || progressing.reason == PROGRESS_DEADLINE_EXCEEDED
+    observed.stuck.is_some() || [PROGRESS_DEADLINE_EXCEEDED, ROLLOUT_ABORTED].contains(&progressing.reason)
 }
 
 impl Cond {

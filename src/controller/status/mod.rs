@@ -17,9 +17,11 @@ use k8s_openapi::{
 
 use crate::{
     children::selector_string,
-    resource::{Downtime, RolloutStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus},
+    resource::{
+        Downtime, RolloutStatus, StepStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus,
+    },
 };
-pub use compare::{newly_ended_downtime, newly_held, newly_past_deadline, only_progress, same_status};
+pub use compare::{newly_aborted, newly_ended_downtime, newly_held, newly_past_deadline, only_progress, same_status};
 pub use dropped::{dropped_by_server, dropped_message};
 
 pub const READY: &str = "Ready";
@@ -75,6 +77,10 @@ pub struct Observed<'a> {
     pub max_unavailable_by: Option<&'static str>,
     /// When the last recreate started (`rollout::Decision`).
     pub recreate_since: Option<Time>,
+    /// Where a rollout in steps is (`rollout::Decision`).
+    pub step: Option<StepStatus>,
+    /// The rollout was aborted (`rollout::Decision`): why, and what now.
+    pub aborted: Option<String>,
 }
 
 /// The pods of the app, as its StatefulSet's status counts them.
@@ -272,13 +278,15 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             || observed.stuck.is_some()
             || downtime.is_some()
             || last_progress.is_some()
-            || max_unavailable_by.is_some())
+            || max_unavailable_by.is_some()
+            || observed.step.is_some())
         .then(|| RolloutStatus {
             held_replicas: counts.held,
             stuck_pod: observed.stuck.clone(),
             last_progress,
             downtime,
             max_unavailable_by,
+            step: observed.step.clone(),
         }),
         // Written apart, by the visits poller (`observe::visits`).
         visits: None,

@@ -28,7 +28,7 @@ pub use probes::{HttpProbe, LIVENESS_PATH, Probes, READINESS_PATH};
 pub use resources::{ComputeResources, Resources};
 pub use service::{ServiceSpec, ServiceType};
 pub use storage::{AccessMode, PvcRetentionPolicy, RetentionPolicy, Storage};
-pub use strategy::{PodManagementPolicy, RollingUpdate, UpdateStrategy, UpdateStrategyType};
+pub use strategy::{AbortAction, PodManagementPolicy, RollingUpdate, Step, UpdateStrategy, UpdateStrategyType};
 
 /// A visit-counter web app, run as a StatefulSet with one volume per pod.
 ///
@@ -64,6 +64,12 @@ pub use strategy::{PodManagementPolicy, RollingUpdate, UpdateStrategy, UpdateStr
         description = "Pods that are ready"
     ),
     printcolumn(
+        name = "Step",
+        type_ = "string",
+        json_path = ".status.rollout.step.text",
+        description = "The step of a rollout in steps under way"
+    ),
+    printcolumn(
         name = "NodePort",
         type_ = "integer",
         json_path = ".status.nodePort",
@@ -91,7 +97,14 @@ pub use strategy::{PodManagementPolicy, RollingUpdate, UpdateStrategy, UpdateStr
         // concatenated string() of a number as unbounded and refuses the CRD.
         "'%d is greater than spec.replicas (%d)'.format([self.updateStrategy.rollingUpdate.partition, self.replicas])".into()
     ))
-    .field_path(".updateStrategy.rollingUpdate.partition")
+    .field_path(".updateStrategy.rollingUpdate.partition"),
+    validation = Rule::new(
+        "!has(self.updateStrategy.rollingUpdate) || !has(self.updateStrategy.rollingUpdate.steps) || self.updateStrategy.rollingUpdate.steps.all(s, !has(s.replicas) || s.replicas <= self.replicas)"
+    )
+    .message(Message::Expression(
+        "'a step asks for more pods than spec.replicas (%d)'.format([self.replicas])".into()
+    ))
+    .field_path(".updateStrategy.rollingUpdate.steps")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VisitCounterAppSpec {

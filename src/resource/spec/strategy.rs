@@ -90,7 +90,19 @@ impl UpdateStrategyType {
 #[x_kube(
     validation = Rule::new("!has(self.partition) || !has(self.canaryReplicas)")
         .message("set either partition or canaryReplicas, not both: canaryReplicas sets the partition to replicas - canaryReplicas")
-        .field_path(".canaryReplicas")
+        .field_path(".canaryReplicas"),
+    validation = Rule::new("!has(self.steps) || !has(self.partition)")
+        .message("set either steps or partition, not both: the steps set the partition")
+        .field_path(".steps"),
+    validation = Rule::new("!has(self.steps) || !has(self.canaryReplicas)")
+        .message("set either steps or canaryReplicas, not both: a step of replicas is a canary of that many pods")
+        .field_path(".steps"),
+    validation = Rule::new("!has(self.steps) || !has(self.maxUnavailable)")
+        .message("set either steps or maxUnavailable, not both: the steps set the pace")
+        .field_path(".steps"),
+    validation = Rule::new("!has(self.abortAction) || has(self.steps)")
+        .message("abortAction applies to a rollout in steps: set rollingUpdate.steps")
+        .field_path(".abortAction")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RollingUpdate {
@@ -126,6 +138,51 @@ pub struct RollingUpdate {
             .message("maxUnavailable must be an integer of at least 1 or a percentage such as \"25%\"")
     )]
     pub max_unavailable: Option<IntOrString>,
+    /// A rollout at the user's pace (the report's ramped slow rollout): each
+    /// step either updates the pods with the highest ordinals until that many
+    /// run the new template (`replicas`), or waits (`pauseSeconds`). A step
+    /// starts once the previous one's pods are Ready; after the last step
+    /// every pod is updated. A step whose pods are not Ready within
+    /// `progressDeadlineSeconds` aborts the rollout (see `abortAction`).
+    /// `status.rollout.step` says which step is under way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 20))]
+    pub steps: Vec<Step>,
+    /// What an aborted rollout in steps does: `Hold` keeps every pod where it
+    /// is; `Rollback` returns the updated pods to the stable template (their
+    /// claims are kept, so their counts continue). Either way the rollout
+    /// stays aborted until the template changes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_action: Option<AbortAction>,
+}
+
+/// One step of a rollout in steps: exactly one of its fields.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.replicas) != has(self.pauseSeconds)")
+        .message("a step sets exactly one of replicas and pauseSeconds")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Update pods, highest ordinals first, until this many run the new
+    /// template, and wait for them to be Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub replicas: Option<i32>,
+    /// Wait this long, the pods of the previous steps Ready all along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub pause_seconds: Option<i32>,
+}
+
+/// What an aborted rollout in steps does with the pods it updated.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AbortAction {
+    /// Keep every pod where it is.
+    #[default]
+    Hold,
+    /// Return the updated pods to the stable template.
+    Rollback,
 }
 
 impl RollingUpdate {
