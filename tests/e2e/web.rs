@@ -388,6 +388,11 @@ pub async fn converged_apps_cost_no_write_on_resync(env: &Env) {
     env.apply_app("recreated", json!({"updateStrategy": {"type": "Recreate"}}))
         .await;
     env.apply_app(
+        "stepped",
+        json!({"replicas": 2, "updateStrategy": {"rollingUpdate": {"steps": [{"replicas": 1}, {"pauseSeconds": 5}]}}}),
+    )
+    .await;
+    env.apply_app(
         "budgeted",
         json!({"replicas": 2, "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}),
     )
@@ -400,6 +405,7 @@ pub async fn converged_apps_cost_no_write_on_resync(env: &Env) {
             ("held", 2),
             ("recreated", 1),
             ("budgeted", 2),
+            ("stepped", 2),
         ],
     )
     .await;
