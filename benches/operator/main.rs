@@ -7,7 +7,8 @@
 //! `cargo bench --bench operator` runs 200 and 1,000 apps side by side;
 //! `-- --apps N [--apps M]` for other counts. It prints: seconds until every
 //! app is Ready; requests per app to converge, split into reads, writes and
-//! dry runs; writes in a quiet window of two resync periods (target 0);
+//! dry runs; writes, reconciles and CPU seconds in a quiet window of six
+//! resync periods (target 0 for each);
 //! replicas 2 -> 3 on every app (seconds, writes per app); peak RSS; and
 //! where the requests went, by verb and resource.
 //!
@@ -57,6 +58,7 @@ use peer::{Peer, install_kopf};
 
 const NAMESPACES: usize = 10;
 const RESYNC_SECONDS: u64 = 10;
+const QUIET_WINDOW: Duration = Duration::from_secs(6 * RESYNC_SECONDS);
 
 /// A control plane of `scripts/cluster.sh`, stopped when dropped.
 struct ControlPlane {
@@ -111,6 +113,47 @@ impl Drop for ControlPlane {
 }
 
 /// A memory figure of `/proc/PID/status` in KiB (`VmHWM` is the peak).
+/// What the operator did over the quiet window, with nothing to do.
+struct Idle {
+    cpu_seconds: f64,
+    /// From its own `visitcounter_operator_reconciles_total` (the kopf
+    /// peer serves no such count).
+    reconciles: Option<u64>,
+}
+
+/// User and system CPU seconds of `pid` so far, from `/proc`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the name.
+    (ticks(11) + ticks(12)) as f64 / per_second
+}
+
+/// The operator's `visitcounter_operator_reconciles_total`, from its
+/// metrics at `address`.
+fn reconciles(address: Option<&str>) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address?).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("visitcounter_operator_reconciles_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 fn memory_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -211,6 +254,8 @@ struct Figures {
     /// Each app's writes until it converged (see `PerApp`).
     converge_per_app: PerApp,
     quiet: Requests,
+    /// The operator's CPU and reconciles over the quiet window.
+    idle: Idle,
     scale: Duration,
     to_scale: Requests,
     scale_per_app: PerApp,
@@ -265,7 +310,7 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     all.wait_until_ready().await.unwrap();
     let audit = plane.audit();
     let started = Instant::now();
-    let mut operator = peer.start(&plane.kubeconfig());
+    let (mut operator, metrics) = peer.start(&plane.kubeconfig());
     let pid = operator.id();
     let written = if nodes {
         None
@@ -285,11 +330,20 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     let to_converge = audit.operator_requests();
     let converge_per_app = audit.writes_per_app_until(&converged_at);
 
-    // Let the last status writes land, then two resync periods of nothing.
+    // Let the last status writes land, then a minute (six resync periods)
+    // of nothing: long enough for the timers an app at rest may set (the
+    // look at pods that are not created comes after 30 s).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let quiet_window = plane.audit();
-    tokio::time::sleep(Duration::from_secs(2 * RESYNC_SECONDS)).await;
+    let (cpu_before, reconciles_before) = (cpu_seconds(pid), reconciles(metrics.as_deref()));
+    tokio::time::sleep(QUIET_WINDOW).await;
     let quiet = quiet_window.operator_requests();
+    let idle = Idle {
+        cpu_seconds: cpu_seconds(pid) - cpu_before,
+        reconciles: reconciles(metrics.as_deref())
+            .zip(reconciles_before)
+            .map(|(a, b)| a - b),
+    };
 
     let audit = plane.audit();
     let started = Instant::now();
@@ -314,6 +368,7 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
         to_converge,
         converge_per_app,
         quiet,
+        idle,
         scale,
         to_scale,
         scale_per_app,
@@ -438,7 +493,7 @@ async fn main() {
         );
     }
     row(
-        "writes (and dry runs) in a quiet window of two resyncs",
+        "writes (and dry runs) in a quiet window of 60 s (six resyncs)",
         &|f, _| {
             format!(
                 "{} ({}), of them status.visits: {}",
@@ -446,6 +501,14 @@ async fn main() {
             )
         },
         "0",
+    );
+    row(
+        "reconciles and CPU seconds in the quiet window, nothing to do",
+        &|f, _| {
+            let reconciles = f.idle.reconciles.map_or("n/a".to_owned(), |r| r.to_string());
+            format!("{reconciles}, {:.2} s", f.idle.cpu_seconds)
+        },
+        "0, 0.0 s",
     );
     row(
         "replicas 2 -> 3 on every app: seconds, writes (dry runs) per app",

@@ -35,8 +35,10 @@ impl Peer {
         }
     }
 
-    /// Starts it against the cluster of `kubeconfig`.
-    pub fn start(self, kubeconfig: &Path) -> Child {
+    /// Starts it against the cluster of `kubeconfig`; with the address of
+    /// its metrics, when it serves them.
+    pub fn start(self, kubeconfig: &Path) -> (Child, Option<String>) {
+        let mut metrics = None;
         let mut command = match self {
             Peer::Visitcounter => {
                 let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -50,6 +52,7 @@ impl Peer {
                     .arg(format!("127.0.0.1:{port}"))
                     .args(["--resync-seconds", &RESYNC_SECONDS.to_string()])
                     .env("RUST_LOG", "warn");
+                metrics = Some(format!("127.0.0.1:{port}"));
                 command
             }
             Peer::Kopf => {
@@ -61,11 +64,12 @@ impl Peer {
                 command
             }
         };
-        command
+        let child = command
             .env("KUBECONFIG", kubeconfig)
             .stdout(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        (child, metrics)
     }
 }
 

@@ -65,6 +65,16 @@ pub fn worth_a_look(app: &VisitCounterApp, sts: &StatefulSet, all_existing_ready
     already_said || ((all_existing_ready || !ordered) && stalled_for >= GRACE)
 }
 
+/// Whether the StatefulSet controller holds the missing pods back itself:
+/// under `OrderedReady` it creates the next pod only once every existing one
+/// is ready. A change of those pods wakes the app; a timer would only find
+/// the same again, app after app, for as long as a pod stays unready (one
+/// that cannot be scheduled, an image that cannot be pulled).
+pub fn held_back_by_a_pod(sts: &StatefulSet, all_existing_ready: bool) -> bool {
+    let ordered = sts.spec.as_ref().and_then(|s| s.pod_management_policy.as_deref()) != Some("Parallel");
+    ordered && !all_existing_ready
+}
+
 /// What the app's status already says about pods that cannot be created,
 /// as a failure to say again: between two looks at the Events the last
 /// look's finding stands.
@@ -273,6 +283,15 @@ mod tests {
             !worth_a_look(&scaling, &unseen, true, GRACE * 10),
             "the controller has not seen the spec"
         );
+    }
+
+    #[test]
+    fn an_unready_pod_holds_the_next_back_under_ordered_ready_only() {
+        assert!(held_back_by_a_pod(&sts(3, 1), false));
+        assert!(!held_back_by_a_pod(&sts(3, 1), true));
+        let mut parallel = sts(3, 1);
+        parallel.spec.as_mut().unwrap().pod_management_policy = Some("Parallel".into());
+        assert!(!held_back_by_a_pod(&parallel, false));
     }
 
     #[test]

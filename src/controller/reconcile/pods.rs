@@ -14,7 +14,9 @@ use crate::{
     controller::{
         Error,
         observe::{
-            pod_creation::{next_look, pods_missing, pods_not_created, why_pods_are_missing, worth_a_look},
+            pod_creation::{
+                held_back_by_a_pod, next_look, pods_missing, pods_not_created, why_pods_are_missing, worth_a_look,
+            },
             pods::is_ready,
             stuck_pods::{Stuck, check_rollout},
         },
@@ -85,8 +87,10 @@ async fn pods_not_created_now(
     };
     let next_look_in = ctx.pod_creation.next_look_in(&key);
     let look_again_in = Some(next_look(missing_for, next_look_in));
-    if !worth_a_look(app, sts, existing_pods_ready(ctx, namespace, app, sts), missing_for) {
-        return (None, look_again_in);
+    let all_ready = existing_pods_ready(ctx, namespace, app, sts);
+    if !worth_a_look(app, sts, all_ready, missing_for) {
+        // Held back by a pod, the app waits for that pod's change instead.
+        return (None, look_again_in.filter(|_| !held_back_by_a_pod(sts, all_ready)));
     }
     if !next_look_in.is_zero() {
         // Between looks, what the last look found still stands.
