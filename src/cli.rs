@@ -51,6 +51,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the operator against the cluster of KUBECONFIG, or the one it runs in.
     Operator(OperatorArgs),
+    /// Print the VisitCounterApp that takes over a live StatefulSet and its
+    /// Service (a Helm release's) and keeps its claims; changes nothing.
+    Adopt {
+        /// The StatefulSet to reproduce.
+        #[arg(long, value_name = "NAME")]
+        from_statefulset: String,
+        /// Its namespace; the kubeconfig's when not given.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,6 +175,8 @@ pub enum CliError {
     Operator(#[from] OperatorError),
     #[error("a second signal: stopped without waiting for reconciles to finish")]
     Aborted,
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Runs a verb, and returns what to print on stdout.
@@ -194,7 +206,28 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             run_operator(args).await?;
             Ok(String::new())
         }
+        Command::Adopt {
+            from_statefulset,
+            namespace,
+        } => adopt(&from_statefulset, namespace).await,
     }
+}
+
+/// Reads the StatefulSet and the Service of its name, and prints the app.
+async fn adopt(name: &str, namespace: Option<String>) -> Result<String, CliError> {
+    use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+    let client = crate::operator::client().await.map_err(CliError::Kube)?;
+    let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+    let statefulsets: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), &namespace);
+    let sts = statefulsets
+        .get_opt(name)
+        .await
+        .map_err(CliError::Kube)?
+        .ok_or_else(|| CliError::NotFound(format!("no StatefulSet {name} in the namespace {namespace}")))?;
+    let services: kube::Api<Service> = kube::Api::namespaced(client, &namespace);
+    let service = services.get_opt(name).await.map_err(CliError::Kube)?;
+    let adopted = crate::adopt::app_from(&sts, service.as_ref());
+    Ok(crate::adopt::to_yaml(&adopted)?)
 }
 
 async fn run_operator(args: OperatorArgs) -> Result<(), CliError> {

@@ -9,6 +9,7 @@
 //! print the children offline.
 
 pub mod admission;
+pub mod adopt;
 pub mod children;
 pub mod cli;
 pub mod controller;

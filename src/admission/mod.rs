@@ -354,6 +354,23 @@ mod tests {
     }
 
     #[test]
+    fn the_claim_template_name_is_kept_and_cannot_be_config() {
+        let admission = Admission::new();
+        let app = |claims: &str| {
+            json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "web"},
+                   "spec": {"storage": {"claimTemplateName": claims}}})
+        };
+        assert!(admission.admit(&app("python-counter-data")).is_ok());
+        let changed = admission
+            .admit_update(&app("other"), Some(&app("python-counter-data")))
+            .unwrap_err()
+            .to_string();
+        assert!(changed.contains("storage.claimTemplateName cannot change"), "{changed}");
+        let config = admission.admit(&app("config")).unwrap_err().to_string();
+        assert!(config.contains("cannot be config"), "{config}");
+    }
+
+    #[test]
     fn steps_are_admitted_alone_and_refused_beside_what_they_set() {
         let steps = json!([{"replicas": 1}, {"pauseSeconds": 60}, {"replicas": 2}]);
         assert!(

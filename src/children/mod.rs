@@ -23,7 +23,7 @@ use crate::resource::VisitCounterApp;
 pub use configmap::{CONFIG_JSON_KEY, desired_config_map, is_config_map_of};
 pub use service::{desired_headless_service, desired_service};
 pub use serviceaccount::{desired_service_account, service_account_name};
-pub use statefulset::{CONFIG_MOUNT_PATH, DATA_VOLUME, desired_statefulset};
+pub use statefulset::{CONFIG_MOUNT_PATH, desired_statefulset};
 
 /// Image of the apps whose spec names none: this operator's own image, which
 /// runs `visitcounter serve`.

@@ -30,8 +30,6 @@ use crate::resource::{
     ComputeResources, HttpProbe, LIVENESS_PATH, READINESS_PATH, UpdateStrategyType, VisitCounterApp,
 };
 
-/// Name of the volume claim template; each pod's claim is `data-<app>-<ordinal>`.
-pub const DATA_VOLUME: &str = "data";
 /// Where `config.json` is mounted in the container.
 pub const CONFIG_MOUNT_PATH: &str = "/config.json";
 const CONFIG_VOLUME: &str = "config";
@@ -159,7 +157,7 @@ fn container(app: &VisitCounterApp, settings: &BuildSettings, name: &str, config
         readiness_probe: http_probe(&probes.readiness, READINESS_PATH),
         volume_mounts: Some(vec![
             VolumeMount {
-                name: DATA_VOLUME.into(),
+                name: spec.storage.claim_template_name.clone(),
                 mount_path: spec.storage.mount_path.clone(),
                 ..VolumeMount::default()
             },
@@ -262,7 +260,7 @@ fn volume_claim_template(app: &VisitCounterApp, name: &str) -> PersistentVolumeC
     let storage = &app.spec.storage;
     PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(DATA_VOLUME.into()),
+            name: Some(storage.claim_template_name.clone()),
             labels: Some(selector_labels(name)),
             ..ObjectMeta::default()
         },

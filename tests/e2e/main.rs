@@ -21,6 +21,7 @@
 //! 429, a missing CRD, an expired watch) come from `fault_proxy`, a proxy in
 //! front of the same server.
 
+mod adopt;
 mod apps;
 mod env;
 mod fault_proxy;
@@ -71,6 +72,7 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         TheOperator: storage::deletion_keeps_claims,
         TheOperator: storage::class_without_expansion,
         TheOperator: apps::invalid_stored_spec,
+        TheOperator: adopt::a_helm_release_is_refused_then_adopted_with_its_claims,
         ItsOwnOperator: kstatus::in_progress_until_the_operator_acted_and_the_pods_are_ready,
         ItsOwnOperator: leadership::crd_check_on_the_stored_crd,
         ItsOwnOperator: leadership::leader_election_failure_exits,

@@ -10,7 +10,7 @@ use crate::{
     admission::Admission,
     children::Children,
     controller::Error,
-    resource::{API_VERSION, KIND, VisitCounterApp},
+    resource::{ADOPT_ANNOTATION, API_VERSION, KIND, VisitCounterApp},
 };
 
 /// The CRD's rules, for an object that was stored without them.
@@ -57,16 +57,46 @@ pub fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
 /// Refuses to touch a child whose name is taken by an object that another
 /// owner controls.
 pub fn check_owned(app: &VisitCounterApp, children: &[DesiredChild], live: &[Option<Value>]) -> Result<(), Error> {
+    let mut unowned = Vec::new();
     for (child, live) in children.iter().zip(live) {
-        if let Some(owner) = live.as_ref().and_then(|l| foreign_controller(l, app)) {
+        let Some(live) = live else { continue };
+        if let Some(owner) = foreign_controller(live, app) {
             return Err(Error::NotOwned {
                 kind: child.kind,
                 name: child.name.clone(),
                 owner,
             });
         }
+        // The children a chart of the same names would have made; the
+        // others are named by a hash (the ConfigMap) or shared by design
+        // (a ServiceAccount), and are taken as they are.
+        if matches!(child.kind, "StatefulSet" | "Service") && uncontrolled(live) {
+            unowned.push(described(child, live));
+        }
     }
-    Ok(())
+    if unowned.is_empty() || app.adopts() {
+        return Ok(());
+    }
+    Err(Error::NotAdopted {
+        objects: unowned.join(", "),
+        annotation: ADOPT_ANNOTATION,
+    })
+}
+
+/// Whether nothing controls `live` (no owner reference marked controller).
+pub fn uncontrolled(live: &Value) -> bool {
+    !live["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|owners| owners.iter().any(|o| o["controller"] == true))
+}
+
+/// "StatefulSet app-python (Helm release app-python)".
+fn described(child: &DesiredChild, live: &Value) -> String {
+    let release = live["metadata"]["annotations"]["meta.helm.sh/release-name"].as_str();
+    match release {
+        Some(release) => format!("{} {} (Helm release {release})", child.kind, child.name),
+        None => format!("{} {}", child.kind, child.name),
+    }
 }
 
 /// The controller of `live`, when it is not `app`.
@@ -137,6 +167,24 @@ mod tests {
         let error = check_owned(&app, &children, &live).unwrap_err().to_string();
         assert!(error.contains("web-headless"), "{error}");
         assert!(error.contains("Deployment shop"), "{error}");
+    }
+
+    #[test]
+    fn a_statefulset_or_service_nothing_controls_is_refused_unless_the_app_adopts() {
+        let mut app = web();
+        let children = children_of(&app);
+        let helm = json!({"metadata": {"annotations": {"meta.helm.sh/release-name": "web"}}});
+        let live = vec![Some(helm.clone()), None, None, Some(helm)];
+        let error = check_owned(&app, &children, &live).unwrap_err();
+        assert_eq!(error.reason(), "ChildNotAdopted");
+        let words = error.to_string();
+        assert!(
+            words.starts_with("Service web (Helm release web), StatefulSet web (Helm release web) already exist"),
+            "{words}"
+        );
+        assert!(words.contains("visitcounter.dev/adopt=true"), "{words}");
+        app.metadata.annotations = Some([(ADOPT_ANNOTATION.to_owned(), "true".to_owned())].into());
+        assert!(check_owned(&app, &children, &live).is_ok());
     }
 
     #[test]

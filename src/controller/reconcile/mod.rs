@@ -16,6 +16,7 @@
 //! Each step that decides is a pure function with its own tests; this file
 //! and the I/O around them only carry their results from one to the next.
 
+mod adopt;
 pub mod apply;
 mod context;
 pub mod desired;
@@ -123,10 +124,11 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     let now = Time(Timestamp::now());
     let strategy = strategy::decide_from_caches(app, ctx, &namespace, &mut built, &now).await?;
     let children = desired(built)?;
-    let live: Vec<Option<Value>> = children
+    let mut live: Vec<Option<Value>> = children
         .iter()
         .map(|c| ctx.caches.get(c.kind, &namespace, &c.name))
         .collect();
+    adopt::look_past_the_caches(ctx, &namespace, &children, &mut live).await?;
     check_owned(app, &children, &live)?;
     let (steps, recheck_soon) = plan_steps(&children, &live, |child| {
         ctx.recently_applied(&child_key(child, &namespace), &child.hash)
@@ -139,6 +141,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     let sts_live = observed.last().cloned().flatten();
     let stateful_set: Option<StatefulSet> = sts_live.clone().and_then(|v| serde_json::from_value(v).ok());
     let service = user_service(app, &children, &observed);
+    adopt::replace_leftover_pods(app, ctx, &namespace, stateful_set.as_ref()).await?;
     if let (Some(sts), Some(config_map)) = (&stateful_set, children.iter().find(|c| c.kind == "ConfigMap")) {
         old_configs::remove_old_configs(app, ctx, &namespace, &config_map.name, sts).await;
     }

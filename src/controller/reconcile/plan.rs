@@ -10,6 +10,7 @@
 
 use serde_json::Value;
 
+use super::desired::uncontrolled;
 use crate::controller::{
     runtime::diff::{contains, content_hash, differences_under, first_difference},
     status::dropped_by_server,
@@ -21,6 +22,9 @@ pub const APPLIED_HASH_ANNOTATION: &str = "visitcounter.dev/applied-hash";
 /// StatefulSet fields the API server refuses to change in place.
 pub const IMMUTABLE_STATEFULSET_FIELDS: &[&str] =
     &["podManagementPolicy", "serviceName", "selector", "volumeClaimTemplates"];
+
+/// What a re-create of a StatefulSet the app takes over changes.
+pub const TAKEN_OVER: &str = "its owner (taken over, as visitcounter.dev/adopt says)";
 
 /// A desired child, ready to apply.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,6 +109,13 @@ pub fn plan(desired: &DesiredChild, live: Option<&Value>) -> Step {
     let Some(live) = live else {
         return Step::Create;
     };
+    if desired.kind == "StatefulSet" && uncontrolled(live) && !uncontrolled(&desired.object) {
+        // One nothing controls, the app takes over (`desired::check_owned`
+        // let it): as its own, from its own selector.
+        return Step::Recreate {
+            fields: vec![TAKEN_OVER],
+        };
+    }
     if desired.kind == "StatefulSet" {
         let fields: Vec<&'static str> = IMMUTABLE_STATEFULSET_FIELDS
             .iter()

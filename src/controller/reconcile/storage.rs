@@ -20,19 +20,20 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::children::{DATA_VOLUME, selector_string};
 use crate::controller::runtime::diff::quantity_value;
 use crate::controller::runtime::{FIELD_MANAGER, error::Error, metrics::Metrics};
 
-/// The claims of the StatefulSet `name` (`data-<name>-<ordinal>`, whether or
-/// not a pod still uses them) that ask for less than `size`.
+/// The claims of the StatefulSet `name` from its claim template `template`
+/// (`<template>-<name>-<ordinal>`, whether or not a pod still uses them)
+/// that ask for less than `size`.
 pub fn claims_to_grow<'a>(
+    template: &str,
     name: &str,
     size: &str,
     claims: impl IntoIterator<Item = &'a PersistentVolumeClaim>,
 ) -> Vec<&'a PersistentVolumeClaim> {
     let wanted = quantity_value(&json!(size)).unwrap_or(0.0);
-    let prefix = format!("{DATA_VOLUME}-{name}-");
+    let prefix = format!("{template}-{name}-");
     claims
         .into_iter()
         .filter(|c| {
@@ -86,7 +87,7 @@ pub fn expansion_refusals(
 pub async fn expand_claims(
     client: &Client,
     namespace: &str,
-    name: &str,
+    (template, name): (&str, &str),
     size: &str,
     metrics: &Metrics,
 ) -> Result<Vec<String>, Error> {
@@ -96,11 +97,10 @@ pub async fn expand_claims(
         source: Box::new(source),
     };
     let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    let listed = claims_api
-        .list(&ListParams::default().labels(&selector_string(name)))
-        .await
-        .map_err(failed)?;
-    let claims = claims_to_grow(name, size, &listed.items);
+    // By name, not by the app's labels: claims a chart made before the app
+    // took them over carry the chart's labels.
+    let listed = claims_api.list(&ListParams::default()).await.map_err(failed)?;
+    let claims = claims_to_grow(template, name, size, &listed.items);
     if claims.is_empty() {
         return Ok(Vec::new());
     }
@@ -170,7 +170,7 @@ mod tests {
             claim("data-webs-0", "1Gi", Some("fast")),
             claim("other-web-0", "1Gi", Some("fast")),
         ];
-        let names: Vec<String> = claims_to_grow("web", "2Gi", &claims)
+        let names: Vec<String> = claims_to_grow("data", "web", "2Gi", &claims)
             .iter()
             .map(|c| c.name_any())
             .collect();

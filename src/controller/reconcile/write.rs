@@ -184,7 +184,8 @@ pub fn updated(child: &DesiredChild, live: Option<&Value>) -> String {
 /// re-created with the new claim template.
 async fn grow_volumes(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Result<(), Error> {
     let size = &app.spec.storage.size.0;
-    let grown = expand_claims(&ctx.client, namespace, &app.name_any(), size, &ctx.metrics).await?;
+    let claims = (app.spec.storage.claim_template_name.as_str(), app.name_any());
+    let grown = expand_claims(&ctx.client, namespace, (claims.0, &claims.1), size, &ctx.metrics).await?;
     if !grown.is_empty() {
         let message = format!(
             "asked for {size} on {}; the storage driver grows each volume in place",

@@ -31,6 +31,15 @@ pub enum Error {
         owner: String,
     },
 
+    /// Children of the app's names exist that nothing controls, and the app
+    /// does not say to take them over.
+    #[error(
+        "{objects} already exist and are not this app's (nothing controls them); to take them over, keeping the pods' \
+         volume claims and the Services' node ports, annotate the app {annotation}=true (the StatefulSet is then deleted \
+         with its pods and claims left, and created again as the app's), or rename the app"
+    )]
+    NotAdopted { objects: String, annotation: &'static str },
+
     #[error("cannot apply {kind} {name}: {source}")]
     Apply {
         kind: &'static str,
@@ -90,6 +99,7 @@ impl Error {
             Error::InvalidSpec(_) | Error::Build(_) => "InvalidSpec",
             Error::ChildRejected { .. } => "ChildRejected",
             Error::NotOwned { .. } => "ChildNotOwned",
+            Error::NotAdopted { .. } => "ChildNotAdopted",
             Error::Apply { .. } => "ApplyFailed",
             Error::Recreate { .. } => "RecreateFailed",
             Error::VolumeExpansionNotAllowed { .. } => "VolumeExpansionNotAllowed",
@@ -110,6 +120,7 @@ impl Error {
                 | Error::Build(_)
                 | Error::ChildRejected { .. }
                 | Error::NotOwned { .. }
+                | Error::NotAdopted { .. }
                 | Error::VolumeExpansionNotAllowed { .. }
         )
     }

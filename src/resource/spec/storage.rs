@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::resource::schema;
 
-/// The per-pod volume. Each pod gets its own claim, `data-<name>-<ordinal>`.
+/// The per-pod volume. Each pod gets its own claim,
+/// `<claimTemplateName>-<name>-<ordinal>` (`data-<name>-<ordinal>` by default).
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[x_kube(
     validation = Rule::new("quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0")
@@ -39,6 +40,21 @@ pub struct Storage {
     #[serde(default = "default_mount_path")]
     #[schemars(regex(pattern = r"^/.+"))]
     pub mount_path: String,
+    /// The name of the StatefulSet's claim template, the first part of each
+    /// claim's name. Set it to the one an existing StatefulSet used (for a
+    /// chart's `python-counter-data`, the claims are
+    /// `python-counter-data-<name>-<ordinal>`), and the app's pods reuse those
+    /// claims, ordinal by ordinal, with the counts on them. It cannot change
+    /// afterwards: the pods would start on new, empty claims.
+    #[serde(default = "default_claim_template_name")]
+    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("storage.claimTemplateName cannot change: the pods would start on new, empty claims, without their counts"),
+        validation = Rule::new("self != 'config'")
+            .message("storage.claimTemplateName cannot be config: the pods' config volume has that name")
+    )]
+    pub claim_template_name: String,
 }
 
 impl Default for Storage {
@@ -48,6 +64,7 @@ impl Default for Storage {
             storage_class_name: None,
             access_modes: default_access_modes(),
             mount_path: default_mount_path(),
+            claim_template_name: default_claim_template_name(),
         }
     }
 }
@@ -60,6 +77,9 @@ fn default_access_modes() -> Vec<AccessMode> {
 }
 fn default_mount_path() -> String {
     "/data".into()
+}
+fn default_claim_template_name() -> String {
+    "data".into()
 }
 
 /// An access mode of a persistent volume claim.
