@@ -11,7 +11,9 @@ rolls every pod and every per-pod count survives; `kubectl delete pod` brings
 the pod back with its count; `kill -9` of a pod's process under load loses no
 answered visit; deleting the leading operator pod hands over to the other
 within the lease duration and reconciling goes on; `helm uninstall` leaves
-the apps, their claims and their counts.
+the apps, their claims and their counts. Before the seed's apps, the
+report's two Helm releases are moved over with their counts
+(`journey_helm`).
 
 Usage (scripts/test.sh runs it): with the control plane up,
 `eval "$(scripts/cluster.sh env --real-pods)"; python tests/journey.py`.
@@ -27,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 
+import journey_helm
 from checks import Checks
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -287,6 +290,9 @@ def journey(checks, helm):
                  f"helm install: two operator pods run: {[p['metadata']['name'] for p in operators]}")
     wait_until("an operator pod leads", lambda: leader() is not None)
 
+    # The report's Helm releases, moved over with every count (journey_helm).
+    journey_helm.moved_over(checks, helm)
+
     run("kubectl", "create", "namespace", NS)
     for app in APPS:
         kubectl("apply", "-f", str(ROOT / f"examples/{app}.yaml"))
@@ -397,7 +403,9 @@ def journey(checks, helm):
         after = running_objects(app)
         checks.check(after == objects[app], f"{app}: app, StatefulSet, pods and claims kept by helm uninstall: "
                                             f"{sorted(objects[app].items())} then {sorted(after.items())}")
-        checks.check(len([k for k in after if k.startswith("pod/")]) == 3, f"{app}: 3 pods after helm uninstall")
+        pods_after = sorted(k for k in after if k.startswith("pod/"))
+        replicas = get("vca", app)["spec"]["replicas"]
+        checks.check(len(pods_after) == replicas, f"{app}: its {replicas} pods after helm uninstall: {pods_after}")
         checks.check(len([k for k in after if k.startswith("pvc/")]) >= 3, f"{app}: claims after helm uninstall")
         checks.check(visits_on_disk(app) == counts[app], f"{app}: counts kept after helm uninstall")
 

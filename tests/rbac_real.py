@@ -131,6 +131,25 @@ def scenarios():
     wait_until("refused is rolled back", lambda: condition("refused", "Degraded") == ("True", "ChildRejected")
                and not kubectl("-n", APPS, "get", "svc,sa,cm", "-l", "app.kubernetes.io/instance=refused", "-o", "name"))
     kubectl("delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", "refuse-seven-replicas")
+    # A release nothing controls, taken over (visitcounter.dev/adopt): its
+    # StatefulSet and Service read past the caches, its leftover pods read
+    # and deleted.
+    chart = {"app.kubernetes.io/instance": "chart", "app.kubernetes.io/managed-by": "Helm"}
+    apply([
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "chart", "namespace": APPS},
+         "spec": {"replicas": 1, "serviceName": "chart", "selector": {"matchLabels": chart},
+                  "template": {"metadata": {"labels": chart},
+                               "spec": {"containers": [{"name": "app", "image": "visitcounter/visitcounter:0.1.0"}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "chart", "namespace": APPS},
+         "spec": {"selector": chart, "ports": [{"port": 8080}]}},
+    ])
+    wait_until("the chart's pod runs", lambda: "1" == kubectl(
+        "-n", APPS, "get", "sts", "chart", "-o", "jsonpath={.status.readyReplicas}"))
+    adopting = app("chart", {})
+    adopting["metadata"]["annotations"] = {"visitcounter.dev/adopt": "true"}
+    apply([adopting])
+    wait_until("chart is taken over", lambda: ready("chart") and "LeftoverPodsReplaced" in kubectl(
+        "-n", APPS, "get", "events", "-o", "jsonpath={.items[*].reason}"))
     # A new config with no revision history kept: the old config's
     # ConfigMap goes once no revision refers to it.
     apply([app("configs", {"revisionHistoryLimit": 0, "config": {"json": {"color": "red"}}})])
