@@ -6,7 +6,8 @@ really run: `tests/charts/report-app` installed with Helm's own command as
 the Go app's "513", "501" and "505" (the number as a string). Then the
 README's steps: `visitcounter adopt --from-statefulset`, Helm made to forget
 the release, `kubectl apply`. After them every claim is the same object with
-its count, the node ports are the same, and visits go on from the counts.
+its count, the node ports are the same, one visit to `app-go-0` gives 514
+(and to `app-python-0` 791), and `status.visits.total` is the sum.
 
 Run by tests/journey.py, once the operator is installed.
 """
@@ -15,6 +16,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -105,6 +107,16 @@ def visit(port):
         return False
 
 
+def visit_pod(pod):
+    """One visit to `pod` itself, from inside the node's network namespace:
+    the count its page shows."""
+    ip = get("pod", pod)["status"]["podIP"]
+    port = get("pod", pod)["spec"]["containers"][0]["ports"][0]["containerPort"]
+    page = run("ip", "netns", "exec", "vcn-visitcounter-node-node", sys.executable, "-c",
+               f"import urllib.request;print(urllib.request.urlopen('http://{ip}:{port}/', timeout=5).read().decode())")
+    return int(page.split("Visits: ")[1].split("<")[0])
+
+
 def total(release):
     visits = get("vca", release).get("status", {}).get("visits") or {}
     return visits.get("total"), visits.get("complete")
@@ -144,12 +156,25 @@ def move_one(checks, helm, release):
     checks.check(claims_of(release) == claims, f"{release}: the same claims, none added: {sorted(claims_of(release))}")
     checks.check(get("svc", release)["spec"]["ports"][0]["nodePort"] == port, f"{release}: the same node port {port}")
     checks.check(counts_on_disk(release) == before, f"{release}: every count kept: {counts_on_disk(release)}")
+    first = int(spec["counts"][0])
+    shown = visit_pod(f"{release}-0")
+    checks.check(shown == first + 1, f"{release}: one visit to {release}-0 gives {first + 1}: {shown}")
     answered = sum(visit(port) for _ in range(12))
     checks.check(answered == 12, f"{release}: 12 visits through node port {port} answered: {answered}")
     start = sum(int(c) for c in spec["counts"])
-    wait_until(f"{release}'s status counts {start} + 12",
-               lambda: total(release) == (start + 12, True), seconds=60)
+    wait_until(f"{release}'s status counts {start} + 13",
+               lambda: total(release) == (start + 13, True), seconds=60)
+    # helm uninstall of the old release now deletes nothing the app owns.
+    owned = {kind: get(kind, release)["metadata"]["uid"] for kind in ("sts", "svc")}
+    pods_before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in get("pods")["items"]}
+    uninstalled = subprocess.run([str(helm), "uninstall", release, "-n", NS], capture_output=True, text=True)
+    time.sleep(2)
+    checks.check({kind: get(kind, release)["metadata"]["uid"] for kind in ("sts", "svc")} == owned
+                 and {p["metadata"]["name"]: p["metadata"]["uid"] for p in get("pods")["items"]} == pods_before
+                 and claims_of(release) == claims,
+                 f"{release}: helm uninstall afterwards deletes nothing the app owns "
+                 f"({uninstalled.stderr.strip() or uninstalled.stdout.strip()})")
     after = counts_on_disk(release)
     grew = all(int(after[c]) >= int(before[c]) for c in before)
-    checks.check(sum(int(c) for c in after.values()) == start + 12 and grew,
+    checks.check(sum(int(c) for c in after.values()) == start + 13 and grew,
                  f"{release}: visits go on from the report's counts, none lost: {before} -> {after}")
