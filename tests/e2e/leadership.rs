@@ -119,6 +119,21 @@ pub async fn a_leader_that_cannot_renew_stops_and_another_takes_over(env: &Env) 
     })
     .await;
     let stepped_down = cut.elapsed();
+    let stepped_down_at = k8s_openapi::jiff::Timestamp::now();
+    // The Lease still holds first's last renewal: nobody may take it over
+    // before it runs out, and first stopped before that, as the README says.
+    let lease = env.api::<Lease>().get(LEASE).await.unwrap().spec.unwrap();
+    assert_eq!(
+        lease.holder_identity.as_deref(),
+        Some("first"),
+        "taken over before first stopped"
+    );
+    let expires =
+        lease.renew_time.unwrap().0 + k8s_openapi::jiff::SignedDuration::from_secs(LEASE_DURATION.as_secs() as i64);
+    assert!(
+        stepped_down_at < expires,
+        "first stopped leading at {stepped_down_at}, after its Lease ran out at {expires}"
+    );
     let reconciles = first.metrics.reconciles();
     eventually("second takes over once the Lease runs out", || async {
         holder(env, LEASE).await.as_deref() == Some("second")
@@ -159,6 +174,34 @@ pub async fn a_leader_that_cannot_renew_stops_and_another_takes_over(env: &Env) 
         .unwrap();
 }
 
+/// Two replicas started at the same moment, one Lease: exactly one leads
+/// and reconciles, the other stands by and reconciles nothing.
+pub async fn two_started_at_once_one_leads(env: &Env) {
+    let (first, second) = tokio::join!(Replica::start(env, "first", None), Replica::start(env, "second", None));
+    env.apply_app("raced", json!({"replicas": 1})).await;
+    eventually("raced is Ready with its pod", || env.ready_with_pods("raced", 1)).await;
+    tokio::time::sleep(LEASE_DURATION).await;
+    let leader = holder(env, LEASE).await.expect("one holds the Lease");
+    let (leading, standby) = if leader == "first" {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    assert!(
+        leading.metrics.reconciles() > 0,
+        "the leader {leader} reconciled nothing"
+    );
+    assert_eq!(standby.metrics.reconciles(), 0, "the standby reconciled too");
+    assert_eq!(standby.health.phase(), Phase::Standby);
+    assert_eq!(
+        holder(env, LEASE).await.as_deref(),
+        Some(leader.as_str()),
+        "the Lease changed hands"
+    );
+    first.stop().await.expect("first stops cleanly");
+    second.stop().await.expect("second stops cleanly");
+}
+
 /// Told to stop before its watches have listed (a SIGTERM at start), the
 /// operator stops at once instead of waiting for a list it no longer makes.
 pub async fn stopped_at_start_it_stops(env: &Env) {
@@ -182,9 +225,18 @@ pub async fn stopped_at_start_it_stops(env: &Env) {
 }
 
 /// `visitcounter operator` as its Deployment runs it: ready once its watches
-/// have listed and it leads, with its metrics; on SIGTERM it releases the
-/// Lease and exits 0 within seconds.
+/// have listed and it leads, with its metrics; on SIGTERM (what the kubelet
+/// sends) it releases the Lease and exits 0 within seconds.
 pub async fn binary_is_ready_and_stops_on_sigterm(env: &Env) {
+    ready_then_stopped_by(env, libc::SIGTERM).await;
+}
+
+/// The same on SIGINT (Ctrl-C, for an operator run by hand).
+pub async fn binary_stops_on_sigint(env: &Env) {
+    ready_then_stopped_by(env, libc::SIGINT).await;
+}
+
+async fn ready_then_stopped_by(env: &Env, signal: i32) {
     let port = free_port();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
@@ -226,14 +278,14 @@ pub async fn binary_is_ready_and_stops_on_sigterm(env: &Env) {
 
     let stopping = Instant::now();
     // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
         if stopping.elapsed() > Duration::from_secs(5) {
             let _ = child.kill();
-            panic!("still running 5 s after SIGTERM");
+            panic!("still running 5 s after signal {signal}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };

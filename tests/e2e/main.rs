@@ -79,6 +79,8 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         ItsOwnOperator: leadership::a_leader_that_cannot_renew_stops_and_another_takes_over,
         ItsOwnOperator: leadership::stopped_at_start_it_stops,
         ItsOwnOperator: leadership::binary_is_ready_and_stops_on_sigterm,
+        ItsOwnOperator: leadership::binary_stops_on_sigint,
+        ItsOwnOperator: leadership::two_started_at_once_one_leads,
         ItsOwnOperator: rollouts::config_revisions,
         ItsOwnOperator: visits::summed_and_a_silent_pod_is_not_zero,
         ItsOwnOperator: faults::failures_are_retried,
