@@ -8,7 +8,9 @@
 #    Go modules, kwok's simulated nodes), then tests/e2e/ against it (faults
 #    the server does not give on demand come from tests/e2e/fault_proxy.rs,
 #    a proxy in front of it). A cluster that cannot be built or started fails
-#    the run with its reason.
+#    the run with its reason. Then tests/chaos.rs on it: 50 rounds, each a
+#    fault (kill -9 of the operator, etcd stopped 10 s, a pod killed) at a
+#    random moment of a change, with every invariant checked after.
 #    With VISITCOUNTER_E2E_KUBECONFIG set, e2e runs against that cluster
 #    instead (kind, k3d, minikube) and no local control plane is started.
 #    Then the same e2e suite on Kubernetes 1.34 (scripts/cluster.sh
@@ -21,8 +23,9 @@
 #    under the chart's own RBAC with a ServiceAccount token (tests/rbac_real.py).
 # 4. The seed's journey (tests/journey.py) on a control plane whose pods really
 #    run (scripts/cluster.sh up --real-pods; needs root and iproute2): helm
-#    install, both seed apps, visits through the NodePorts, a config canary,
-#    kill -9, the operator's leader handover, helm uninstall.
+#    install, the report's Helm releases moved over with their counts, both
+#    seed apps, visits through the NodePorts, a config canary, kill -9, the
+#    operator's leader handover, helm uninstall.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,7 +52,10 @@ else
   eval "$(scripts/cluster.sh env)"
   kubectl version
   cargo test --locked --test e2e -- --ignored
-  [ -z "$started_here" ] || echo "e2e passed; stopping the control plane this run started"
+  # Chaos rounds on the same control plane: a fault at a random moment of
+  # a change, every invariant checked after (VISITCOUNTER_CHAOS_SEED replays).
+  cargo test --locked --test chaos -- --ignored --nocapture
+  [ -z "$started_here" ] || echo "e2e and chaos passed; stopping the control plane this run started"
 fi
 
 venv=.venv
