@@ -1,16 +1,8 @@
 //! A Helm release of the report's shape moved over: refused until the app
 //! says to adopt it, then taken over with its claims and its node port.
 
-use std::collections::BTreeSet;
-
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{PersistentVolumeClaim, Service},
-};
-use kube::{
-    Api,
-    api::{ListParams, PostParams},
-};
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
 use visitcounter::resource::VisitCounterApp;
 
@@ -49,22 +41,6 @@ async fn install_chart(env: &Env, port: i32) {
         .expect("the chart's Service is created");
 }
 
-/// A node port no Service of the cluster holds.
-async fn free_node_port(env: &Env) -> i32 {
-    let taken: BTreeSet<i32> = Api::<Service>::all(env.client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .flat_map(|s| s.spec.iter().flat_map(|spec| spec.ports.iter().flatten()))
-        .filter_map(|p| p.node_port)
-        .collect();
-    std::iter::repeat_with(|| 30000 + fastrand::i32(0..2700))
-        .find(|p| !taken.contains(p))
-        .unwrap()
-}
-
 /// `visitcounter adopt --from-statefulset`, as a user runs it.
 fn printed_app(env: &Env) -> Value {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_visitcounter"))
@@ -75,25 +51,12 @@ fn printed_app(env: &Env) -> Value {
     serde_saphyr::from_str(&String::from_utf8(output.stdout).unwrap()).unwrap()
 }
 
-async fn claim_uids(env: &Env) -> Vec<(String, String)> {
-    let claims = env
-        .api::<PersistentVolumeClaim>()
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    claims
-        .items
-        .into_iter()
-        .map(|c| (c.metadata.name.unwrap_or_default(), c.metadata.uid.unwrap_or_default()))
-        .collect()
-}
-
 /// The printed app, applied without its adopt annotation, is refused and
 /// changes nothing; applied as printed, it takes the chart's StatefulSet
 /// and Service over: the same claims (by uid, and no new one), the same
 /// node port, the app's own pods Ready.
 pub async fn a_helm_release_is_refused_then_adopted_with_its_claims(env: &Env) {
-    let port = free_node_port(env).await;
+    let port = env.free_node_port().await;
     install_chart(env, port).await;
     eventually("the chart's two pods are Ready", || async {
         env.api::<StatefulSet>()
@@ -103,8 +66,8 @@ pub async fn a_helm_release_is_refused_then_adopted_with_its_claims(env: &Env) {
     })
     .await;
     let chart_uid = env.api::<StatefulSet>().get("chart").await.unwrap().metadata.uid;
-    let claims = claim_uids(env).await;
-    let names: Vec<&str> = claims.iter().map(|(n, _)| n.as_str()).collect();
+    let claims = env.claims(&ListParams::default()).await;
+    let names: Vec<&str> = claims.keys().map(String::as_str).collect();
     assert_eq!(names, ["counter-data-chart-0", "counter-data-chart-1"]);
 
     let app = printed_app(env);
@@ -150,7 +113,11 @@ pub async fn a_helm_release_is_refused_then_adopted_with_its_claims(env: &Env) {
         taken.metadata.owner_references.unwrap_or_default()[0].kind,
         "VisitCounterApp"
     );
-    assert_eq!(claim_uids(env).await, claims, "a claim was replaced or added");
+    assert_eq!(
+        env.claims(&ListParams::default()).await,
+        claims,
+        "a claim was replaced or added"
+    );
     let service = env.api::<Service>().get("chart").await.unwrap();
     assert_eq!(
         service.spec.unwrap().ports.unwrap()[0].node_port,

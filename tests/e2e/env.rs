@@ -138,17 +138,37 @@ impl Env {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The app's claims, found by its label: name to uid.
     pub async fn claim_uids(&self, app: &str) -> BTreeMap<String, String> {
-        let claims = self
-            .api::<PersistentVolumeClaim>()
-            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))
+        self.claims(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))
             .await
-            .unwrap();
+    }
+
+    /// The namespace's claims that `params` selects: name to uid.
+    pub async fn claims(&self, params: &ListParams) -> BTreeMap<String, String> {
+        let claims = self.api::<PersistentVolumeClaim>().list(params).await.unwrap();
         claims
             .items
             .into_iter()
             .map(|c| (c.metadata.name.unwrap_or_default(), c.metadata.uid.unwrap_or_default()))
             .collect()
+    }
+
+    /// A node port no Service of the cluster holds yet.
+    pub async fn free_node_port(&self) -> i32 {
+        let taken: std::collections::BTreeSet<i32> =
+            Api::<k8s_openapi::api::core::v1::Service>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .flat_map(|s| s.spec.iter().flat_map(|spec| spec.ports.iter().flatten()))
+                .filter_map(|p| p.node_port)
+                .collect();
+        std::iter::repeat_with(|| 30000 + fastrand::i32(0..2700))
+            .find(|p| !taken.contains(p))
+            .unwrap()
     }
 
     pub async fn pod_uids(&self, app: &str) -> BTreeMap<String, String> {

@@ -99,15 +99,22 @@ pub async fn the_pace_of_each_step_is_held(env: &Env) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let updated = |s: &Sample| s.pods.len() - s.on(&old);
+    // A step of pods can be over between two samples (kwok's pods turn
+    // Ready at once); the pause of 4 s cannot. Each step seen held its pace.
+    assert!(samples.iter().any(|s| s.step == "2 of 3"), "the pause was never seen");
     for (step, most) in [("1 of 3", 1), ("2 of 3", 1), ("3 of 3", 2)] {
-        let seen: Vec<&Sample> = samples.iter().filter(|s| s.step == step).collect();
-        assert!(!seen.is_empty(), "step {step} was never seen");
-        let peak = seen.iter().map(|s| updated(s)).max().unwrap();
+        let peak = samples.iter().filter(|s| s.step == step).map(updated).max();
         assert!(
-            peak <= most,
-            "at step {step}, {peak} pods were updated, at most {most} allowed"
+            peak.is_none_or(|peak| peak <= most),
+            "at step {step}, {peak:?} pods were updated, at most {most} allowed"
         );
     }
+    // Highest ordinal first: the first pod updated is ramped-2.
+    let first = samples.iter().find_map(|s| {
+        let mut on_new = s.pods.iter().filter(|(_, (r, _))| *r != old);
+        on_new.next().map(|(name, _)| name.clone())
+    });
+    assert_eq!(first.as_deref(), Some("ramped-2"), "the first pod updated");
     // The pause: from its start to the second updated pod, at least 4 s.
     let pause_seen = samples.iter().find(|s| s.step == "2 of 3").unwrap().at;
     let second = samples.iter().find(|s| updated(s) >= 2).unwrap().at;

@@ -7,10 +7,7 @@ use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Service},
 };
-use kube::{
-    Api,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
-};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use visitcounter::{
     operator::USER_AGENT,
@@ -288,19 +285,7 @@ pub async fn a_day_of_changes(env: &Env) {
 /// children and says why.
 pub async fn a_taken_node_port_gives_no_child(env: &Env) {
     let apps = env.api::<VisitCounterApp>();
-    // A node port no Service of the cluster holds yet.
-    let taken: std::collections::BTreeSet<i32> = Api::<Service>::all(env.client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .flat_map(|s| s.spec.iter().flat_map(|spec| spec.ports.iter().flatten()))
-        .filter_map(|p| p.node_port)
-        .collect();
-    let port = std::iter::repeat_with(|| 30000 + fastrand::i32(0..2700))
-        .find(|p| !taken.contains(p))
-        .unwrap();
+    let port = env.free_node_port().await;
     env.apply_app("first", json!({"service": {"nodePort": port}})).await;
     eventually("the first app holds the port", || async {
         apps.get("first")
