@@ -261,9 +261,13 @@ async fn chaos_rounds_break_no_invariant() {
     );
     assert!(played >= rounds.min(50), "only {played} rounds in the time allowed");
     drop(operator);
-    let _ = Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await;
+    // Gone before the next test, whose operator may watch every namespace.
+    let namespaces = Api::<Namespace>::all(client);
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while namespaces.get_opt(&ns).await.ok().flatten().is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Applies the app, again while the API server recovers from a fault of
