@@ -13,7 +13,7 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt, runtime::events::EventType};
 use serde_json::Value;
 
-use super::{Context, desired::uncontrolled, plan::DesiredChild};
+use super::{Context, plan::DesiredChild};
 use crate::{
     children::selector_labels,
     controller::{Error, observe::pod_creation::pods_missing},
@@ -123,10 +123,10 @@ pub async fn replace_leftover_pods(
 /// controls it, and it lacks the app's selector labels (so it is not one
 /// of the app's own, orphaned a moment by a re-create of its own).
 pub fn leftover(pod: &Pod, app: &str) -> bool {
-    let object = serde_json::to_value(&pod.metadata).unwrap_or_default();
     let labels = pod.labels();
     let ours = selector_labels(app).iter().all(|(k, v)| labels.get(k) == Some(v));
-    uncontrolled(&serde_json::json!({"metadata": object})) && !ours
+    let controlled = pod.owner_references().iter().any(|o| o.controller == Some(true));
+    !controlled && !ours
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod max_unavailable;
 pub mod ramped;
 pub mod recreate;
 pub mod rolling;
+mod template;
 
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Pod},

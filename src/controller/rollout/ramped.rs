@@ -13,24 +13,23 @@
 //! aborted rollout stays so until the template changes again.
 //!
 //! Where the rollout is lives on the StatefulSet, in `STEP_ANNOTATION`
-//! beside the template's hash, so it survives a status write put off and a
-//! restart of the operator.
+//! beside the template's hash (`template`), so it survives a status write
+//! put off and a restart of the operator.
 
 use std::time::Duration;
 
 use k8s_openapi::{
     api::apps::v1::{RollingUpdateStatefulSetStrategy, StatefulSet},
     apimachinery::pkg::apis::meta::v1::Time,
-    jiff::Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Decision, PodView, recreate::TEMPLATE_HASH_ANNOTATION, recreate::new_template, seen_by_its_controller};
-use crate::{
-    controller::runtime::diff::content_hash,
-    resource::{AbortAction, RollingUpdate, Step, StepStatus},
+use super::{
+    Decision, PodView, seen_by_its_controller,
+    template::{Template, whole_seconds},
 };
+use crate::resource::{AbortAction, RollingUpdate, Step, StepStatus};
 
 /// The annotation on the StatefulSet with where its rollout in steps is.
 pub const STEP_ANNOTATION: &str = "visitcounter.dev/rollout-step";
@@ -98,11 +97,8 @@ pub fn decide(
     pods: &[PodView],
     now: &Time,
 ) -> Decision {
-    let template = serde_json::to_value(desired.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
-    let hash = content_hash(&template);
-    // Whole seconds, as in `recreate`: a reconcile within the second before
-    // the cache shows the write then writes the same.
-    let now = Time(Timestamp::from_second(now.0.as_second()).unwrap_or(now.0));
+    let template = Template::stamp(desired);
+    let now = whole_seconds(now);
     let done = State {
         step: plan.steps.len(),
         since: now.clone(),
@@ -111,7 +107,7 @@ pub fn decide(
     let state = match live {
         // A new StatefulSet creates every pod from its template at once.
         None => done,
-        Some(live) if new_template(live, &template, &hash) => State {
+        Some(live) if template.is_new_to(live) => State {
             step: 0,
             since: now.clone(),
             aborted: false,
@@ -135,7 +131,7 @@ pub fn decide(
     } else {
         plan.partition_at(state.step)
     };
-    write_state(desired, &hash, &state, partition);
+    write_state(desired, &state, partition);
     let delete = match (rollback, live) {
         (true, Some(live)) => to_roll_back(live, pods),
         _ => Vec::new(),
@@ -216,9 +212,8 @@ fn written_state(live: &Value) -> Option<State> {
     serde_json::from_str(written).ok()
 }
 
-fn write_state(desired: &mut StatefulSet, hash: &str, state: &State, partition: i32) {
+fn write_state(desired: &mut StatefulSet, state: &State, partition: i32) {
     let annotations = desired.metadata.annotations.get_or_insert_default();
-    annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), hash.into());
     annotations.insert(STEP_ANNOTATION.into(), serde_json::to_string(state).unwrap_or_default());
     if let Some(strategy) = desired.spec.as_mut().and_then(|s| s.update_strategy.as_mut()) {
         strategy
@@ -352,7 +347,7 @@ mod tests {
     }
 
     fn at(seconds: i64) -> Time {
-        Time(Timestamp::from_second(seconds).unwrap())
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
     }
 
     fn partition(sts: &StatefulSet) -> Option<i32> {

@@ -13,16 +13,13 @@
 //! carries in `RECREATE_SINCE_ANNOTATION`, so that the measure survives a
 //! status write put off and a restart of the operator.
 
-use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time};
 use serde_json::Value;
 
-use super::{Decision, PodView, seen_by_its_controller};
-use crate::controller::runtime::diff::{contains, content_hash};
-
-/// The annotation on the StatefulSet with the hash of the pod template it
-/// was last written with. A template a webhook mutates on its way in then
-/// does not count as a new template, over and over.
-pub const TEMPLATE_HASH_ANNOTATION: &str = "visitcounter.dev/template-hash";
+use super::{
+    Decision, PodView, seen_by_its_controller,
+    template::{Template, whole_seconds},
+};
 
 /// The annotation on the StatefulSet with when the operator started the
 /// last recreate (RFC 3339): where its downtime is measured from.
@@ -32,10 +29,8 @@ pub const RECREATE_SINCE_ANNOTATION: &str = "visitcounter.dev/recreate-since";
 /// 0` while the old pods go, and when the last recreate started (`now` for
 /// one that starts).
 pub fn decide(desired: &mut StatefulSet, live: Option<&Value>, pods: &[PodView], now: &Time) -> Decision {
-    let template = serde_json::to_value(desired.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
-    let hash = content_hash(&template);
+    let template = Template::stamp(desired);
     let annotations = desired.metadata.annotations.get_or_insert_default();
-    annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), hash.clone());
     let Some(live) = live else {
         return Decision::default();
     };
@@ -46,7 +41,7 @@ pub fn decide(desired: &mut StatefulSet, live: Option<&Value>, pods: &[PodView],
         .and_then(|t| t.parse().ok())
         .map(Time);
     let scaled_to_zero = live.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0);
-    let recreating = if new_template(live, &template, &hash) {
+    let recreating = if template.is_new_to(live) {
         !pods.is_empty()
     } else if !seen_by_its_controller(live) {
         // Until its controller has seen the last write, the revisions say
@@ -64,7 +59,7 @@ pub fn decide(desired: &mut StatefulSet, live: Option<&Value>, pods: &[PodView],
         // Whole seconds, as the status writes times: the status's measure
         // of this start is then the same start, and reconciles within the
         // second before the cache shows the write stamp the same.
-        (true, _) => Some(Time(Timestamp::from_second(now.0.as_second()).unwrap_or(now.0))),
+        (true, _) => Some(whole_seconds(now)),
         (false, since) => since,
     };
     if let Some(since) = &since {
@@ -93,26 +88,13 @@ pub fn decide(desired: &mut StatefulSet, live: Option<&Value>, pods: &[PodView],
     }
 }
 
-/// Whether `template` is new to the live StatefulSet: another hash than the
-/// one it was written with or, written before it carried one (the app was
-/// switched to `Recreate`), another template than the live one.
-pub(super) fn new_template(live: &Value, template: &Value, hash: &str) -> bool {
-    match live
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
-        .and_then(Value::as_str)
-    {
-        Some(written) => written != hash,
-        None => !contains(&live["spec"]["template"], template, "template"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::children::{BuildSettings, desired_children, tests::app};
+    use crate::controller::rollout::template::TEMPLATE_HASH_ANNOTATION;
 
     fn built(image: &str) -> StatefulSet {
         let app = app(
