@@ -135,15 +135,11 @@ pub async fn invalid_stored_spec(env: &Env) {
         conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"),
         "{conditions:?}"
     );
-    let warnings = env.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=bad,reason=InvalidSpec,type=Warning",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
-    assert!(warnings.contains("partition"), "a Warning Event says why: {warnings:?}");
+    let warnings = env.event_messages("involvedObject.name=bad,reason=InvalidSpec,type=Warning");
+    assert!(
+        warnings.iter().any(|m| m.contains("partition")),
+        "a Warning Event says why: {warnings:?}"
+    );
     let children = env.kubectl(&[
         "get",
         "svc,sa,cm,sts",

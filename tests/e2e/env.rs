@@ -138,6 +138,20 @@ impl Env {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The messages of the namespace's Events that `selector` (a field
+    /// selector, such as `reason=X,involvedObject.name=Y`) picks.
+    pub fn event_messages(&self, selector: &str) -> Vec<String> {
+        let out = self.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            selector,
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ]);
+        out.lines().map(str::to_owned).collect()
+    }
+
     /// The app's claims, found by its label: name to uid.
     pub async fn claim_uids(&self, app: &str) -> BTreeMap<String, String> {
         self.claims(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))

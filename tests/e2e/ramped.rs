@@ -199,24 +199,13 @@ pub async fn an_aborted_step_rolls_back(env: &Env) {
         .unwrap()
         .text;
     assert_eq!(text, "aborted at 1 of 3");
-    let warning = env.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "reason=RolloutAborted,type=Warning,involvedObject.name=aborted",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
-    assert!(warning.contains("abortAction: Rollback"), "{warning:?}");
-    let rolled_back = env.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "reason=RollingBack",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
-    assert!(rolled_back.contains("aborted-2"), "{rolled_back:?}");
+    let warning = env.event_messages("reason=RolloutAborted,type=Warning,involvedObject.name=aborted");
+    assert!(
+        warning.iter().any(|m| m.contains("abortAction: Rollback")),
+        "{warning:?}"
+    );
+    let rolled_back = env.event_messages("reason=RollingBack");
+    assert!(rolled_back.iter().any(|m| m.contains("aborted-2")), "{rolled_back:?}");
     env.api::<VisitCounterApp>()
         .delete("aborted", &DeleteParams::default())
         .await

@@ -97,16 +97,7 @@ async fn rolled_past(env: &Env, app: &str, old: &str, replicas: usize) -> bool {
 
 /// The messages of the Events with `reason` about the app `app`.
 fn events_with_reason(env: &Env, app: &str, reason: &str) -> Vec<String> {
-    let selector = format!("reason={reason},involvedObject.name={app}");
-    let out = env.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        &selector,
-        "-o",
-        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
-    ]);
-    out.lines().map(str::to_owned).collect()
+    env.event_messages(&format!("reason={reason},involvedObject.name={app}"))
 }
 
 /// `type: Recreate`: a new config deletes every pod at once, and no pod of
