@@ -7,6 +7,8 @@
 #   scripts/cluster.sh env    print the exports that point a shell at it
 #   scripts/cluster.sh down   stop exactly what `up` started
 #   scripts/cluster.sh build  only build the binaries (and helm, for the chart)
+#   scripts/cluster.sh restart kube-apiserver   stop one component and start it
+#                             again as it was (the chaos test's restart fault)
 #
 # With --kubernetes=1.34 (or VISITCOUNTER_KUBERNETES=1.34), on every verb: the
 # same control plane with kube-apiserver, kube-controller-manager and
@@ -153,8 +155,46 @@ free_port() {
 start() {
   local name=$1
   shift
-  "$@" >"$state/logs/$name.log" 2>&1 &
+  mkdir -p "$state/cmd"
+  printf '%s\0' "$@" >"$state/cmd/$name"
+  "$@" >>"$state/logs/$name.log" 2>&1 &
   echo $! >"$state/pids/$name.pid"
+}
+
+# Runs "$@" again whenever it exits, as a kubelet restarts a static pod:
+# kube-controller-manager and kube-scheduler exit by design on some errors
+# (the scheduler when it finds its cache corrupted, which the chaos test's
+# API server restarts can bring about) and count on being started again.
+# SIGTERM stops the component and the loop.
+supervised() {
+  local child
+  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+  while true; do
+    "$@" &
+    child=$!
+    wait "$child" || true
+    echo "cluster: $1 exited; starting it again in 1 s"
+    sleep 1
+  done
+}
+
+# Stops one component as an upgrade would (SIGTERM, then SIGKILL after 5 s)
+# and starts it again with the same command line, for the chaos test; for
+# kube-apiserver it then waits until the server is ready again.
+restart() {
+  local name=${1:-} pid cmd=()
+  [ -f "$state/cmd/$name" ] || die "restart: no command line kept for '$name' (in $state/cmd; started by an older cluster.sh?)"
+  pid=$(cat "$state/pids/$name.pid" 2>/dev/null) || die "restart: $name is not running"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  pkill -KILL -P "$pid" 2>/dev/null || true
+  kill -KILL "$pid" 2>/dev/null || true
+  while IFS= read -r -d '' arg; do cmd+=("$arg"); done <"$state/cmd/$name"
+  start "$name" "${cmd[@]}"
+  if [ "$name" = kube-apiserver ]; then
+    wait_for "kube-apiserver is ready again" 120 kubectl_ get --raw /readyz
+  fi
+  log "restarted $name"
 }
 
 kubectl_() { "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" "$@"; }
@@ -313,14 +353,14 @@ EOF
   cm_port=$(free_port)
   sched_port=$(free_port)
   local cm="$state/controller-manager.kubeconfig"
-  start kube-controller-manager "$kube_bin/kube-controller-manager" \
+  start kube-controller-manager supervised "$kube_bin/kube-controller-manager" \
     --kubeconfig="$cm" --authentication-kubeconfig="$cm" --authorization-kubeconfig="$cm" \
     --bind-address=127.0.0.1 --secure-port="$cm_port" --leader-elect=false \
     --use-service-account-credentials=true \
     --service-account-private-key-file="$state/pki/sa.key" --root-ca-file="$state/pki/ca.crt" \
     --cluster-name=visitcounter-test --profiling=false
   local sched="$state/scheduler.kubeconfig"
-  start kube-scheduler "$kube_bin/kube-scheduler" \
+  start kube-scheduler supervised "$kube_bin/kube-scheduler" \
     --kubeconfig="$sched" --authentication-kubeconfig="$sched" --authorization-kubeconfig="$sched" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false --profiling=false
   if [ -z "$real_pods" ]; then
@@ -358,6 +398,7 @@ down() {
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      pkill -KILL -P "$pid" 2>/dev/null || true
       kill -KILL "$pid" 2>/dev/null || true
       stopped+=("$c")
     fi
@@ -391,5 +432,6 @@ case "${1:-}" in
   down) down ;;
   env) env_ ;;
   build) build ;;
-  *) die "usage: scripts/cluster.sh up | env | down | build [--kubernetes=1.34] [--real-pods]" ;;
+  restart) restart "${2:-}" ;;
+  *) die "usage: scripts/cluster.sh up | env | down | build | restart COMPONENT [--kubernetes=1.34] [--real-pods]" ;;
 esac
