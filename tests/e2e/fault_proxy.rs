@@ -29,6 +29,9 @@ struct Fault {
 struct Inner {
     upstream: Client,
     faults: Mutex<Vec<Fault>>,
+    /// Requests never answered: each entry's method (any when `None`) and
+    /// the parts their path and query contain.
+    held: Mutex<Vec<(Option<Method>, Vec<String>)>>,
     /// `METHOD path?query` of every request, in order.
     seen: Mutex<Vec<String>>,
 }
@@ -42,6 +45,14 @@ impl Inner {
         })?;
         fault.left -= 1;
         Some(fault.status)
+    }
+
+    fn holds(&self, method: &Method, target: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(m, parts)| m.as_ref().is_none_or(|m| m == method) && parts.iter().all(|p| target.contains(p)))
     }
 }
 
@@ -57,6 +68,7 @@ impl FaultProxy {
         let inner = Arc::new(Inner {
             upstream,
             faults: Mutex::default(),
+            held: Mutex::default(),
             seen: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -76,6 +88,28 @@ impl FaultProxy {
             status,
             left: times,
         });
+    }
+
+    /// Never answers the requests from now on whose method is `method` (any
+    /// when `None`) and whose path and query contain each of `parts`: a
+    /// server that hangs.
+    pub fn hold(&self, method: Option<Method>, parts: &[&str]) {
+        let parts = parts.iter().map(|p| (*p).to_owned()).collect();
+        self.inner.held.lock().unwrap().push((method, parts));
+    }
+
+    /// A kubeconfig file, in `dir`, whose server is the proxy.
+    pub fn kubeconfig(&self, dir: &std::path::Path, namespace: &str) -> std::path::PathBuf {
+        let path = dir.join("fault-proxy.kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: proxy, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: anonymous, user: {{}}}}]\n\
+             contexts: [{{name: proxy, context: {{cluster: proxy, user: anonymous, namespace: {namespace}}}}}]\n\
+             current-context: proxy\n",
+            self.url
+        );
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     /// How many injected failures have not been hit yet.
@@ -113,6 +147,9 @@ async fn forward(State(inner): State<Arc<Inner>>, request: Request) -> Response<
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     if let Some(status) = inner.take_fault(request.method(), &target) {
         return injected(status, target.contains("watch=true"));
+    }
+    if inner.holds(request.method(), &target) {
+        std::future::pending::<()>().await;
     }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {

@@ -236,34 +236,90 @@ pub async fn binary_stops_on_sigint(env: &Env) {
     ready_then_stopped_by(env, libc::SIGINT).await;
 }
 
-async fn ready_then_stopped_by(env: &Env, signal: i32) {
-    let port = free_port();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_visitcounter"))
-        .args(["operator", "--namespace", &env.ns, "--lease-namespace", &env.ns])
-        .args(["--lease-name", "visitcounter-binary", "--identity", "binary"])
-        .args(["--lease-duration-seconds", "4", "--lease-grace-seconds", "1"])
-        .args([
-            "--admin-address",
-            &format!("127.0.0.1:{port}"),
-            "--visits-interval-seconds",
-            "0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .expect("the visitcounter binary starts");
-    let http = support::client();
-    let started = Instant::now();
-    while support::get(&http, port, "/readyz").await.map(|r| r.0) != Ok(200) {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(log.path()).unwrap_or_default();
-            panic!("the operator never became ready:\n{log}");
+/// `visitcounter operator` run as a child process, leading the Lease
+/// `visitcounter-binary` of the scenario's namespace, with its log in a file.
+struct Binary {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+    port: u16,
+}
+
+impl Binary {
+    /// Starts the binary against the cluster in `kubeconfig` (the test's
+    /// own when `None`) and waits until it leads.
+    async fn leading(env: &Env, kubeconfig: Option<&std::path::Path>) -> Self {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_visitcounter"));
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut child = command
+            .args(["operator", "--namespace", &env.ns, "--lease-namespace", &env.ns])
+            .args(["--lease-name", "visitcounter-binary", "--identity", "binary"])
+            .args(["--lease-duration-seconds", "4", "--lease-grace-seconds", "1"])
+            .args([
+                "--admin-address",
+                &format!("127.0.0.1:{port}"),
+                "--visits-interval-seconds",
+                "0",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("the visitcounter binary starts");
+        let http = support::client();
+        let started = Instant::now();
+        // A standby is ready too, so wait for the ready answer of a leader.
+        let leading = (200, "ready: reconciling".to_string());
+        while support::get(&http, port, "/readyz").await.ok() != Some(leading.clone()) {
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(log.path()).unwrap_or_default();
+                panic!("the operator never became ready as the leader:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, log, port }
     }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Its exit status, once it exits within `within`.
+    async fn exit_within(&mut self, within: Duration, after: &str) -> std::process::ExitStatus {
+        let waiting = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if waiting.elapsed() > within {
+                let _ = self.child.kill();
+                panic!("still running {within:?} after {after}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn ready_then_stopped_by(env: &Env, signal: i32) {
+    let mut binary = Binary::leading(env, None).await;
+    let port = binary.port;
+    let http = support::client();
     assert_eq!(holder(env, "visitcounter-binary").await.as_deref(), Some("binary"));
     assert_eq!(support::get(&http, port, "/healthz").await.unwrap().0, 200);
     let metrics = support::get(&http, port, "/metrics").await.unwrap().1;
@@ -276,25 +332,46 @@ async fn ready_then_stopped_by(env: &Env, signal: i32) {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
 
-    let stopping = Instant::now();
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if stopping.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            panic!("still running 5 s after signal {signal}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let log = std::fs::read_to_string(log.path()).unwrap_or_default();
-    assert!(status.success(), "exit {status}:\n{log}");
+    binary.signal(signal);
+    let status = binary
+        .exit_within(Duration::from_secs(5), &format!("signal {signal}"))
+        .await;
+    assert!(status.success(), "exit {status}:\n{}", binary.log());
     assert_eq!(
         holder(env, "visitcounter-binary").await,
         None,
         "the Lease was released on the way out"
+    );
+}
+
+/// A second signal while the operator stops exits at once, with an error
+/// that says so. Here the first stop cannot end: the binary talks to the API
+/// server through the fault proxy, which from then on never answers a
+/// request on the Lease, so the release it stops with hangs.
+pub async fn a_second_signal_while_stopping_exits_at_once(env: &Env) {
+    let proxy = FaultProxy::start(env.client.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut binary = Binary::leading(env, Some(&proxy.kubeconfig(dir.path(), &env.ns))).await;
+    proxy.hold(None, &["/leases/visitcounter-binary"]);
+    binary.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        binary.child.try_wait().unwrap().is_none(),
+        "the first signal's stop ended while the Lease could not be released:\n{}",
+        binary.log()
+    );
+    assert!(
+        binary.log().contains("stopping; a second signal aborts"),
+        "the log does not say a second signal aborts:\n{}",
+        binary.log()
+    );
+    binary.signal(libc::SIGINT);
+    let status = binary.exit_within(Duration::from_secs(2), "the second signal").await;
+    assert_eq!(status.code(), Some(1), "exit {status}:\n{}", binary.log());
+    assert!(
+        binary.log().contains("error: a second signal: stopped without waiting"),
+        "the exit does not say why:\n{}",
+        binary.log()
     );
 }
 

@@ -80,6 +80,7 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         ItsOwnOperator: leadership::stopped_at_start_it_stops,
         ItsOwnOperator: leadership::binary_is_ready_and_stops_on_sigterm,
         ItsOwnOperator: leadership::binary_stops_on_sigint,
+        ItsOwnOperator: leadership::a_second_signal_while_stopping_exits_at_once,
         ItsOwnOperator: leadership::two_started_at_once_one_leads,
         ItsOwnOperator: rollouts::config_revisions,
         ItsOwnOperator: visits::summed_and_a_silent_pod_is_not_zero,
