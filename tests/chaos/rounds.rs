@@ -1,0 +1,271 @@
+//! What a round changes in an app, and the invariants checked once the app
+//! converged: the children match the spec, and no claim is gone.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{PersistentVolumeClaim, Pod},
+};
+use kube::api::ListParams;
+use serde_json::{Value, json};
+use visitcounter::resource::VisitCounterApp;
+
+use crate::env::{Env, image, pod_ready};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Change {
+    NewApp,
+    ConfigRoll,
+    Canary,
+    Scale,
+    StorageGrowth,
+    PolicyRecreate,
+}
+
+impl Change {
+    const ANY: [Change; 5] = [
+        Change::ConfigRoll,
+        Change::Canary,
+        Change::Scale,
+        Change::StorageGrowth,
+        Change::PolicyRecreate,
+    ];
+
+    /// A change at random for an app that exists, a new app otherwise, and
+    /// the app it asks for.
+    pub fn pick(rng: &mut fastrand::Rng, now: Option<&Wanted>) -> (Self, Wanted) {
+        let Some(now) = now else {
+            return (Change::NewApp, Wanted::first());
+        };
+        let change = Self::ANY[rng.usize(..Self::ANY.len())];
+        let mut next = now.clone();
+        match change {
+            Change::NewApp => {}
+            Change::ConfigRoll => {
+                next.color += 1;
+                next.canary = None;
+            }
+            Change::Canary => {
+                next.color += 1;
+                next.canary = if next.canary.is_some() { None } else { Some(1) };
+            }
+            Change::Scale => next.replicas = rng.i64(1..4),
+            Change::StorageGrowth => next.size_gi += 1,
+            Change::PolicyRecreate => next.parallel = !next.parallel,
+        }
+        (change, next)
+    }
+}
+
+/// What each app should be: its spec, as the rounds change it.
+#[derive(Clone, Debug)]
+pub struct Wanted {
+    pub replicas: i64,
+    pub color: u32,
+    pub size_gi: i64,
+    pub parallel: bool,
+    pub canary: Option<i64>,
+}
+
+impl Wanted {
+    fn first() -> Self {
+        Self {
+            replicas: 2,
+            color: 0,
+            size_gi: 1,
+            parallel: false,
+            canary: None,
+        }
+    }
+
+    pub fn spec(&self) -> Value {
+        let mut spec = json!({"replicas": self.replicas, "image": image(),
+            "config": {"json": {"color": self.color}},
+            "storage": {"size": format!("{}Gi", self.size_gi)},
+            "podManagementPolicy": if self.parallel { "Parallel" } else { "OrderedReady" }});
+        if let Some(canary) = self.canary {
+            spec["updateStrategy"] = json!({"rollingUpdate": {"canaryReplicas": canary}});
+        }
+        spec
+    }
+}
+
+/// Applies the app, again while the API server recovers from a fault of
+/// the round before (an apply it refuses for the spec fails at once).
+pub async fn apply(env: &Env, app: &str, spec: Value) {
+    use kube::api::{Patch, PatchParams};
+    let object = json!({"apiVersion": visitcounter::resource::API_VERSION, "kind": visitcounter::resource::KIND,
+                        "metadata": {"name": app}, "spec": spec});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let applied = env
+            .api::<VisitCounterApp>()
+            .patch(app, &PatchParams::apply("chaos").force(), &Patch::Apply(&object))
+            .await;
+        match applied {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 422 => panic!("the API server refused {object}: {e}"),
+            Err(e) if Instant::now() > deadline => panic!("cannot apply {app}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Waits until the app converges to `wanted`, then checks it did: a
+/// timeout is a broken invariant too.
+pub async fn converged(env: &Env, app: &str, wanted: &Wanted, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match broken(env, app, wanted).await {
+            None => return,
+            Some(why) => last = why,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("invariant broken at {context}: {last}");
+}
+
+/// What does not hold yet, if anything. A read that fails is not a pass:
+/// it is said, and the wait goes on.
+async fn broken(env: &Env, app: &str, wanted: &Wanted) -> Option<String> {
+    check(env, app, wanted).await.err()
+}
+
+async fn check(env: &Env, app: &str, wanted: &Wanted) -> Result<(), String> {
+    let object = env
+        .api::<VisitCounterApp>()
+        .get(app)
+        .await
+        .map_err(|e| format!("cannot read the app: {e}"))?;
+    let status = object.status.clone().unwrap_or_default();
+    if status.observed_generation != object.metadata.generation {
+        return Err(format!("observedGeneration {:?}", status.observed_generation));
+    }
+    let says = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.clone())
+    };
+    if says("Ready").as_deref() != Some("True") || says("Degraded").as_deref() != Some("False") {
+        return Err(format!("conditions {:?}", status.conditions));
+    }
+    let sts = env
+        .api::<StatefulSet>()
+        .get(app)
+        .await
+        .map_err(|e| format!("cannot read the StatefulSet: {e}"))?;
+    let spec = sts.spec.clone().ok_or("a StatefulSet without a spec")?;
+    if spec.replicas != Some(wanted.replicas as i32) {
+        return Err(format!("StatefulSet replicas {:?}", spec.replicas));
+    }
+    let policy = if wanted.parallel { "Parallel" } else { "OrderedReady" };
+    if spec.pod_management_policy.as_deref() != Some(policy) {
+        return Err(format!("policy {:?}", spec.pod_management_policy));
+    }
+    let size = spec
+        .volume_claim_templates
+        .as_ref()
+        .and_then(|t| {
+            t.first()?
+                .spec
+                .as_ref()?
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")
+                .cloned()
+        })
+        .ok_or("no claim template with a storage request")?
+        .0;
+    if size != format!("{}Gi", wanted.size_gi) {
+        return Err(format!("claim template size {size}"));
+    }
+    let config = env
+        .config_map(app)
+        .await
+        .ok_or("cannot read the ConfigMap the StatefulSet names")?;
+    let data = config.data.unwrap_or_default();
+    let color = data
+        .get("config.json")
+        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        .and_then(|j| j["color"].as_u64());
+    if color != Some(u64::from(wanted.color)) {
+        return Err(format!("config {data:?}"));
+    }
+    let update = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.update_revision.clone())
+        .ok_or("a StatefulSet without an update revision")?;
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))
+        .await
+        .map_err(|e| format!("cannot list the pods: {e}"))?
+        .items;
+    if pods.len() != wanted.replicas as usize || !pods.iter().all(pod_ready) {
+        return Err(format!("{} pods, not all Ready", pods.len()));
+    }
+    let on_update = pods
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("controller-revision-hash"))
+                == Some(&update)
+        })
+        .count() as i64;
+    // A canary holds the lowest ordinals at the old revision.
+    let least = match wanted.canary {
+        Some(canary) => canary.min(wanted.replicas),
+        None => wanted.replicas,
+    };
+    if on_update < least {
+        return Err(format!("{on_update} pods on the update revision, {least} wanted"));
+    }
+    Ok(())
+}
+
+pub async fn no_claim_lost(env: &Env, seen: &BTreeMap<String, String>, context: &str) {
+    let now: BTreeMap<String, String> = env
+        .api::<PersistentVolumeClaim>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| (c.metadata.name.unwrap_or_default(), c.metadata.uid.unwrap_or_default()))
+        .collect();
+    for (claim, uid) in seen {
+        assert_eq!(
+            now.get(claim),
+            Some(uid),
+            "invariant broken at {context}: claim {claim} was deleted or replaced"
+        );
+    }
+}
+
+/// Adds every claim of the namespace to `seen`, by name and uid.
+pub async fn remember_claims(env: &Env, seen: &mut BTreeMap<String, String>) {
+    for claim in env
+        .api::<PersistentVolumeClaim>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        seen.insert(
+            claim.metadata.name.unwrap_or_default(),
+            claim.metadata.uid.unwrap_or_default(),
+        );
+    }
+}
