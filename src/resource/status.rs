@@ -53,10 +53,12 @@ pub struct VisitCounterAppStatus {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct VisitsStatus {
-    /// The sum over the pods that answered. A pod that did not is left out,
-    /// never counted as zero: see `complete`.
+    /// The sum over the pods that answered, and the counts the claims of
+    /// pods scaled away keep (`retained`). A pod that did not answer is left
+    /// out, never counted as zero: see `complete`.
     pub total: i64,
-    /// Whether every pod of the app answered, so `total` is the app's count.
+    /// Whether every pod of the app answered, so `total` is the app's count
+    /// (with the retained counts as last asked).
     pub complete: bool,
     /// Each pod: its count, or why it has none.
     #[serde(default)]
@@ -79,6 +81,11 @@ pub struct PodVisits {
     /// Why it has no count: not ready, unreachable, or a bad answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The pod was scaled away and its claim kept (`whenScaled: Retain`):
+    /// `visits` is its count as it last answered, still part of `total`,
+    /// and the pod starts from it again when the app scales back up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retained: bool,
 }
 
 /// A rollout that is not simply in progress or done.

@@ -25,7 +25,15 @@ fn seeded(count: u64) -> Fixture {
     fixture
 }
 
-pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
+/// The operator with a visits poller every 200 ms: its metrics, the sender
+/// that stops it, and its run.
+async fn start_polling(
+    env: &Env,
+) -> (
+    std::sync::Arc<visitcounter::controller::Metrics>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), visitcounter::operator::OperatorError>>,
+) {
     let settings = OperatorSettings {
         controller: ControllerSettings {
             namespace: Some(env.ns.clone()),
@@ -42,8 +50,11 @@ pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
     let running = tokio::spawn(operator.run(async move {
         let _ = stopped.await;
     }));
+    (metrics, stop, running)
+}
 
-    let port = free_port();
+/// Makes the app `count` of 3 pods on `port`; their (loopback) addresses.
+async fn three_pods(env: &Env, port: u16) -> Vec<String> {
     env.apply_app("count", json!({"replicas": 3, "port": port})).await;
     eventually("count is Ready with 3 pods", || env.ready_with_pods("count", 3)).await;
     let pods = env.api::<Pod>();
@@ -54,10 +65,20 @@ pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
         assert!(ip.starts_with("127."), "kwok gives loopback pod IPs: {pod} has {ip}");
         ips.push(ip);
     }
-    let visits = || async {
-        let app = env.api::<VisitCounterApp>().get("count").await.unwrap();
-        serde_json::to_value(app.status.and_then(|s| s.visits)).unwrap()
-    };
+    ips
+}
+
+/// The app `count`'s `status.visits`, as JSON.
+async fn visits_of(env: &Env) -> Value {
+    let app = env.api::<VisitCounterApp>().get("count").await.unwrap();
+    serde_json::to_value(app.status.and_then(|s| s.visits)).unwrap()
+}
+
+pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
+    let (metrics, stop, running) = start_polling(env).await;
+    let port = free_port();
+    let ips = three_pods(env, port).await;
+    let visits = || visits_of(env);
     let (fixture_0, fixture_1, fixture_2) = (seeded(5), seeded(7), seeded(100));
     let _pod_0 = Server::start_at(&fixture_0, &ips[0], port).await;
     let _pod_1 = Server::start_at(&fixture_1, &ips[1], port).await;
@@ -119,6 +140,52 @@ pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
 
     let _ = stop.send(());
     running.await.unwrap().unwrap();
+    env.api::<VisitCounterApp>()
+        .delete("count", &Default::default())
+        .await
+        .unwrap();
+}
+
+/// A scale-down keeps the visits of the pods it removes in the count: their
+/// claims keep them, so the status lists each with its last count, marked
+/// `retained`, in the total.
+pub async fn a_scale_down_keeps_the_counts_of_the_pods_it_removes(env: &Env) {
+    let (_metrics, stop, running) = start_polling(env).await;
+    let port = free_port();
+    let ips = three_pods(env, port).await;
+    let fixtures = [seeded(5), seeded(7), seeded(100)];
+    let mut servers = Vec::new();
+    for (fixture, ip) in fixtures.iter().zip(&ips) {
+        servers.push(Server::start_at(fixture, ip, port).await);
+    }
+    eventually("every pod counted", || async {
+        let status = visits_of(env).await;
+        status["complete"] == true && status["total"] == 112
+    })
+    .await;
+
+    env.apply_app("count", json!({"replicas": 1, "port": port})).await;
+    eventually("count is down to one pod", || env.ready_with_pods("count", 1)).await;
+    // What the poller wrote after both pods were gone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = visits_of(env).await;
+    assert_eq!(
+        status["total"], 112,
+        "the scale-down took visits out of the count: {status}"
+    );
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(
+        status["pods"],
+        json!([
+            {"name": "count-0", "visits": 5},
+            {"name": "count-1", "visits": 7, "retained": true},
+            {"name": "count-2", "visits": 100, "retained": true},
+        ])
+    );
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    drop(servers);
     env.api::<VisitCounterApp>()
         .delete("count", &Default::default())
         .await

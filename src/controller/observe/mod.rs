@@ -6,5 +6,6 @@
 
 pub mod pod_creation;
 pub mod pods;
+pub mod retained;
 pub mod stuck_pods;
 pub mod visits;

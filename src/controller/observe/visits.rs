@@ -26,7 +26,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::pods::is_ready;
+use super::{pods::is_ready, retained::keep_retained};
 use crate::{
     children::INSTANCE_LABEL,
     controller::runtime::{cache::SlimPod, metrics::Metrics},
@@ -85,11 +85,13 @@ pub fn visits_status(answers: Vec<(String, Answer)>, now: Time) -> VisitsStatus 
                     name,
                     visits: Some(visits),
                     error: None,
+                    retained: false,
                 },
                 Err(error) => PodVisits {
                     name,
                     visits: None,
                     error: Some(error),
+                    retained: false,
                 },
             })
             .collect(),
@@ -212,14 +214,14 @@ impl Poller {
         }
         let asked_at = Time(Timestamp::now());
         for ((app, answers), asked_any) in apps.iter().zip(answers_of).zip(asked_any) {
-            let status = visits_status(answers, asked_at.clone());
+            let previous = app.status.as_ref().and_then(|s| s.visits.as_ref());
+            let status = keep_retained(visits_status(answers, asked_at.clone()), previous, app);
             self.metrics.set_visits(
                 &app.namespace().unwrap_or_default(),
                 &app.name_any(),
                 status.total,
                 status.complete,
             );
-            let previous = app.status.as_ref().and_then(|s| s.visits.as_ref());
             if !worth_writing(previous, &status, asked_any) {
                 continue;
             }
