@@ -69,14 +69,19 @@ fn is_write(verb: &str, uri: &str) -> bool {
 }
 
 impl AuditLog {
-    /// The measured operator's audit events, every stage.
-    fn operator_events(&self) -> impl Iterator<Item = Value> {
+    /// Every audit event since `offset`, every stage.
+    pub fn events(&self) -> impl Iterator<Item = Value> {
         let mut file = std::fs::File::open(&self.path).unwrap();
         file.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
         std::io::BufReader::new(file)
             .lines()
             .map_while(Result::ok)
             .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+    }
+
+    /// The measured operator's audit events, every stage.
+    fn operator_events(&self) -> impl Iterator<Item = Value> {
+        self.events()
             .filter(|event| event["userAgent"].as_str().is_some_and(|a| self.peer.is_agent(a)))
     }
 

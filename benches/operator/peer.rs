@@ -38,6 +38,11 @@ impl Peer {
     /// Starts it against the cluster of `kubeconfig`; with the address of
     /// its metrics, when it serves them.
     pub fn start(self, kubeconfig: &Path) -> (Child, Option<String>) {
+        self.start_with(kubeconfig, &[])
+    }
+
+    /// As `start`, with `extra` arguments for visitcounter's operator.
+    pub fn start_with(self, kubeconfig: &Path, extra: &[&str]) -> (Child, Option<String>) {
         let mut metrics = None;
         let mut command = match self {
             Peer::Visitcounter => {
@@ -51,6 +56,7 @@ impl Peer {
                     .args(["operator", "--leader-election=false", "--admin-address"])
                     .arg(format!("127.0.0.1:{port}"))
                     .args(["--resync-seconds", &RESYNC_SECONDS.to_string()])
+                    .args(extra)
                     .env("RUST_LOG", "warn");
                 metrics = Some(format!("127.0.0.1:{port}"));
                 command
