@@ -21,15 +21,21 @@ pub enum Change {
     NewApp,
     ConfigRoll,
     Canary,
+    /// A config roll under `type: Recreate`.
+    Recreate,
+    /// A config roll in `rollingUpdate.steps`, with a pause.
+    Steps,
     Scale,
     StorageGrowth,
     PolicyRecreate,
 }
 
 impl Change {
-    const ANY: [Change; 5] = [
+    const ANY: [Change; 7] = [
         Change::ConfigRoll,
         Change::Canary,
+        Change::Recreate,
+        Change::Steps,
         Change::Scale,
         Change::StorageGrowth,
         Change::PolicyRecreate,
@@ -47,11 +53,22 @@ impl Change {
             Change::NewApp => {}
             Change::ConfigRoll => {
                 next.color += 1;
-                next.canary = None;
+                next.rollout = Rollout::Rolling;
             }
             Change::Canary => {
                 next.color += 1;
-                next.canary = if next.canary.is_some() { None } else { Some(1) };
+                next.rollout = match next.rollout {
+                    Rollout::Canary(_) => Rollout::Rolling,
+                    _ => Rollout::Canary(1),
+                };
+            }
+            Change::Recreate => {
+                next.color += 1;
+                next.rollout = Rollout::Recreate;
+            }
+            Change::Steps => {
+                next.color += 1;
+                next.rollout = Rollout::Steps;
             }
             Change::Scale => next.replicas = rng.i64(1..4),
             Change::StorageGrowth => next.size_gi += 1,
@@ -61,6 +78,17 @@ impl Change {
     }
 }
 
+/// How a new template reaches the pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rollout {
+    Rolling,
+    /// `canaryReplicas`: the lowest ordinals stay at the old revision.
+    Canary(i64),
+    Recreate,
+    /// `steps: [{replicas: 1}, {pauseSeconds: 1}]`, the rest after.
+    Steps,
+}
+
 /// What each app should be: its spec, as the rounds change it.
 #[derive(Clone, Debug)]
 pub struct Wanted {
@@ -68,7 +96,7 @@ pub struct Wanted {
     pub color: u32,
     pub size_gi: i64,
     pub parallel: bool,
-    pub canary: Option<i64>,
+    pub rollout: Rollout,
 }
 
 impl Wanted {
@@ -78,7 +106,7 @@ impl Wanted {
             color: 0,
             size_gi: 1,
             parallel: false,
-            canary: None,
+            rollout: Rollout::Rolling,
         }
     }
 
@@ -87,9 +115,12 @@ impl Wanted {
             "config": {"json": {"color": self.color}},
             "storage": {"size": format!("{}Gi", self.size_gi)},
             "podManagementPolicy": if self.parallel { "Parallel" } else { "OrderedReady" }});
-        if let Some(canary) = self.canary {
-            spec["updateStrategy"] = json!({"rollingUpdate": {"canaryReplicas": canary}});
-        }
+        spec["updateStrategy"] = match self.rollout {
+            Rollout::Rolling => json!({}),
+            Rollout::Canary(canary) => json!({"rollingUpdate": {"canaryReplicas": canary}}),
+            Rollout::Recreate => json!({"type": "Recreate"}),
+            Rollout::Steps => json!({"rollingUpdate": {"steps": [{"replicas": 1}, {"pauseSeconds": 1}]}}),
+        };
         spec
     }
 }
@@ -225,9 +256,9 @@ async fn check(env: &Env, app: &str, wanted: &Wanted) -> Result<(), String> {
         })
         .count() as i64;
     // A canary holds the lowest ordinals at the old revision.
-    let least = match wanted.canary {
-        Some(canary) => canary.min(wanted.replicas),
-        None => wanted.replicas,
+    let least = match wanted.rollout {
+        Rollout::Canary(canary) => canary.min(wanted.replicas),
+        _ => wanted.replicas,
     };
     if on_update < least {
         return Err(format!("{on_update} pods on the update revision, {least} wanted"));
