@@ -41,7 +41,7 @@ pub async fn look_past_the_caches(
             "Service" => get_value::<Service>(ctx, namespace, &child.name).await,
             _ => continue,
         };
-        *live = found.map_err(|source| Error::Apply {
+        *live = found.map_err(|source| Error::Read {
             kind: child.kind,
             name: child.name.clone(),
             source: Box::new(source),
@@ -89,8 +89,9 @@ pub async fn replace_leftover_pods(
         if ours.contains(&pod_name) {
             continue;
         }
-        let found = pods.get_opt(&pod_name).await.map_err(|source| Error::DeletePod {
-            pod: pod_name.clone(),
+        let found = pods.get_opt(&pod_name).await.map_err(|source| Error::Read {
+            kind: "Pod",
+            name: pod_name.clone(),
             source: Box::new(source),
         })?;
         let Some(pod) = found.filter(|p| leftover(p, &name)) else {

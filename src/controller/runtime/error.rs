@@ -40,6 +40,16 @@ pub enum Error {
     )]
     NotAdopted { objects: String, annotation: &'static str },
 
+    /// A read past the caches failed: a child the caches do not hold (they
+    /// see only what carries the app's labels), or a pod in the way.
+    #[error("cannot read {kind} {name}: {source}")]
+    Read {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("cannot apply {kind} {name}: {source}")]
     Apply {
         kind: &'static str,
@@ -100,6 +110,7 @@ impl Error {
             Error::ChildRejected { .. } => "ChildRejected",
             Error::NotOwned { .. } => "ChildNotOwned",
             Error::NotAdopted { .. } => "ChildNotAdopted",
+            Error::Read { .. } => "ReadFailed",
             Error::Apply { .. } => "ApplyFailed",
             Error::Recreate { .. } => "RecreateFailed",
             Error::VolumeExpansionNotAllowed { .. } => "VolumeExpansionNotAllowed",
@@ -135,4 +146,25 @@ impl Error {
 /// conflict of fields, 422) rather than failing to handle it.
 pub fn is_refusal(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if matches!(status.code, 400 | 403 | 409 | 422))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_read_past_the_caches_says_what_it_read_and_is_retried() {
+        let status = kube::core::Status::failure("etcdserver: request timed out", "InternalError").with_code(500);
+        let error = Error::Read {
+            kind: "StatefulSet",
+            name: "app-python".into(),
+            source: Box::new(kube::Error::Api(Box::new(status))),
+        };
+        assert_eq!(error.reason(), "ReadFailed");
+        assert!(
+            error.to_string().starts_with("cannot read StatefulSet app-python: "),
+            "{error}"
+        );
+        assert!(!error.stalls() && !error.needs_spec_change());
+    }
 }
