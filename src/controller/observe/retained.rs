@@ -8,6 +8,7 @@
 
 use kube::ResourceExt;
 
+use super::visits::summed;
 use crate::resource::{PodVisits, RetentionPolicy, VisitCounterApp, VisitsStatus};
 
 /// `status` with the retained counts of `previous` carried over: each pod
@@ -39,9 +40,7 @@ pub fn keep_retained(mut status: VisitsStatus, previous: Option<&VisitsStatus>, 
         }
     }
     status.pods.sort_by_key(|p| ordinal_of(&name, &p.name));
-    status.total = status.pods.iter().filter_map(|p| p.visits).sum();
-    status.complete = status.pods.iter().all(|p| p.visits.is_some());
-    status
+    summed(status.pods, status.observed_at)
 }
 
 /// The ordinal of the app's pod `pod` (`<app>-<n>`).
@@ -66,12 +65,7 @@ mod tests {
     }
 
     fn status(pods: Vec<PodVisits>) -> VisitsStatus {
-        VisitsStatus {
-            total: pods.iter().filter_map(|p| p.visits).sum(),
-            complete: pods.iter().all(|p| p.visits.is_some()),
-            pods,
-            observed_at: None,
-        }
+        summed(pods, None)
     }
 
     #[test]

@@ -73,29 +73,34 @@ pub fn pod_targets<'a>(app: &VisitCounterApp, pods: impl IntoIterator<Item = &'a
 
 /// The status from each pod's answer (pods in name order).
 pub fn visits_status(answers: Vec<(String, Answer)>, now: Time) -> VisitsStatus {
-    let complete = answers.iter().all(|(_, a)| a.is_ok());
-    let total = answers.iter().filter_map(|(_, a)| a.as_ref().ok()).sum();
+    let pods = answers
+        .into_iter()
+        .map(|(name, answer)| match answer {
+            Ok(visits) => PodVisits {
+                name,
+                visits: Some(visits),
+                error: None,
+                retained: false,
+            },
+            Err(error) => PodVisits {
+                name,
+                visits: None,
+                error: Some(error),
+                retained: false,
+            },
+        })
+        .collect();
+    summed(pods, Some(now))
+}
+
+/// The status of `pods`: `total` sums the counts, and it is `complete` when
+/// every pod has one.
+pub fn summed(pods: Vec<PodVisits>, observed_at: Option<Time>) -> VisitsStatus {
     VisitsStatus {
-        total,
-        complete,
-        pods: answers
-            .into_iter()
-            .map(|(name, answer)| match answer {
-                Ok(visits) => PodVisits {
-                    name,
-                    visits: Some(visits),
-                    error: None,
-                    retained: false,
-                },
-                Err(error) => PodVisits {
-                    name,
-                    visits: None,
-                    error: Some(error),
-                    retained: false,
-                },
-            })
-            .collect(),
-        observed_at: Some(now),
+        total: pods.iter().filter_map(|p| p.visits).sum(),
+        complete: pods.iter().all(|p| p.visits.is_some()),
+        pods,
+        observed_at,
     }
 }
 
