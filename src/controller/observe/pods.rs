@@ -1,9 +1,16 @@
-//! What the operator reads of a pod: its readiness and its revision.
+//! What the operator reads of a pod: its readiness, its revision and its
+//! ordinal.
 
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 
 /// The label the StatefulSet controller puts on each pod: its revision.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// The ordinal of the app `app`'s pod `pod` (`<app>-<n>`); `None` for a
+/// name of another form.
+pub fn ordinal_of(app: &str, pod: &str) -> Option<i32> {
+    pod.strip_prefix(app)?.strip_prefix('-')?.parse().ok()
+}
 
 /// Whether the pod's `Ready` condition is `True`.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -18,4 +25,16 @@ pub fn ready_condition(pod: &Pod) -> Option<&PodCondition> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == "Ready")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ordinal_of;
+
+    #[test]
+    fn another_apps_pods_are_not_ordinals() {
+        assert_eq!(ordinal_of("web", "web-3"), Some(3));
+        assert_eq!(ordinal_of("web", "web-api-3"), None);
+        assert_eq!(ordinal_of("web", "webx-3"), None);
+    }
 }

@@ -8,7 +8,7 @@
 
 use kube::ResourceExt;
 
-use super::visits::summed;
+use super::{pods::ordinal_of, visits::summed};
 use crate::resource::{PodVisits, RetentionPolicy, VisitCounterApp, VisitsStatus};
 
 /// `status` with the retained counts of `previous` carried over: each pod
@@ -41,11 +41,6 @@ pub fn keep_retained(mut status: VisitsStatus, previous: Option<&VisitsStatus>, 
     }
     status.pods.sort_by_key(|p| ordinal_of(&name, &p.name));
     summed(status.pods, status.observed_at)
-}
-
-/// The ordinal of the app's pod `pod` (`<app>-<n>`).
-fn ordinal_of(app: &str, pod: &str) -> Option<i32> {
-    pod.strip_prefix(app)?.strip_prefix('-')?.parse().ok()
 }
 
 #[cfg(test)]
@@ -129,12 +124,5 @@ mod tests {
             &web,
         );
         assert_eq!((now.total, now.complete), (10, false));
-    }
-
-    #[test]
-    fn another_apps_pods_are_not_ordinals() {
-        assert_eq!(ordinal_of("web", "web-3"), Some(3));
-        assert_eq!(ordinal_of("web", "web-api-3"), None);
-        assert_eq!(ordinal_of("web", "webx-3"), None);
     }
 }

@@ -17,7 +17,7 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 
-use super::pods::{REVISION_LABEL, is_ready, ready_condition};
+use super::pods::{REVISION_LABEL, is_ready, ordinal_of, ready_condition};
 use crate::resource::{PodManagementPolicy, StuckPod, UpdateStrategyType, VisitCounterApp};
 
 /// A pod that blocks the rollout.
@@ -123,7 +123,7 @@ pub fn check_rollout<'a>(
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
-            let ordinal = p.name_any().strip_prefix(&format!("{name}-"))?.parse::<i32>().ok()?;
+            let ordinal = ordinal_of(&name, &p.name_any())?;
             (ordinal < replicas).then_some((ordinal, p))
         })
         .collect();
