@@ -66,14 +66,14 @@ pub fn decide(
     // above it still run, and would hide that those below it are down.
     let available = pods
         .iter()
-        .filter(|p| ordinal(&p.name).is_some_and(|o| o < replicas))
+        .filter(|p| p.ordinal().is_some_and(|o| o < replicas))
         .filter(|p| available_at(p, wanted.min_ready_seconds, now))
         .count() as i32;
     let unavailable = (replicas - available).max(0);
     let mut old: Vec<(i32, &PodView)> = pods
         .iter()
         .filter(|p| !p.terminating && p.revision.as_deref() != update)
-        .filter_map(|p| Some((ordinal(&p.name)?, p)))
+        .filter_map(|p| Some((p.ordinal()?, p)))
         .filter(|(ordinal, _)| *ordinal >= partition && *ordinal < replicas)
         .collect();
     if old.is_empty() {
@@ -123,11 +123,6 @@ pub fn budget(max: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString, r
         }
     };
     n.max(1)
-}
-
-/// The ordinal in a StatefulSet pod's name.
-fn ordinal(name: &str) -> Option<i32> {
-    name.rsplit_once('-')?.1.parse().ok()
 }
 
 #[cfg(test)]

@@ -46,6 +46,11 @@ pub struct PodView {
 }
 
 impl PodView {
+    /// The ordinal in its name (`<statefulset>-<n>`).
+    pub fn ordinal(&self) -> Option<i32> {
+        self.name.rsplit_once('-')?.1.parse().ok()
+    }
+
     pub fn of(pod: &Pod) -> Self {
         Self {
             name: pod.name_any(),

@@ -179,9 +179,9 @@ fn updated_and_ready(live: &Live<'_>, partition: i32, replicas: i32) -> bool {
         return false;
     };
     (partition..replicas).all(|ordinal| {
-        live.pods.iter().any(|p| {
-            ordinal_of(&p.name) == Some(ordinal) && p.revision.as_deref() == Some(update) && p.ready && !p.terminating
-        })
+        live.pods
+            .iter()
+            .any(|p| p.ordinal() == Some(ordinal) && p.revision.as_deref() == Some(update) && p.ready && !p.terminating)
     })
 }
 
@@ -197,10 +197,6 @@ fn to_roll_back(live: &Value, pods: &[PodView]) -> Vec<PodView> {
         .filter(|p| p.revision.as_deref() == update && !p.terminating)
         .cloned()
         .collect()
-}
-
-fn ordinal_of(pod: &str) -> Option<i32> {
-    pod.rsplit('-').next()?.parse().ok()
 }
 
 fn seconds_between(since: &Time, now: &Time) -> i64 {
