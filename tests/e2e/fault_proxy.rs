@@ -16,12 +16,27 @@ use axum::{
 };
 use kube::{Client, Config};
 
-/// Requests to fail: the next `left` whose method is `method` (any when
-/// `None`) and whose path and query contain each of `parts`, answered with
-/// `status`.
-struct Fault {
+/// Which requests: those whose method is `method` (any when `None`) and
+/// whose path and query contain each of `parts`.
+struct Requests {
     method: Option<Method>,
     parts: Vec<String>,
+}
+
+impl Requests {
+    fn new(method: Option<Method>, parts: &[&str]) -> Self {
+        let parts = parts.iter().map(|p| (*p).to_owned()).collect();
+        Self { method, parts }
+    }
+
+    fn include(&self, method: &Method, target: &str) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method) && self.parts.iter().all(|p| target.contains(p))
+    }
+}
+
+/// Requests to fail: the next `left` of `requests`, answered with `status`.
+struct Fault {
+    requests: Requests,
     status: u16,
     left: usize,
 }
@@ -29,9 +44,8 @@ struct Fault {
 struct Inner {
     upstream: Client,
     faults: Mutex<Vec<Fault>>,
-    /// Requests never answered: each entry's method (any when `None`) and
-    /// the parts their path and query contain.
-    held: Mutex<Vec<(Option<Method>, Vec<String>)>>,
+    /// Requests never answered.
+    held: Mutex<Vec<Requests>>,
     /// `METHOD path?query` of every request, in order.
     seen: Mutex<Vec<String>>,
 }
@@ -40,19 +54,15 @@ impl Inner {
     fn take_fault(&self, method: &Method, target: &str) -> Option<u16> {
         self.seen.lock().unwrap().push(format!("{method} {target}"));
         let mut faults = self.faults.lock().unwrap();
-        let fault = faults.iter_mut().find(|f| {
-            f.left > 0 && f.method.as_ref().is_none_or(|m| m == method) && f.parts.iter().all(|p| target.contains(p))
-        })?;
+        let fault = faults
+            .iter_mut()
+            .find(|f| f.left > 0 && f.requests.include(method, target))?;
         fault.left -= 1;
         Some(fault.status)
     }
 
     fn holds(&self, method: &Method, target: &str) -> bool {
-        self.held
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(m, parts)| m.as_ref().is_none_or(|m| m == method) && parts.iter().all(|p| target.contains(p)))
+        self.held.lock().unwrap().iter().any(|r| r.include(method, target))
     }
 }
 
@@ -83,8 +93,7 @@ impl FaultProxy {
     /// Fails the next `times` requests that match with `status`.
     pub fn fail(&self, method: Option<Method>, parts: &[&str], status: u16, times: usize) {
         self.inner.faults.lock().unwrap().push(Fault {
-            method,
-            parts: parts.iter().map(|p| (*p).to_owned()).collect(),
+            requests: Requests::new(method, parts),
             status,
             left: times,
         });
@@ -94,8 +103,7 @@ impl FaultProxy {
     /// when `None`) and whose path and query contain each of `parts`: a
     /// server that hangs.
     pub fn hold(&self, method: Option<Method>, parts: &[&str]) {
-        let parts = parts.iter().map(|p| (*p).to_owned()).collect();
-        self.inner.held.lock().unwrap().push((method, parts));
+        self.inner.held.lock().unwrap().push(Requests::new(method, parts));
     }
 
     /// A kubeconfig file, in `dir`, whose server is the proxy.
