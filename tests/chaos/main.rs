@@ -235,8 +235,7 @@ impl Chaos {
         );
         let converging = Instant::now();
         rounds::converged(&self.env, app, &next, &context).await;
-        rounds::remember_claims(&self.env, &mut self.claims_seen).await;
-        rounds::no_claim_lost(&self.env, &self.claims_seen, &context).await;
+        rounds::no_claim_lost(&self.env, &mut self.claims_seen, &context).await;
         let visits = match load {
             Some((load, counts)) => format!("; {}", no_visit_lost(&self.env, app, load, counts, &context).await),
             None => String::new(),

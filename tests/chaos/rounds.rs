@@ -6,10 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{PersistentVolumeClaim, Pod},
-};
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
 use kube::api::ListParams;
 use serde_json::{Value, json};
 use visitcounter::resource::VisitCounterApp;
@@ -266,37 +263,16 @@ async fn check(env: &Env, app: &str, wanted: &Wanted) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn no_claim_lost(env: &Env, seen: &BTreeMap<String, String>, context: &str) {
-    let now: BTreeMap<String, String> = env
-        .api::<PersistentVolumeClaim>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|c| (c.metadata.name.unwrap_or_default(), c.metadata.uid.unwrap_or_default()))
-        .collect();
-    for (claim, uid) in seen {
+/// Checks that every claim in `seen` is still there with its uid, then adds
+/// the namespace's claims now to `seen`, by name and uid.
+pub async fn no_claim_lost(env: &Env, seen: &mut BTreeMap<String, String>, context: &str) {
+    let now = env.claims(&ListParams::default()).await;
+    for (claim, uid) in seen.iter() {
         assert_eq!(
             now.get(claim),
             Some(uid),
             "invariant broken at {context}: claim {claim} was deleted or replaced"
         );
     }
-}
-
-/// Adds every claim of the namespace to `seen`, by name and uid.
-pub async fn remember_claims(env: &Env, seen: &mut BTreeMap<String, String>) {
-    for claim in env
-        .api::<PersistentVolumeClaim>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-    {
-        seen.insert(
-            claim.metadata.name.unwrap_or_default(),
-            claim.metadata.uid.unwrap_or_default(),
-        );
-    }
+    seen.extend(now);
 }
