@@ -4,7 +4,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use support::{Fixture, Server, client, get, serve_command, visit_number};
+use support::{Fixture, Server, client, get, post_json, serve_command, visit_number};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_visits_are_each_counted_once() {
@@ -91,6 +91,37 @@ async fn a_restart_keeps_the_count() {
     assert_eq!(get(&client, server.port, "/visits").await.unwrap().1, r#"{"visits":7}"#);
     let (_, page) = get(&client, server.port, "/").await.unwrap();
     assert_eq!(visit_number(&page), 8);
+    assert!(server.stop().success());
+}
+
+/// A blue/green rollout's carry: the first carry under a key takes the
+/// other pod's count when it is larger, later ones add only what that pod
+/// counted since, and the record survives a restart, so a carry repeated
+/// after it adds nothing twice.
+#[tokio::test]
+async fn carried_counts_join_the_count_once() {
+    let fixture = Fixture::new();
+    let server = Server::start(&fixture).await;
+    let client = client();
+    for _ in 0..2 {
+        get(&client, server.port, "/").await.unwrap();
+    }
+    let carry = |port, seen: u64| post_json(port, "/carry", &format!(r#"{{"key":"web-0@1-abc","visits":{seen}}}"#));
+    assert_eq!(carry(server.port, 40), (200, r#"{"visits":40}"#.into()));
+    let (_, page) = get(&client, server.port, "/").await.unwrap();
+    assert_eq!(visit_number(&page), 41);
+    assert_eq!(carry(server.port, 45), (200, r#"{"visits":46}"#.into()));
+    assert!(server.stop().success());
+    let server = Server::start(&fixture).await;
+    assert_eq!(
+        carry(server.port, 45),
+        (200, r#"{"visits":46}"#.into()),
+        "nothing twice"
+    );
+    assert_eq!(carry(server.port, 47), (200, r#"{"visits":48}"#.into()));
+    let (status, _) = post_json(server.port, "/carry", r#"{"visits":"many"}"#);
+    assert_eq!(status, 422, "a body that is not a carry is refused");
+    assert_eq!(fixture.count_on_disk(), 48);
     assert!(server.stop().success());
 }
 

@@ -13,7 +13,10 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{metrics::Metrics, store::Store};
+use super::{
+    metrics::Metrics,
+    store::{Carried, Store},
+};
 
 /// How visits reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -35,10 +38,21 @@ pub struct CommitFailed(String);
 
 type Reply = oneshot::Sender<Result<u64, CommitFailed>>;
 
+/// What the committer is asked to count.
+enum Ask {
+    Visit(Reply),
+    /// Another pod's count carried in (`Carried::carry`).
+    Carry {
+        key: String,
+        seen: u64,
+        reply: Reply,
+    },
+}
+
 /// The handle request handlers use. Cloning is cheap.
 #[derive(Clone)]
 pub struct Committer {
-    queue: mpsc::UnboundedSender<Reply>,
+    queue: mpsc::UnboundedSender<Ask>,
     durable: Arc<AtomicU64>,
 }
 
@@ -55,15 +69,26 @@ impl Committer {
         let (queue, receiver) = mpsc::unbounded_channel();
         let durable = Arc::new(AtomicU64::new(count));
         metrics.count.set(count as i64);
-        let task = tokio::spawn(run(store, receiver, Arc::clone(&durable), mode, metrics));
+        let carried = store.carried();
+        let task = tokio::spawn(run(store, carried, receiver, Arc::clone(&durable), mode, metrics));
         (Self { queue, durable }, task)
     }
 
     /// Counts one visit; answers with the visit's number once it is on disk.
     pub async fn visit(&self) -> Result<u64, CommitFailed> {
+        self.ask(Ask::Visit).await
+    }
+
+    /// Carries in another pod's count, `seen`, under `key` (see
+    /// `Carried::carry`); answers with the count once it is on disk.
+    pub async fn carry(&self, key: String, seen: u64) -> Result<u64, CommitFailed> {
+        self.ask(|reply| Ask::Carry { key, seen, reply }).await
+    }
+
+    async fn ask(&self, ask: impl FnOnce(Reply) -> Ask) -> Result<u64, CommitFailed> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(reply)
+            .send(ask(reply))
             .map_err(|_| CommitFailed("the server is stopping".into()))?;
         answer
             .await
@@ -78,7 +103,8 @@ impl Committer {
 
 async fn run(
     store: Store,
-    mut receiver: mpsc::UnboundedReceiver<Reply>,
+    mut carried: Option<Carried>,
+    mut receiver: mpsc::UnboundedReceiver<Ask>,
     durable: Arc<AtomicU64>,
     mode: CommitMode,
     metrics: Arc<Metrics>,
@@ -87,30 +113,47 @@ async fn run(
         CommitMode::Group => MAX_BATCH,
         CommitMode::PerVisit => 1,
     };
-    let mut batch: Vec<Reply> = Vec::with_capacity(64);
+    let mut batch: Vec<Ask> = Vec::with_capacity(64);
     let mut count = durable.load(Ordering::Acquire);
     while receiver.recv_many(&mut batch, limit).await > 0 {
-        let next = count + batch.len() as u64;
+        // Each ask in turn: a visit's number, or the count after a carry.
+        let (mut next, mut next_carried, mut visits) = (count, carried.clone(), 0u64);
+        let mut replies = Vec::with_capacity(batch.len());
+        for ask in batch.drain(..) {
+            match ask {
+                Ask::Visit(reply) => {
+                    next += 1;
+                    visits += 1;
+                    replies.push((next, reply));
+                }
+                Ask::Carry { key, seen, reply } => {
+                    let (after, record) = Carried::carry(next_carried.as_ref(), next, &key, seen);
+                    (next, next_carried) = (after, Some(record));
+                    replies.push((next, reply));
+                }
+            }
+        }
         let started = Instant::now();
         let writer = store.clone();
-        let written = tokio::task::spawn_blocking(move || writer.write(next))
+        let record = next_carried.clone();
+        let written = tokio::task::spawn_blocking(move || writer.write(next, record.as_ref()))
             .await
             .map_err(|e| CommitFailed(e.to_string()))
             .and_then(|r| r.map_err(|e| CommitFailed(e.to_string())));
-        metrics.observe_commit(started.elapsed(), batch.len());
+        metrics.observe_commit(started.elapsed(), replies.len());
         match written {
             Ok(()) => {
                 durable.store(next, Ordering::Release);
                 metrics.count.set(next as i64);
-                metrics.visits.inc_by(batch.len() as u64);
-                for (number, reply) in (count + 1..).zip(batch.drain(..)) {
+                metrics.visits.inc_by(visits);
+                for (number, reply) in replies {
                     let _ = reply.send(Ok(number));
                 }
-                count = next;
+                (count, carried) = (next, next_carried);
             }
             Err(failed) => {
                 tracing::error!(path = %store.path().display(), error = %failed, "visit count not written");
-                for reply in batch.drain(..) {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(CommitFailed(failed.0.clone())));
                 }
             }

@@ -10,7 +10,7 @@ use axum::{
     extract::State,
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde_json::{Value, json};
 
@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(visit))
         .route("/visits", get(visits))
+        .route("/carry", post(carry))
         .route("/config", get(config))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -48,6 +49,22 @@ async fn visit(State(state): State<AppState>) -> Response {
 
 async fn visits(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "visits": state.committer.durable() }))
+}
+
+/// `POST /carry {"key": K, "visits": N}`: a blue/green rollout's operator
+/// carries the count of the other StatefulSet's pod of this ordinal in
+/// (`store::Carried::carry`). Answers with this pod's count.
+async fn carry(State(state): State<AppState>, Json(body): Json<CarryBody>) -> Response {
+    match state.committer.carry(body.key, body.visits).await {
+        Ok(count) => Json(json!({ "visits": count })).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CarryBody {
+    key: String,
+    visits: u64,
 }
 
 async fn config(State(state): State<AppState>) -> Json<Value> {

@@ -1,4 +1,6 @@
-//! The visit count on disk: `<data dir>/visits.json`, holding `{"visits": N}`.
+//! The visit count on disk: `<data dir>/visits.json`, holding `{"visits": N}`,
+//! and, once a blue/green rollout carried another pod's count in, what was
+//! carried last: `{"visits": N, "carried": {"key": K, "seen": S}}`.
 //! It also reads the seed Go app's `{"visits": "N"}`, so that app's volumes can
 //! be adopted; the next write puts the count back in the number form.
 //!
@@ -59,6 +61,38 @@ fn count_of(value: &Value) -> Option<u64> {
         // `u64::from_str` alone would take a leading '+'.
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
         _ => None,
+    }
+}
+
+/// The last count carried in from another pod (`POST /carry`): under which
+/// key, and the count that pod had then.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub key: String,
+    pub seen: u64,
+}
+
+impl Carried {
+    /// The count after carrying in `seen`, another pod's count, under `key`,
+    /// from `count` with `self` carried last: on first contact under a key
+    /// the larger of the two counts (the other pod's holds every visit this
+    /// one's did before), then each visit the other pod answered since.
+    pub fn carry(last: Option<&Self>, count: u64, key: &str, seen: u64) -> (u64, Self) {
+        let next = match last {
+            Some(last) if last.key == key => count + seen.saturating_sub(last.seen),
+            _ => count.max(seen),
+        };
+        let seen = match last {
+            Some(last) if last.key == key => seen.max(last.seen),
+            _ => seen,
+        };
+        (
+            next,
+            Self {
+                key: key.to_owned(),
+                seen,
+            },
+        )
     }
 }
 
@@ -127,11 +161,23 @@ impl Store {
         })
     }
 
-    /// Makes `count` the durable count. Blocking: call it off the async runtime.
-    pub fn write(&self, count: u64) -> io::Result<()> {
+    /// What was carried in last, as `visits.json` says; `None` when nothing
+    /// was or the file cannot be read (`open` has read it already).
+    pub fn carried(&self) -> Option<Carried> {
+        let value: Value = serde_json::from_slice(&fs::read(self.path()).ok()?).ok()?;
+        serde_json::from_value(value.get("carried")?.clone()).ok()
+    }
+
+    /// Makes `count` the durable count, with what was carried in last.
+    /// Blocking: call it off the async runtime.
+    pub fn write(&self, count: u64, carried: Option<&Carried>) -> io::Result<()> {
         let temp = self.dir.join(TEMP_FILE);
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp)?;
-        file.write_all(serde_json::json!({ "visits": count }).to_string().as_bytes())?;
+        let content = match carried {
+            Some(carried) => serde_json::json!({ "visits": count, "carried": carried }),
+            None => serde_json::json!({ "visits": count }),
+        };
+        file.write_all(content.to_string().as_bytes())?;
         file.sync_all()?;
         drop(file);
         fs::rename(&temp, self.path())?;
@@ -157,10 +203,55 @@ mod tests {
         let dir = dir_with(None);
         let (store, count) = Store::open(dir.path()).unwrap();
         assert_eq!(count, 0);
-        store.write(42).unwrap();
+        store.write(42, None).unwrap();
         assert_eq!(fs::read_to_string(store.path()).unwrap(), r#"{"visits":42}"#);
         assert_eq!(Store::open(dir.path()).unwrap().1, 42);
         assert!(!dir.path().join(TEMP_FILE).exists());
+    }
+
+    #[test]
+    fn a_carried_record_is_written_and_read_back_with_the_count() {
+        let dir = dir_with(None);
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let carried = Carried {
+            key: "web-0@1-abc".into(),
+            seen: 40,
+        };
+        store.write(45, Some(&carried)).unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().1, 45);
+        assert_eq!(store.carried(), Some(carried));
+    }
+
+    #[test]
+    fn a_first_carry_takes_the_larger_count() {
+        assert_eq!(Carried::carry(None, 3, "k", 40).0, 40);
+        assert_eq!(Carried::carry(None, 50, "k", 40).0, 50);
+        let older = Carried {
+            key: "old".into(),
+            seen: 70,
+        };
+        assert_eq!(
+            Carried::carry(Some(&older), 3, "k", 40),
+            (
+                40,
+                Carried {
+                    key: "k".into(),
+                    seen: 40
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_carry_under_the_same_key_adds_only_the_visits_since() {
+        let (count, last) = Carried::carry(None, 0, "k", 40);
+        // Two visits here, five there.
+        let (count, last) = Carried::carry(Some(&last), count + 2, "k", 45);
+        assert_eq!(count, 47);
+        // The same answer again, or an older one, adds nothing.
+        assert_eq!(Carried::carry(Some(&last), count, "k", 45).0, 47);
+        let (count, last) = Carried::carry(Some(&last), count, "k", 44);
+        assert_eq!((count, last.seen), (47, 45));
     }
 
     #[test]
@@ -263,7 +354,7 @@ mod tests {
         let (store, count) = Store::open(dir.path()).unwrap();
         assert_eq!(count, 513);
         assert_eq!(fs::read_to_string(store.path()).unwrap(), go);
-        store.write(514).unwrap();
+        store.write(514, None).unwrap();
         assert_eq!(fs::read_to_string(store.path()).unwrap(), r#"{"visits":514}"#);
     }
 
