@@ -81,6 +81,9 @@ pub fn to_yaml_stream(all: &[Children]) -> Result<String, RenderError> {
         documents.push(serde_saphyr::to_string(&children.config_map)?);
         documents.push(serde_saphyr::to_string(&children.headless_service)?);
         documents.push(serde_saphyr::to_string(&children.service)?);
+        if let Some(preview) = &children.preview {
+            documents.push(serde_saphyr::to_string(&preview.service)?);
+        }
         documents.push(serde_saphyr::to_string(&children.stateful_set)?);
     }
     Ok(documents.join("---\n"))

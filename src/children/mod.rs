@@ -18,10 +18,10 @@ use k8s_openapi::{
 };
 use kube::Resource;
 
-use crate::resource::VisitCounterApp;
+use crate::resource::{UpdateStrategyType, VisitCounterApp};
 
 pub use configmap::{CONFIG_JSON_KEY, desired_config_map, is_config_map_of};
-pub use service::{desired_headless_service, desired_service};
+pub use service::{desired_headless_service, desired_preview_service, desired_service, preview_service_name};
 pub use serviceaccount::{desired_service_account, service_account_name};
 pub use statefulset::{CONFIG_MOUNT_PATH, desired_statefulset};
 
@@ -68,7 +68,18 @@ pub struct Children {
     pub config_map: ConfigMap,
     pub headless_service: Service,
     pub service: Service,
+    /// Under `BlueGreen`, the StatefulSet of the new template beside the
+    /// serving one, and the Service that reaches it (`rollout::blue_green`).
+    pub preview: Option<Preview>,
     pub stateful_set: StatefulSet,
+}
+
+/// A blue/green app's preview: its Service, and the StatefulSet of the new
+/// template while a rollout is under way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preview {
+    pub service: Service,
+    pub stateful_set: Option<StatefulSet>,
 }
 
 /// Builds all the children of `app`.
@@ -79,6 +90,13 @@ pub fn desired_children(app: &VisitCounterApp, settings: &BuildSettings) -> Resu
         stateful_set: desired_statefulset(app, settings, &config_map)?,
         headless_service: desired_headless_service(app)?,
         service: desired_service(app)?,
+        preview: match app.spec.update_strategy.type_ {
+            UpdateStrategyType::BlueGreen => Some(Preview {
+                service: desired_preview_service(app)?,
+                stateful_set: None,
+            }),
+            _ => None,
+        },
         config_map,
     })
 }

@@ -48,6 +48,28 @@ pub fn desired_service(app: &VisitCounterApp) -> Result<Service, BuildError> {
     })
 }
 
+/// The preview Service of a blue/green app, `<app>-preview`: a ClusterIP
+/// Service on the app's port, whose selector the blue/green rollout pins to
+/// the pods of the new template (`rollout::blue_green`).
+pub fn desired_preview_service(app: &VisitCounterApp) -> Result<Service, BuildError> {
+    let name = app_name(app)?;
+    Ok(Service {
+        metadata: child_meta(app, preview_service_name(name))?,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(name)),
+            ports: Some(vec![http_port(app.spec.port, None)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// Name of a blue/green app's preview Service.
+pub fn preview_service_name(app: &str) -> String {
+    format!("{app}-preview")
+}
+
 fn http_port(port: i32, node_port: Option<i32>) -> ServicePort {
     ServicePort {
         name: Some("http".into()),

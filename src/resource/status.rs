@@ -118,6 +118,44 @@ pub struct RolloutStatus {
     /// Under `rollingUpdate.steps`, the step of the last rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepStatus>,
+    /// Under `updateStrategy.type: BlueGreen`, which StatefulSet serves and
+    /// which runs the new template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenStatus>,
+}
+
+/// Where a blue/green app stands.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenStatus {
+    /// The StatefulSet whose pods the user-facing Service selects.
+    pub serving: String,
+    /// The StatefulSet of the new template, while a rollout is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
+    /// The Service that reaches the new template's pods (the serving ones
+    /// when no rollout is under way).
+    pub preview_service: String,
+    /// When the user-facing Service last switched StatefulSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<Time>,
+    /// While two StatefulSets run: whose pods take in whose visits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry: Option<Carry>,
+}
+
+/// Visits carried between the two StatefulSets of a blue/green app,
+/// ordinal by ordinal: each pod of `to` takes the count of the pod of
+/// `from` of its ordinal, then every visit it answers after.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Carry {
+    /// The StatefulSet whose pods' counts are carried.
+    pub from: String,
+    /// The StatefulSet whose pods take them in.
+    pub to: String,
+    /// Changes with each switch and each template, so a carry starts over.
+    pub key: String,
 }
 
 /// Where a rollout in steps is.

@@ -23,6 +23,7 @@
 
 mod adopt;
 mod apps;
+mod blue_green;
 mod env;
 mod fault_proxy;
 mod faults;
@@ -68,6 +69,8 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         TheOperator: strategies::max_unavailable,
         TheOperator: ramped::the_pace_of_each_step_is_held,
         TheOperator: ramped::an_aborted_step_rolls_back,
+        TheOperator: blue_green::switches_in_one_write_and_rolls_back,
+        TheOperator: blue_green::waits_for_promotion,
         TheOperator: storage::storage_growth,
         TheOperator: storage::deletion_keeps_claims,
         TheOperator: storage::class_without_expansion,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use futures::{StreamExt, stream};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::{
     client::legacy::{Client as HttpClient, connect::HttpConnector},
@@ -93,11 +93,22 @@ pub fn visits_status(answers: Vec<(String, Answer)>, now: Time) -> VisitsStatus 
     summed(pods, Some(now))
 }
 
-/// The status of `pods`: `total` sums the counts, and it is `complete` when
-/// every pod has one.
+/// The status of `pods`: `total` sums the counts, one per ordinal, and it is
+/// `complete` when every pod has one. While a blue/green app runs two
+/// StatefulSets, the pods of one ordinal (`web-0`, `web-green-0`) count
+/// once, by the larger count: the newer pod takes in the other's visits
+/// (`POST /carry`), so its count holds both once carried.
 pub fn summed(pods: Vec<PodVisits>, observed_at: Option<Time>) -> VisitsStatus {
+    let mut by_ordinal: HashMap<&str, i64> = HashMap::new();
+    for pod in &pods {
+        if let Some(visits) = pod.visits {
+            let ordinal = pod.name.rsplit_once('-').map_or(pod.name.as_str(), |(_, n)| n);
+            let most = by_ordinal.entry(ordinal).or_default();
+            *most = (*most).max(visits);
+        }
+    }
     VisitsStatus {
-        total: pods.iter().filter_map(|p| p.visits).sum(),
+        total: by_ordinal.values().sum(),
         complete: pods.iter().all(|p| p.visits.is_some()),
         pods,
         observed_at,
@@ -120,6 +131,45 @@ pub fn worth_writing(previous: Option<&VisitsStatus>, new: &VisitsStatus, asked_
     }
 }
 
+/// One count to carry into a pod of a blue/green app (`POST /carry`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarryAsk {
+    /// The pod that takes the count in, and its address.
+    pub pod: String,
+    pub address: String,
+    pub key: String,
+    pub visits: i64,
+}
+
+/// The counts to carry, as the app's `status.rollout.blueGreen.carry`
+/// says: each answer of a pod of `from` goes to the ready pod of `to` of
+/// its ordinal, under a key that names the pod it came from.
+pub fn carries(
+    app: &VisitCounterApp,
+    answers: &[(String, Answer)],
+    addresses: &HashMap<String, String>,
+) -> Vec<CarryAsk> {
+    let carry = app
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref()?.blue_green.as_ref()?.carry.as_ref());
+    let Some(carry) = carry else { return Vec::new() };
+    answers
+        .iter()
+        .filter_map(|(name, answer)| {
+            let ordinal = name.strip_prefix(&carry.from)?.strip_prefix('-')?;
+            ordinal.parse::<u32>().ok()?;
+            let pod = format!("{}-{ordinal}", carry.to);
+            Some(CarryAsk {
+                address: addresses.get(&pod)?.clone(),
+                pod,
+                key: format!("{name}@{}", carry.key),
+                visits: *answer.as_ref().ok()?,
+            })
+        })
+        .collect()
+}
+
 /// Parses the body of `GET /visits`: `{"visits": N}` with N a whole number.
 pub fn parse_answer(body: &[u8]) -> Answer {
     let value: serde_json::Value =
@@ -133,7 +183,7 @@ pub fn parse_answer(body: &[u8]) -> Answer {
 /// Asks every app's pods once, and writes the statuses that changed.
 pub struct Poller {
     client: Client,
-    http: HttpClient<HttpConnector, Empty<Bytes>>,
+    http: HttpClient<HttpConnector, Full<Bytes>>,
     apps: Store<VisitCounterApp>,
     pods: Store<SlimPod>,
     metrics: Arc<Metrics>,
@@ -200,6 +250,12 @@ impl Poller {
                     .map(move |target| (i, app.spec.port, target))
             })
             .collect();
+        let mut addresses_of: Vec<HashMap<String, String>> = vec![HashMap::new(); apps.len()];
+        for (i, _, target) in &asks {
+            if let Some(address) = &target.address {
+                addresses_of[*i].insert(target.name.clone(), address.clone());
+            }
+        }
         let answers: Vec<(usize, String, Answer, bool)> = stream::iter(asks)
             .map(|(i, port, target)| async move {
                 let answer = match &target.address {
@@ -216,6 +272,16 @@ impl Poller {
         for (i, name, answer, asked) in answers {
             answers_of[i].push((name, answer));
             asked_any[i] |= asked;
+        }
+        for ((app, answers), addresses) in apps.iter().zip(answers_of.iter_mut()).zip(&addresses_of) {
+            for ask in carries(app, answers, addresses) {
+                let answer = self.carry_one(&ask, app.spec.port).await;
+                match (answer, answers.iter_mut().find(|(name, _)| *name == ask.pod)) {
+                    (Ok(count), Some((_, answered))) => *answered = Ok(count),
+                    (Ok(_), None) => {}
+                    (Err(error), _) => tracing::warn!(pod = %ask.pod, %error, "cannot carry visits in"),
+                }
+            }
         }
         let asked_at = Time(Timestamp::now());
         for ((app, answers), asked_any) in apps.iter().zip(answers_of).zip(asked_any) {
@@ -237,18 +303,32 @@ impl Poller {
     }
 
     async fn ask_one(&self, ip: &str, port: i32) -> Answer {
+        self.request(ip, port, "/visits", None).await
+    }
+
+    /// `POST /carry` to the pod that takes the count in; its new count.
+    async fn carry_one(&self, ask: &CarryAsk, port: i32) -> Answer {
+        let body = json!({"key": ask.key, "visits": ask.visits}).to_string();
+        self.request(&ask.address, port, "/carry", Some(body)).await
+    }
+
+    /// A GET of `path` (or a POST of `body`) to a pod, answered with a count.
+    async fn request(&self, ip: &str, port: i32, path: &str, body: Option<String>) -> Answer {
         let host = if ip.contains(':') {
             format!("[{ip}]")
         } else {
             ip.to_owned()
         };
-        let uri: hyper::Uri = format!("http://{host}:{port}/visits")
-            .parse()
+        let request = hyper::Request::builder()
+            .uri(format!("http://{host}:{port}{path}"))
+            .method(if body.is_some() { "POST" } else { "GET" })
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| format!("bad address {ip}: {e}"))?;
         let asked = async {
             let response = self
                 .http
-                .get(uri)
+                .request(request)
                 .await
                 .map_err(|e| format!("unreachable at {ip}:{port}: {e}"))?;
             let status = response.status();
@@ -259,7 +339,7 @@ impl Poller {
                 .map_err(|e| format!("broke off its answer: {e}"))?
                 .to_bytes();
             if !status.is_success() {
-                return Err(format!("answered /visits with {status}"));
+                return Err(format!("answered {path} with {status}"));
             }
             parse_answer(&body)
         };
@@ -356,6 +436,57 @@ mod tests {
         let all = visits_status(vec![("web-0".into(), Ok(5)), ("web-2".into(), Ok(7))], now);
         assert!(all.complete);
         assert_eq!(all.total, 12);
+    }
+
+    #[test]
+    fn the_two_pods_of_an_ordinal_under_blue_green_count_once_by_the_larger() {
+        let now = Time(Timestamp::from_second(10).unwrap());
+        let status = visits_status(
+            vec![
+                ("web-0".into(), Ok(7)),
+                ("web-1".into(), Ok(4)),
+                ("web-green-0".into(), Ok(9)),
+                ("web-green-1".into(), Err("not ready".into())),
+            ],
+            now,
+        );
+        assert_eq!(
+            status.total, 13,
+            "web-0's 7 are within web-green-0's 9; web-1's 4 alone"
+        );
+        assert!(!status.complete);
+    }
+
+    #[test]
+    fn each_answer_of_the_carry_s_source_goes_to_the_ready_pod_of_its_ordinal() {
+        let mut web = app("web", serde_json::json!({}));
+        let carry: crate::resource::RolloutStatus = serde_json::from_value(serde_json::json!({
+            "blueGreen": {"serving": "web", "previewService": "web-preview",
+                          "carry": {"from": "web", "to": "web-green", "key": "0-abc"}}
+        }))
+        .unwrap();
+        let answers = vec![
+            ("web-0".to_owned(), Ok(7)),
+            ("web-1".to_owned(), Err("not ready".to_owned())),
+            ("web-2".to_owned(), Ok(3)),
+            ("web-green-0".to_owned(), Ok(1)),
+        ];
+        let addresses = HashMap::from([("web-green-0".to_owned(), "10.0.0.5".to_owned())]);
+        assert!(carries(&web, &answers, &addresses).is_empty(), "no carry in the status");
+        web.status = Some(crate::resource::VisitCounterAppStatus {
+            rollout: Some(carry),
+            ..Default::default()
+        });
+        assert_eq!(
+            carries(&web, &answers, &addresses),
+            [CarryAsk {
+                pod: "web-green-0".into(),
+                address: "10.0.0.5".into(),
+                key: "web-0@0-abc".into(),
+                visits: 7,
+            }],
+            "web-1 did not answer, web-green-2 is not ready"
+        );
     }
 
     #[test]

@@ -26,8 +26,8 @@ pub fn validate(app: &VisitCounterApp, admission: &Admission) -> Result<(), Erro
 
 /// The children as they are applied, in **the write order**, which this
 /// function alone sets: the user-facing Service, the headless Service, the
-/// ServiceAccount (when the operator owns one), the ConfigMap, and the
-/// StatefulSet last.
+/// ServiceAccount (when the operator owns one), the ConfigMap, a blue/green
+/// app's preview Service and StatefulSet, and the serving StatefulSet last.
 ///
 /// The order keeps a refused write harmless without a dry run of each: a
 /// node port another Service holds (the refusal a valid spec meets) is
@@ -50,6 +50,13 @@ pub fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
         desired.push(child("ServiceAccount", account)?);
     }
     desired.push(child("ConfigMap", children.config_map)?);
+    if let Some(preview) = children.preview {
+        desired.push(child("Service", preview.service)?);
+        if let Some(stateful_set) = preview.stateful_set {
+            desired.push(child("StatefulSet", stateful_set)?);
+        }
+    }
+    // Last, the serving StatefulSet: the one the status reports.
     desired.push(child("StatefulSet", children.stateful_set)?);
     Ok(desired)
 }

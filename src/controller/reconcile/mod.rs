@@ -137,6 +137,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         .await?
         .observed;
     strategy::delete_pods(app, ctx, &namespace, &strategy).await?;
+    strategy::delete_statefulset(app, ctx, &namespace, &strategy).await?;
 
     let sts_live = observed.last().cloned().flatten();
     let stateful_set: Option<StatefulSet> = sts_live.clone().and_then(|v| serde_json::from_value(v).ok());
@@ -167,6 +168,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         max_unavailable_by: strategy.max_unavailable_by,
         step: strategy.step,
         aborted: strategy.aborted,
+        blue_green: strategy.blue_green,
     };
     let status = desired_status(app, &observed, now.clone());
     let deadline_in = progress::look_again_in(&status, app.spec.progress_deadline_seconds, &now);

@@ -44,7 +44,7 @@ pub async fn look_at_pods(
     let check = sts
         .map(|sts| {
             let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let pods = ctx.caches.pods_of(namespace, &app.name_any(), replicas);
+            let pods = ctx.caches.pods_of(namespace, &sts.name_any(), replicas);
             check_rollout(app, sts, pods.iter().map(|p| &p.0), now, ctx.settings.stuck_after)
         })
         .unwrap_or_default();
@@ -87,7 +87,7 @@ async fn pods_not_created_now(
     };
     let next_look_in = ctx.pod_creation.next_look_in(&key);
     let look_again_in = Some(next_look(missing_for, next_look_in));
-    let all_ready = existing_pods_ready(ctx, namespace, app, sts);
+    let all_ready = existing_pods_ready(ctx, namespace, sts);
     if !worth_a_look(app, sts, all_ready, missing_for) {
         // Held back by a pod, the app waits for that pod's change instead.
         return (None, look_again_in.filter(|_| !held_back_by_a_pod(sts, all_ready)));
@@ -107,9 +107,9 @@ async fn pods_not_created_now(
 
 /// Whether every pod the StatefulSet has (by its status) is in the cache and
 /// ready.
-fn existing_pods_ready(ctx: &Context, namespace: &str, app: &VisitCounterApp, sts: &StatefulSet) -> bool {
+fn existing_pods_ready(ctx: &Context, namespace: &str, sts: &StatefulSet) -> bool {
     let existing = sts.status.as_ref().map_or(0, |s| s.replicas);
-    let pods = ctx.caches.pods_of(namespace, &app.name_any(), existing);
+    let pods = ctx.caches.pods_of(namespace, &sts.name_any(), existing);
     pods.len() == existing as usize && pods.iter().all(|p| is_ready(&p.0))
 }
 

@@ -91,10 +91,13 @@ pub fn status_from_caches(
 ) -> VisitCounterAppStatus {
     let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
     let previous = app.status.as_ref();
+    // Blue/green's serving StatefulSet, as the last status said.
+    let blue_green = previous.and_then(|s| s.rollout.as_ref()?.blue_green.clone());
+    let serving = blue_green.as_ref().map_or(name.as_str(), |b| b.serving.as_str());
     let stateful_set = ctx
         .caches
         .stateful_sets
-        .get(&ObjectRef::new(&name).within(&namespace))
+        .get(&ObjectRef::new(serving).within(&namespace))
         .and_then(|s| s.typed());
     let service = ctx
         .caches
@@ -117,6 +120,7 @@ pub fn status_from_caches(
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == PROGRESSING))
             .filter(|c| c.reason == ROLLOUT_ABORTED)
             .map(|c| c.message.clone()),
+        blue_green,
     };
     desired_status(app, &observed, Time(Timestamp::now()))
 }

@@ -5,12 +5,17 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::events::EventType};
 
-use super::{Context, apply::apply_child, plan::DesiredChild, write::refused_or_failed};
+use super::{
+    Context,
+    apply::{apply_child, delete_child},
+    plan::DesiredChild,
+    write::refused_or_failed,
+};
 use crate::{
     children::Children,
     controller::{
         Error,
-        rollout::{Cluster, Decision, PodView, decide, uses_max_unavailable, uses_steps},
+        rollout::{Cluster, Decision, PodView, blue_green, decide, uses_max_unavailable, uses_steps},
     },
     resource::{UpdateStrategyType, VisitCounterApp},
 };
@@ -34,14 +39,20 @@ pub async fn decide_from_caches(
     } else {
         Cluster::default()
     };
+    let slots = blue_green_slots(app, ctx, namespace, children, now);
+    if app.spec.update_strategy.type_ == UpdateStrategyType::BlueGreen {
+        return Ok(slots);
+    }
     let operator_driven = app.spec.update_strategy.type_ == UpdateStrategyType::Recreate
         || uses_steps(app)
         || (uses_max_unavailable(app) && !cluster.keeps_max_unavailable);
     if !operator_driven {
-        return Ok(decide(app, &mut children.stateful_set, None, &[], now, cluster));
+        let decision = decide(app, &mut children.stateful_set, None, &[], now, cluster);
+        return Ok(decision.with_slots(slots));
     }
     let name = app.name_any();
-    let live = ctx.caches.get("StatefulSet", namespace, &name);
+    let sts_name = children.stateful_set.metadata.name.clone().unwrap_or_default();
+    let live = ctx.caches.get("StatefulSet", namespace, &sts_name);
     let pods: Vec<PodView> = ctx
         .caches
         .pods_of_app(namespace, &name)
@@ -54,14 +65,65 @@ pub async fn decide_from_caches(
             pod
         })
         .collect();
-    Ok(decide(
-        app,
-        &mut children.stateful_set,
-        live.as_ref(),
-        &pods,
-        now,
-        cluster,
-    ))
+    let decision = decide(app, &mut children.stateful_set, live.as_ref(), &pods, now, cluster);
+    Ok(decision.with_slots(slots))
+}
+
+/// Blue/green's decision (`rollout::blue_green`), for a blue/green app or
+/// one whose second StatefulSet is still there; it names the StatefulSet
+/// that serves. Otherwise nothing.
+fn blue_green_slots(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    children: &mut Children,
+    now: &Time,
+) -> Decision {
+    let name = app.name_any();
+    let blue = ctx.caches.get("StatefulSet", namespace, &name);
+    let green = ctx.caches.get("StatefulSet", namespace, &blue_green::green_name(&name));
+    let service = ctx.caches.get("Service", namespace, &name);
+    let live = blue_green::Live {
+        blue: blue.as_ref(),
+        green: green.as_ref(),
+        service: service.as_ref(),
+    };
+    if !blue_green::applies(app, &live) {
+        return Decision::default();
+    }
+    let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
+    blue_green::decide(app, children, live, visits, now)
+}
+
+/// Deletes the StatefulSet the strategy decided to (blue/green's previous
+/// one, past its delay), by its uid, with an Event.
+pub async fn delete_statefulset(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    decision: &Decision,
+) -> Result<(), Error> {
+    let Some((name, uid)) = &decision.delete_statefulset else {
+        return Ok(());
+    };
+    delete_child(&ctx.client, namespace, "StatefulSet", name, uid, &ctx.metrics)
+        .await
+        .map_err(|source| Error::DeleteStatefulSet {
+            name: name.clone(),
+            source: Box::new(source),
+        })?;
+    let delay = app
+        .spec
+        .update_strategy
+        .blue_green
+        .clone()
+        .unwrap_or_default()
+        .scale_down_delay_seconds;
+    let message = format!(
+        "deleted StatefulSet {name}, which served before the last switch: {delay} s have passed (scaleDownDelaySeconds) and the new pods hold its pods' counts; its claims follow the retention policy"
+    );
+    ctx.event(app, EventType::Normal, "PreviousDeleted", message).await;
+    Ok(())
 }
 
 /// Whether the API server keeps `maxUnavailable` on a StatefulSet: asked

@@ -14,7 +14,10 @@
 //! - `rollingUpdate.maxUnavailable` ([`max_unavailable`]) is the
 //!   StatefulSet's where the API server keeps the field, and driven by the
 //!   operator on `OnDelete` where it drops it.
+//! - `BlueGreen` ([`blue_green`]): a second StatefulSet of the new
+//!   template, and the Service switched to it in one write.
 
+pub mod blue_green;
 pub mod max_unavailable;
 pub mod ramped;
 pub mod recreate;
@@ -29,7 +32,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use super::observe::pods::{REVISION_LABEL, is_ready, ready_condition};
-use crate::resource::{StepStatus, UpdateStrategyType, VisitCounterApp};
+use crate::resource::{BlueGreenStatus, StepStatus, UpdateStrategyType, VisitCounterApp};
 
 /// A pod of the app, as a strategy sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -82,6 +85,26 @@ pub struct Decision {
     pub step: Option<StepStatus>,
     /// The rollout was aborted: `Progressing`'s words.
     pub aborted: Option<String>,
+    /// Under blue/green, where the app stands.
+    pub blue_green: Option<BlueGreenStatus>,
+    /// A StatefulSet of the app to delete (name, uid): blue/green's previous
+    /// one, past its delay.
+    pub delete_statefulset: Option<(String, String)>,
+}
+
+impl Decision {
+    /// This decision, with what blue/green decided for the app's slots
+    /// (`blue_green::decide`, which named the StatefulSet this one decided
+    /// for).
+    pub fn with_slots(mut self, slots: Decision) -> Self {
+        self.blue_green = slots.blue_green;
+        self.delete_statefulset = slots.delete_statefulset;
+        self.look_again_in = match (self.look_again_in, slots.look_again_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self
+    }
 }
 
 /// The pods the spec asks for, and how long each must be ready to count as
@@ -133,7 +156,9 @@ pub fn decide(
             pods,
             now,
         ),
-        (UpdateStrategyType::RollingUpdate | UpdateStrategyType::OnDelete, _) => Decision::default(),
+        (UpdateStrategyType::RollingUpdate | UpdateStrategyType::OnDelete | UpdateStrategyType::BlueGreen, _) => {
+            Decision::default()
+        }
     }
 }
 

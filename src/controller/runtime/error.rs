@@ -95,6 +95,13 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    #[error("cannot delete StatefulSet {name}, which served before the blue/green switch: {source}")]
+    DeleteStatefulSet {
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("cannot write the status: {0}")]
     Status(#[source] Box<kube::Error>),
 
@@ -117,6 +124,7 @@ impl Error {
             Error::ExpandVolumes { .. } => "ExpandVolumesFailed",
             Error::ReplaceStuckPod { .. } => "ReplaceStuckPodFailed",
             Error::DeletePod { .. } => "DeletePodFailed",
+            Error::DeleteStatefulSet { .. } => "DeleteStatefulSetFailed",
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize(..) => "InternalError",
         }

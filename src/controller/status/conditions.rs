@@ -24,7 +24,13 @@ pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
 
 /// `Progressing` reasons of a rollout under way, which its progress
 /// deadline applies to.
-pub const PROGRESS_REASONS: &[&str] = &["Scaling", "RollingOut", "WaitingForPods", "Recreating"];
+pub const PROGRESS_REASONS: &[&str] = &[
+    "Scaling",
+    "RollingOut",
+    "WaitingForPods",
+    "Recreating",
+    "PreviewStarting",
+];
 
 /// Every condition of the status, in the order they are written, around
 /// `progressing` (see [`progressing`] and `Cond::past_deadline`).

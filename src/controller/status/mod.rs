@@ -18,7 +18,8 @@ use k8s_openapi::{
 use crate::{
     children::selector_string,
     resource::{
-        Downtime, RolloutStatus, StepStatus, StuckPod, UpdateStrategyType, VisitCounterApp, VisitCounterAppStatus,
+        BlueGreenStatus, Downtime, RolloutStatus, StepStatus, StuckPod, UpdateStrategyType, VisitCounterApp,
+        VisitCounterAppStatus,
     },
 };
 pub use compare::{newly_aborted, newly_ended_downtime, newly_held, newly_past_deadline, only_progress, same_status};
@@ -81,6 +82,8 @@ pub struct Observed<'a> {
     pub step: Option<StepStatus>,
     /// The rollout was aborted (`rollout::Decision`): why, and what now.
     pub aborted: Option<String>,
+    /// Where a blue/green app stands (`rollout::Decision`).
+    pub blue_green: Option<BlueGreenStatus>,
 }
 
 /// The pods of the app, as its StatefulSet's status counts them.
@@ -126,7 +129,7 @@ impl Counts {
         let rolling = app.spec.update_strategy.rolling_update.as_ref();
         let partition = match app.spec.update_strategy.type_ {
             UpdateStrategyType::OnDelete => wanted,
-            UpdateStrategyType::Recreate => 0,
+            UpdateStrategyType::Recreate | UpdateStrategyType::BlueGreen => 0,
             UpdateStrategyType::RollingUpdate => rolling.and_then(|r| r.partition_for(wanted)).unwrap_or(0),
         };
         let mut counts = Self {
@@ -279,7 +282,8 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             || downtime.is_some()
             || last_progress.is_some()
             || max_unavailable_by.is_some()
-            || observed.step.is_some())
+            || observed.step.is_some()
+            || observed.blue_green.is_some())
         .then(|| RolloutStatus {
             held_replicas: counts.held,
             stuck_pod: observed.stuck.clone(),
@@ -287,6 +291,7 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
             downtime,
             max_unavailable_by,
             step: observed.step.clone(),
+            blue_green: observed.blue_green.clone(),
         }),
         // Written apart, by the visits poller (`observe::visits`).
         visits: None,

@@ -28,7 +28,9 @@ pub use probes::{HttpProbe, LIVENESS_PATH, Probes, READINESS_PATH};
 pub use resources::{ComputeResources, Resources};
 pub use service::{ServiceSpec, ServiceType};
 pub use storage::{AccessMode, PvcRetentionPolicy, RetentionPolicy, Storage};
-pub use strategy::{AbortAction, PodManagementPolicy, RollingUpdate, Step, UpdateStrategy, UpdateStrategyType};
+pub use strategy::{
+    AbortAction, BlueGreen, PodManagementPolicy, RollingUpdate, Step, UpdateStrategy, UpdateStrategyType,
+};
 
 /// A visit-counter web app, run as a StatefulSet with one volume per pod.
 ///

@@ -33,7 +33,10 @@ impl PodManagementPolicy {
 #[x_kube(
     validation = Rule::new("self.type == 'RollingUpdate' || !has(self.rollingUpdate)")
         .message("updateStrategy.rollingUpdate can only be set when updateStrategy.type is RollingUpdate")
-        .field_path(".rollingUpdate")
+        .field_path(".rollingUpdate"),
+    validation = Rule::new("self.type == 'BlueGreen' || !has(self.blueGreen)")
+        .message("updateStrategy.blueGreen can only be set when updateStrategy.type is BlueGreen")
+        .field_path(".blueGreen")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateStrategy {
@@ -41,12 +44,57 @@ pub struct UpdateStrategy {
     /// `OnDelete` replaces a pod only when it is deleted; `Recreate` deletes
     /// every pod at once and starts the new ones only once all are gone (the
     /// app has no ready pod meanwhile; the volume claims are kept, so counts
-    /// continue).
+    /// continue); `BlueGreen` starts a second StatefulSet of the new
+    /// template beside the serving one and switches the Service to it in one
+    /// write (see `blueGreen`).
     #[serde(default, rename = "type")]
     pub type_: UpdateStrategyType,
     /// Parameters of a rolling update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_update: Option<RollingUpdate>,
+    /// Parameters of a blue/green rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreen>,
+}
+
+/// A blue/green rollout: the new template runs in a StatefulSet of its own
+/// (the app's name, or the app's name with `-green`, whichever is not
+/// serving), with its own claims, reached by the preview Service
+/// `NAME-preview`. The user-facing Service keeps selecting the serving pods
+/// until the new ones are all Ready and the rollout is promoted; it then
+/// selects the new pods, in one write. Each new pod starts from the count
+/// of the serving pod of its ordinal, and takes in the visits that pod
+/// answers until it goes, so no visit is lost across the switch.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreen {
+    /// Switch as soon as every new pod is Ready. When false, the switch
+    /// waits for the app's annotation `visitcounter.dev/promote: "true"`.
+    #[serde(default = "yes")]
+    pub auto_promote: bool,
+    /// How long the previous StatefulSet stays after the switch, for an
+    /// instant rollback (revert the spec: the Service switches back at
+    /// once). Then it is deleted; its claims follow the retention policy.
+    #[serde(default = "thirty")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_delay_seconds: i32,
+}
+
+impl Default for BlueGreen {
+    fn default() -> Self {
+        Self {
+            auto_promote: true,
+            scale_down_delay_seconds: 30,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn thirty() -> i32 {
+    30
 }
 
 impl UpdateStrategy {
@@ -64,6 +112,7 @@ pub enum UpdateStrategyType {
     RollingUpdate,
     OnDelete,
     Recreate,
+    BlueGreen,
 }
 
 impl UpdateStrategyType {
@@ -72,14 +121,17 @@ impl UpdateStrategyType {
             Self::RollingUpdate => "RollingUpdate",
             Self::OnDelete => "OnDelete",
             Self::Recreate => "Recreate",
+            Self::BlueGreen => "BlueGreen",
         }
     }
 
     /// The StatefulSet's own strategy underneath: the operator drives a
-    /// `Recreate` itself, so the StatefulSet replaces no pod on its own.
+    /// `Recreate` itself, so the StatefulSet replaces no pod on its own. Under
+    /// `BlueGreen` the serving StatefulSet's template never changes, and the
+    /// preview's rolls to a template newer than its own.
     pub fn statefulset_type(self) -> &'static str {
         match self {
-            Self::RollingUpdate => "RollingUpdate",
+            Self::RollingUpdate | Self::BlueGreen => "RollingUpdate",
             Self::OnDelete | Self::Recreate => "OnDelete",
         }
     }

@@ -1,0 +1,608 @@
+//! Blue/green (`updateStrategy.type: BlueGreen`): the new template runs in
+//! a StatefulSet of its own beside the serving one, and the user-facing
+//! Service switches to it in one write. After Argo Rollouts' blue/green,
+//! with StatefulSets in place of ReplicaSets.
+//!
+//! An app has two slots, two StatefulSet names: the app's own and
+//! `<app>-green`. A StatefulSet cannot be renamed, so the serving one's name
+//! alternates between them. Which one serves is live state: the revision
+//! the user-facing Service's selector names (`controller-revision-hash`,
+//! whose value starts with its StatefulSet's name). So the switch is that
+//! one write, and nothing else needs to remember it.
+//!
+//! - The serving StatefulSet's template is never changed: a new template
+//!   goes to the other slot (the preview), reached by `<app>-preview`.
+//! - Once every preview pod is Ready (available) and the rollout is
+//!   promoted (`autoPromote`, or the app's `visitcounter.dev/promote`
+//!   annotation), the Service selects the preview's revision, and the
+//!   Service's `visitcounter.dev/switched-at` says when.
+//! - The previous StatefulSet stays `scaleDownDelaySeconds` after the
+//!   switch. A spec reverted meanwhile switches back at once (its pods are
+//!   Ready); past the delay it is deleted, once the new pods' counts hold
+//!   the old pods' last ones.
+//! - Counts: while two slots run, the newer (the desired template's) takes
+//!   in the older one's visits, ordinal by ordinal (`status.rollout.blueGreen.carry`,
+//!   done by the visits poller through each pod's `POST /carry`).
+//!
+//! Pure: the reconcile writes what this builds and deletes what it names.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{apps::v1::StatefulSet, core::v1::Service},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use serde_json::Value;
+
+use super::{
+    Decision,
+    template::{TEMPLATE_HASH_ANNOTATION, Template, whole_seconds},
+};
+use crate::{
+    children::{Children, preview_service_name},
+    controller::observe::pods::REVISION_LABEL,
+    resource::{BlueGreen, BlueGreenStatus, Carry, UpdateStrategyType, VisitCounterApp, VisitsStatus},
+};
+
+/// The annotation on the user-facing Service: when it last switched.
+pub const SWITCHED_AT_ANNOTATION: &str = "visitcounter.dev/switched-at";
+/// The app's annotation that promotes a rollout waiting for it.
+pub const PROMOTE_ANNOTATION: &str = "visitcounter.dev/promote";
+/// `Progressing`'s reasons while a blue/green rollout is under way.
+pub const PREVIEW_STARTING: &str = "PreviewStarting";
+pub const AWAITING_PROMOTION: &str = "AwaitingPromotion";
+
+/// Name of the second slot's StatefulSet.
+pub fn green_name(app: &str) -> String {
+    format!("{app}-green")
+}
+
+/// The app's StatefulSets as the watch cache holds them, by slot, and its
+/// user-facing Service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Live<'a> {
+    pub blue: Option<&'a Value>,
+    pub green: Option<&'a Value>,
+    pub service: Option<&'a Value>,
+}
+
+/// Which StatefulSet serves, and which is the other slot's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slots {
+    pub serving: String,
+    pub other: String,
+}
+
+/// Whether the app needs the blue/green decision: it is blue/green, or a
+/// second slot of an app that was is still there.
+pub fn applies(app: &VisitCounterApp, live: &Live<'_>) -> bool {
+    app.spec.update_strategy.type_ == UpdateStrategyType::BlueGreen || live.green.is_some()
+}
+
+/// The serving slot: the StatefulSet whose revision the Service selects,
+/// else the one that exists (the app's own name first).
+pub fn slots(app: &str, live: &Live<'_>) -> Slots {
+    let green = green_name(app);
+    let pinned = live
+        .service
+        .and_then(|s| s["spec"]["selector"][REVISION_LABEL].as_str());
+    let serving_green = match pinned {
+        Some(revision) if live.green.is_some() && revision.starts_with(&format!("{green}-")) => true,
+        _ => live.blue.is_none() && live.green.is_some(),
+    };
+    if serving_green {
+        Slots {
+            serving: green,
+            other: app.to_owned(),
+        }
+    } else {
+        Slots {
+            serving: app.to_owned(),
+            other: green,
+        }
+    }
+}
+
+/// Decides the app's blue/green rollout: renames and fills `children`
+/// (the serving StatefulSet, the preview, the Service's selector) and says
+/// what to delete and report. `visits` is the app's `status.visits`.
+pub fn decide(
+    app: &VisitCounterApp,
+    children: &mut Children,
+    live: Live<'_>,
+    visits: Option<&VisitsStatus>,
+    now: &Time,
+) -> Decision {
+    let name = children.stateful_set.metadata.name.clone().unwrap_or_default();
+    let slots = slots(&name, &live);
+    let (serving_live, other_live) = if slots.serving == name {
+        (live.blue, live.green)
+    } else {
+        (live.green, live.blue)
+    };
+    let settings = app.spec.update_strategy.blue_green.clone().unwrap_or_default();
+    let blue_green = app.spec.update_strategy.type_ == UpdateStrategyType::BlueGreen;
+    let template = Template::stamp(&mut children.stateful_set);
+    let switched_at = switched_at(live.service);
+    let mut wanted = children.stateful_set.clone();
+    children.stateful_set.metadata.name = Some(slots.serving.clone());
+    let new_template = blue_green && serving_live.is_some_and(|l| template.is_new_to(l));
+    let mut decision = Decision::default();
+    let mut status = BlueGreenStatus {
+        serving: slots.serving.clone(),
+        preview_service: preview_service_name(&name),
+        switched_at: switched_at.clone(),
+        ..BlueGreenStatus::default()
+    };
+    let serving_revision = serving_live.and_then(update_revision);
+    let mut service_revision = serving_revision.clone();
+    let mut preview_revision = serving_revision.clone();
+    if new_template {
+        freeze_template(&mut children.stateful_set, serving_live);
+        wanted.metadata.name = Some(slots.other.clone());
+        let ready = other_live.is_some_and(|l| !template.is_new_to(l) && all_available(l, app.spec.replicas));
+        preview_revision = Some(
+            other_live
+                .and_then(update_revision)
+                .unwrap_or_else(|| format!("{}-not-created-yet", slots.other)),
+        );
+        // The previous StatefulSet, within the delay: its pods are Ready.
+        let rollback = switched_at
+            .as_ref()
+            .is_some_and(|at| seconds_between(at, now) < i64::from(settings.scale_down_delay_seconds));
+        if ready && (settings.auto_promote || promoted(app) || rollback) {
+            service_revision = preview_revision.clone();
+            status.serving = slots.other.clone();
+            status.switched_at = Some(whole_seconds(now));
+        } else {
+            decision.progress = Some(waiting(app, &settings, &slots, other_live, ready));
+        }
+        status.preview = Some(slots.other.clone());
+        status.carry = Some(carry(
+            &slots.serving,
+            &slots.other,
+            status.switched_at.as_ref(),
+            &template.hash,
+        ));
+        if let Some(preview) = children.preview.as_mut() {
+            preview.stateful_set = Some(wanted);
+        }
+    } else if let Some(other) = other_live {
+        // After a switch (or the end of blue/green): the previous
+        // StatefulSet goes after the delay, once its counts are carried.
+        status.carry = Some(carry(
+            &slots.other,
+            &slots.serving,
+            switched_at.as_ref(),
+            &template.hash,
+        ));
+        let left = switched_at.as_ref().map_or(0, |at| {
+            i64::from(settings.scale_down_delay_seconds) - seconds_between(at, now)
+        });
+        if left > 0 {
+            decision.look_again_in = Some(std::time::Duration::from_secs(left as u64));
+        } else if carried(visits, &slots.other, &slots.serving) {
+            decision.delete_statefulset = Some((slots.other.clone(), uid(other)));
+        } else {
+            decision.look_again_in = Some(std::time::Duration::from_secs(5));
+        }
+    }
+    if let Some(preview) = children.preview.as_mut() {
+        pin(&mut preview.service, preview_revision.as_deref());
+    }
+    if blue_green || other_live.is_some() {
+        pin(&mut children.service, service_revision.as_deref());
+        if let Some(at) = &status.switched_at {
+            annotate(&mut children.service, SWITCHED_AT_ANNOTATION, at);
+        }
+    }
+    decision.blue_green = Some(status);
+    decision
+}
+
+/// Keeps the serving StatefulSet's template as it is live, with the hash it
+/// was written with: under blue/green it changes by a switch, not in place.
+fn freeze_template(desired: &mut StatefulSet, live: Option<&Value>) {
+    let Some(live) = live else { return };
+    let (Ok(template), Some(spec)) = (
+        serde_json::from_value(live["spec"]["template"].clone()),
+        desired.spec.as_mut(),
+    ) else {
+        return;
+    };
+    spec.template = template;
+    let annotations = desired.metadata.annotations.get_or_insert_default();
+    match live["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION].as_str() {
+        Some(hash) => annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), hash.into()),
+        None => annotations.remove(TEMPLATE_HASH_ANNOTATION),
+    };
+}
+
+/// Selects only the pods of `revision`, or all the app's when it is unknown
+/// (one StatefulSet, before its controller named a revision).
+fn pin(service: &mut Service, revision: Option<&str>) {
+    let Some(revision) = revision else { return };
+    if let Some(selector) = service.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+        selector.insert(REVISION_LABEL.into(), revision.into());
+    }
+}
+
+fn annotate(service: &mut Service, key: &str, at: &Time) {
+    let value = serde_json::to_value(at)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    if let Some(value) = value {
+        service
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.into(), value);
+    }
+}
+
+fn switched_at(service: Option<&Value>) -> Option<Time> {
+    let value = service?["metadata"]["annotations"][SWITCHED_AT_ANNOTATION].clone();
+    serde_json::from_value(value).ok()
+}
+
+fn promoted(app: &VisitCounterApp) -> bool {
+    app.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PROMOTE_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+fn update_revision(live: &Value) -> Option<String> {
+    live["status"]["updateRevision"].as_str().map(str::to_owned)
+}
+
+fn uid(live: &Value) -> String {
+    live["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Whether every pod of the StatefulSet runs its template and is available,
+/// as its controller last saw it.
+fn all_available(live: &Value, replicas: i32) -> bool {
+    let status = &live["status"];
+    let count = |field: &str| status[field].as_i64().unwrap_or(0);
+    let seen = status["observedGeneration"].as_i64() >= live["metadata"]["generation"].as_i64();
+    let replicas = i64::from(replicas);
+    seen && count("replicas") == replicas
+        && count("updatedReplicas") == replicas
+        && count("availableReplicas") == replicas
+        && count("readyReplicas") == replicas
+}
+
+/// `Progressing`'s reason and words while the preview is not switched to.
+fn waiting(
+    app: &VisitCounterApp,
+    settings: &BlueGreen,
+    slots: &Slots,
+    other: Option<&Value>,
+    ready: bool,
+) -> (&'static str, String) {
+    let preview = preview_service_name(app.metadata.name.as_deref().unwrap_or_default());
+    if ready && !settings.auto_promote {
+        return (
+            AWAITING_PROMOTION,
+            format!(
+                "the new template runs in StatefulSet {}, every pod Ready, reached by Service {preview}; the Service still selects StatefulSet {}: annotate the app {PROMOTE_ANNOTATION}=true to switch",
+                slots.other, slots.serving
+            ),
+        );
+    }
+    let ready_pods = other
+        .and_then(|l| l["status"]["availableReplicas"].as_i64())
+        .unwrap_or(0);
+    (
+        PREVIEW_STARTING,
+        format!(
+            "{ready_pods} of {} pods of the new template are available in StatefulSet {} (Service {preview}); the Service still selects StatefulSet {}",
+            app.spec.replicas, slots.other, slots.serving
+        ),
+    )
+}
+
+/// The poller's carry of counts from `from`'s pods into `to`'s. Its key
+/// changes with each switch and each template, so a pod takes the other's
+/// count whole on first contact and only new visits afterwards.
+fn carry(from: &str, to: &str, switched_at: Option<&Time>, hash: &str) -> Carry {
+    let epoch = switched_at.map_or(0, |t| t.0.as_second());
+    Carry {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        key: format!("{epoch}-{hash}"),
+    }
+}
+
+/// Whether each pod of `to` counts at least what the pod of `from` of its
+/// ordinal last answered, as `status.visits` says. Pods that never answered
+/// (none that serve counts) hold nothing to carry.
+pub fn carried(visits: Option<&VisitsStatus>, from: &str, to: &str) -> bool {
+    let Some(visits) = visits else { return true };
+    let count = |name: &str| visits.pods.iter().find(|p| p.name == name).and_then(|p| p.visits);
+    visits
+        .pods
+        .iter()
+        .filter_map(|p| Some((p.name.strip_prefix(from)?.strip_prefix('-')?, p.visits?)))
+        .filter(|(ordinal, _)| ordinal.parse::<u32>().is_ok())
+        .all(|(ordinal, old)| count(&format!("{to}-{ordinal}")).is_some_and(|new| new >= old))
+}
+
+/// Whole seconds from `from` to `to`.
+fn seconds_between(from: &Time, to: &Time) -> i64 {
+    to.0.as_second() - from.0.as_second()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        children::{BuildSettings, desired_children, tests::app},
+        resource::PodVisits,
+    };
+
+    const AUTO: &str = "auto";
+    const MANUAL: &str = "manual";
+
+    fn web(image: &str, promote: &str) -> VisitCounterApp {
+        app(
+            "web",
+            json!({
+                "replicas": 2,
+                "image": image,
+                "updateStrategy": {
+                    "type": "BlueGreen",
+                    "blueGreen": {"autoPromote": promote == AUTO, "scaleDownDelaySeconds": 30},
+                },
+            }),
+        )
+    }
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(1_800_000_000 + second).unwrap())
+    }
+
+    /// The StatefulSet `name` as the operator writes it for `app`, live: its
+    /// controller has seen it and `available` of its 2 pods are available.
+    fn live_sts(app: &VisitCounterApp, name: &str, revision: &str, available: i64) -> Value {
+        let mut children = desired_children(app, &BuildSettings::default()).unwrap();
+        Template::stamp(&mut children.stateful_set);
+        let mut live = serde_json::to_value(&children.stateful_set).unwrap();
+        live["metadata"]["name"] = json!(name);
+        live["metadata"]["uid"] = json!(format!("uid-{name}"));
+        live["metadata"]["generation"] = json!(1);
+        live["status"] = json!({
+            "observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": available,
+            "availableReplicas": available, "updateRevision": revision, "currentRevision": revision,
+        });
+        live
+    }
+
+    fn service(revision: &str, switched_at: Option<&Time>) -> Value {
+        let mut service = json!({"metadata": {"name": "web"}, "spec": {"selector": {REVISION_LABEL: revision}}});
+        if let Some(at) = switched_at {
+            service["metadata"]["annotations"] = json!({SWITCHED_AT_ANNOTATION: at});
+        }
+        service
+    }
+
+    fn run(app: &VisitCounterApp, live: Live<'_>, visits: Option<&VisitsStatus>, now: &Time) -> (Children, Decision) {
+        let mut children = desired_children(app, &BuildSettings::default()).unwrap();
+        let decision = decide(app, &mut children, live, visits, now);
+        (children, decision)
+    }
+
+    fn selector(service: &Service) -> Option<String> {
+        service.spec.as_ref()?.selector.as_ref()?.get(REVISION_LABEL).cloned()
+    }
+
+    fn image(sts: &StatefulSet) -> String {
+        sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_app_starts_in_the_first_slot_with_its_preview_service() {
+        let (children, decision) = run(&web("v1", AUTO), Live::default(), None, &at(0));
+        assert_eq!(children.stateful_set.metadata.name.as_deref(), Some("web"));
+        let preview = children.preview.unwrap();
+        assert_eq!(preview.service.metadata.name.as_deref(), Some("web-preview"));
+        assert!(preview.stateful_set.is_none());
+        assert_eq!(selector(&children.service), None, "one StatefulSet, no revision yet");
+        assert_eq!(decision.blue_green.unwrap().serving, "web");
+        assert!(decision.progress.is_none());
+    }
+
+    #[test]
+    fn at_rest_the_services_select_the_serving_revision() {
+        let app = web("v1", AUTO);
+        let blue = live_sts(&app, "web", "web-1", 2);
+        let live = Live {
+            blue: Some(&blue),
+            ..Live::default()
+        };
+        let (children, decision) = run(&app, live, None, &at(0));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
+        assert_eq!(selector(&children.preview.unwrap().service).as_deref(), Some("web-1"));
+        assert!(decision.delete_statefulset.is_none() && decision.progress.is_none());
+    }
+
+    #[test]
+    fn a_new_template_starts_in_the_other_slot_and_the_serving_one_is_kept() {
+        let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
+        let service = service("web-1", None);
+        let live = Live {
+            blue: Some(&blue),
+            service: Some(&service),
+            ..Live::default()
+        };
+        let (children, decision) = run(&web("v2", AUTO), live, None, &at(0));
+        assert_eq!(
+            image(&children.stateful_set),
+            "v1",
+            "the serving template is not changed"
+        );
+        let preview = children.preview.unwrap();
+        let green = preview.stateful_set.unwrap();
+        assert_eq!(
+            (green.metadata.name.as_deref(), image(&green).as_str()),
+            (Some("web-green"), "v2")
+        );
+        assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
+        assert_eq!(
+            selector(&preview.service).as_deref(),
+            Some("web-green-not-created-yet"),
+            "the preview reaches no pod before the new ones exist"
+        );
+        assert_eq!(decision.progress.unwrap().0, PREVIEW_STARTING);
+        let carry = decision.blue_green.unwrap().carry.unwrap();
+        assert_eq!((carry.from.as_str(), carry.to.as_str()), ("web", "web-green"));
+    }
+
+    #[test]
+    fn the_service_switches_once_every_new_pod_is_available() {
+        let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
+        let starting = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 1);
+        let service = service("web-1", None);
+        let mut live = Live {
+            blue: Some(&blue),
+            green: Some(&starting),
+            service: Some(&service),
+        };
+        let (children, _) = run(&web("v2", AUTO), live, None, &at(0));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
+        assert_eq!(
+            selector(&children.preview.unwrap().service).as_deref(),
+            Some("web-green-2")
+        );
+        let ready = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 2);
+        live.green = Some(&ready);
+        let (children, decision) = run(&web("v2", AUTO), live, None, &at(5));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
+        let annotations = children.service.metadata.annotations.unwrap();
+        assert_eq!(
+            serde_json::to_value(&annotations[SWITCHED_AT_ANNOTATION]).unwrap(),
+            serde_json::to_value(at(5)).unwrap()
+        );
+        assert!(decision.progress.is_none());
+        assert_eq!(decision.blue_green.unwrap().serving, "web-green");
+    }
+
+    #[test]
+    fn without_auto_promote_the_switch_waits_for_the_annotation() {
+        let blue = live_sts(&web("v1", MANUAL), "web", "web-1", 2);
+        let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
+        let service = service("web-1", None);
+        let live = Live {
+            blue: Some(&blue),
+            green: Some(&green),
+            service: Some(&service),
+        };
+        let mut app = web("v2", MANUAL);
+        let (children, decision) = run(&app, live, None, &at(0));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
+        let (reason, words) = decision.progress.unwrap();
+        assert_eq!(reason, AWAITING_PROMOTION);
+        assert!(words.contains("visitcounter.dev/promote=true"), "{words}");
+        app.metadata.annotations = Some([(PROMOTE_ANNOTATION.to_owned(), "true".to_owned())].into());
+        let (children, _) = run(&app, live, None, &at(1));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
+    }
+
+    #[test]
+    fn the_previous_statefulset_goes_after_the_delay_once_its_counts_are_carried() {
+        let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
+        let green = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 2);
+        let service = service("web-green-2", Some(&at(0)));
+        let live = Live {
+            blue: Some(&blue),
+            green: Some(&green),
+            service: Some(&service),
+        };
+        let app = web("v2", AUTO);
+        let (children, decision) = run(&app, live, None, &at(10));
+        assert_eq!(children.stateful_set.metadata.name.as_deref(), Some("web-green"));
+        assert_eq!(decision.look_again_in, Some(std::time::Duration::from_secs(20)));
+        assert!(decision.delete_statefulset.is_none());
+        let counts = |old: i64, new: i64| VisitsStatus {
+            pods: vec![pod("web-0", old), pod("web-green-0", new)],
+            ..VisitsStatus::default()
+        };
+        let behind = counts(7, 5);
+        let (_, decision) = run(&app, live, Some(&behind), &at(30));
+        assert!(
+            decision.delete_statefulset.is_none(),
+            "web-0's 7 are not in web-green-0 yet"
+        );
+        let carried = counts(7, 9);
+        let (_, decision) = run(&app, live, Some(&carried), &at(30));
+        assert_eq!(decision.delete_statefulset, Some(("web".into(), "uid-web".into())));
+        let carry = decision.blue_green.unwrap().carry.unwrap();
+        assert_eq!((carry.from.as_str(), carry.to.as_str()), ("web", "web-green"));
+    }
+
+    #[test]
+    fn a_spec_reverted_within_the_delay_switches_back_at_once() {
+        let blue = live_sts(&web("v1", MANUAL), "web", "web-1", 2);
+        let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
+        let service = service("web-green-2", Some(&at(0)));
+        let live = Live {
+            blue: Some(&blue),
+            green: Some(&green),
+            service: Some(&service),
+        };
+        let (children, decision) = run(&web("v1", MANUAL), live, None, &at(10));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
+        assert_eq!(image(&children.stateful_set), "v2", "web-green keeps its template");
+        let status = decision.blue_green.unwrap();
+        assert_eq!(status.serving, "web");
+        let carry = status.carry.unwrap();
+        assert_eq!((carry.from.as_str(), carry.to.as_str()), ("web-green", "web"));
+    }
+
+    fn pod(name: &str, visits: i64) -> PodVisits {
+        PodVisits {
+            name: name.into(),
+            visits: Some(visits),
+            error: None,
+            retained: false,
+        }
+    }
+
+    #[test]
+    fn counts_are_carried_when_each_new_pod_holds_at_least_the_old_ones() {
+        let status = |pods| VisitsStatus {
+            pods,
+            ..VisitsStatus::default()
+        };
+        let both = status(vec![
+            pod("web-0", 4),
+            pod("web-1", 6),
+            pod("web-green-0", 4),
+            pod("web-green-1", 9),
+        ]);
+        assert!(carried(Some(&both), "web", "web-green"));
+        assert!(!carried(Some(&both), "web-green", "web"));
+        let missing = status(vec![pod("web-0", 4), pod("web-green-1", 9)]);
+        assert!(!carried(Some(&missing), "web", "web-green"));
+        assert!(carried(None, "web", "web-green"), "no counts, nothing to carry");
+    }
+
+    #[test]
+    fn the_serving_slot_is_the_one_the_service_selects() {
+        let (blue, green) = (json!({}), json!({}));
+        let pinned = service("web-green-2", None);
+        let slots_of = |service, blue, green| slots("web", &Live { blue, green, service }).serving;
+        assert_eq!(slots_of(Some(&pinned), Some(&blue), Some(&green)), "web-green");
+        assert_eq!(slots_of(Some(&pinned), Some(&blue), None), "web", "web-green is gone");
+        assert_eq!(slots_of(None, Some(&blue), Some(&green)), "web");
+        assert_eq!(slots_of(None, None, Some(&green)), "web-green");
+    }
+}

@@ -1,0 +1,276 @@
+//! `updateStrategy.type: BlueGreen`: a second StatefulSet of the new
+//! template, the user-facing Service switched to it in one write once its
+//! pods are Ready, the previous one kept for the delay and then deleted,
+//! and a revert within the delay switched back at once. Seen by one watch
+//! on the Service and the app's pods, ordered by resourceVersion.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Pod, Service},
+};
+use kube::{
+    api::DeleteParams,
+    runtime::watcher::{self, Event},
+};
+use serde_json::json;
+use visitcounter::resource::VisitCounterApp;
+
+use crate::env::{AuditLog, Env, eventually, image, pod_ready};
+
+const REVISION: &str = "controller-revision-hash";
+
+/// A pod's revision and readiness, `None` once deleted.
+type PodState = Option<(String, bool)>;
+
+/// What one watch saw, each change at its resourceVersion (this cluster's
+/// etcd orders them; a test may read them as numbers).
+#[derive(Default)]
+struct Seen {
+    /// Per pod: (resourceVersion, revision, ready) at each change; `None`
+    /// once deleted.
+    pods: BTreeMap<String, Vec<(u64, PodState)>>,
+    /// The Service's selected revision at each change of it.
+    switches: Vec<(u64, Option<String>)>,
+}
+
+impl Seen {
+    fn pod(&mut self, pod: &Pod, present: bool) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let state = present.then(|| {
+            let revision = pod.metadata.labels.as_ref().and_then(|l| l.get(REVISION)).cloned();
+            (revision.unwrap_or_default(), pod_ready(pod))
+        });
+        self.pods
+            .entry(name)
+            .or_default()
+            .push((rv(&pod.metadata.resource_version), state));
+    }
+
+    fn service(&mut self, service: &Service) {
+        let selected = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| s.get(REVISION))
+            .cloned();
+        if self.switches.last().map(|(_, r)| r) != Some(&selected) {
+            self.switches.push((rv(&service.metadata.resource_version), selected));
+        }
+    }
+
+    /// The pods of `revision` as they were just before `at`, and how many
+    /// of them were Ready.
+    fn pods_of_at(&self, revision: &str, at: u64) -> (usize, usize) {
+        let states = self
+            .pods
+            .values()
+            .filter_map(|changes| changes.iter().rev().find(|(rv, _)| *rv < at)?.1.clone());
+        states
+            .filter(|(r, _)| r == revision)
+            .fold((0, 0), |(all, ready), (_, is_ready)| {
+                (all + 1, ready + usize::from(is_ready))
+            })
+    }
+}
+
+fn rv(version: &Option<String>) -> u64 {
+    version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Watches the Service `app` and the app's pods until the task is aborted.
+fn watch(env: &Env, app: &str) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let pods = watcher::watcher(
+        env.api::<Pod>(),
+        watcher::Config::default().labels(&format!("app.kubernetes.io/instance={app}")),
+    )
+    .map(|e| match e {
+        Ok(Event::Apply(pod) | Event::InitApply(pod)) => Some((Either::Pod(Box::new(pod)), true)),
+        Ok(Event::Delete(pod)) => Some((Either::Pod(Box::new(pod)), false)),
+        _ => None,
+    });
+    let services = watcher::watcher(
+        env.api::<Service>(),
+        watcher::Config::default().fields(&format!("metadata.name={app}")),
+    )
+    .map(|e| match e {
+        Ok(Event::Apply(service) | Event::InitApply(service)) => Some((Either::Service(Box::new(service)), true)),
+        _ => None,
+    });
+    let task = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let stream = futures::stream::select(pods, services);
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                let mut seen = seen.lock().unwrap();
+                match event {
+                    Some((Either::Pod(pod), present)) => seen.pod(&pod, present),
+                    Some((Either::Service(service), _)) => seen.service(&service),
+                    None => {}
+                }
+            }
+        })
+    };
+    (seen, task)
+}
+
+enum Either {
+    Pod(Box<Pod>),
+    Service(Box<Service>),
+}
+
+async fn selected(env: &Env, app: &str) -> Option<String> {
+    let service = env.api::<Service>().get(app).await.ok()?;
+    service.spec?.selector?.get(REVISION).cloned()
+}
+
+async fn serving(env: &Env, app: &str) -> Option<String> {
+    let status = env.api::<VisitCounterApp>().get(app).await.ok()?.status?;
+    Some(status.rollout?.blue_green?.serving)
+}
+
+async fn exists(env: &Env, statefulset: &str) -> bool {
+    env.api::<StatefulSet>().get_opt(statefulset).await.unwrap().is_some()
+}
+
+fn spec(mode: &str, auto_promote: bool, delay: i32) -> serde_json::Value {
+    json!({"replicas": 2, "image": image(), "podManagementPolicy": "Parallel",
+           "updateStrategy": {"type": "BlueGreen",
+                              "blueGreen": {"autoPromote": auto_promote, "scaleDownDelaySeconds": delay}},
+           "config": {"env": [{"name": "MODE", "value": mode}]}})
+}
+
+/// A config change under blue/green: the new pods start in `bg-green`
+/// while the Service keeps selecting the old ones; it switches in one write
+/// once both new pods are Ready; `bg` stays for the delay; a revert within
+/// it switches back at once; the unused StatefulSet then goes, and no claim
+/// is deleted.
+pub async fn switches_in_one_write_and_rolls_back(env: &Env) {
+    env.apply_app("bg", spec("a", true, 20)).await;
+    eventually("bg is Ready with 2 pods", || env.ready_with_pods("bg", 2)).await;
+    eventually("the Service selects bg's revision", || async {
+        selected(env, "bg")
+            .await
+            .is_some_and(|r| r.starts_with("bg-") && !r.starts_with("bg-green-"))
+    })
+    .await;
+    let blue = selected(env, "bg").await.unwrap();
+    let preview = env.api::<Service>().get("bg-preview").await.unwrap();
+    assert_eq!(
+        preview.spec.unwrap().selector.unwrap().get(REVISION),
+        Some(&blue),
+        "at rest the preview Service reaches the serving pods"
+    );
+    let claims = env.claim_uids("bg").await;
+    let (seen, watching) = watch(env, "bg");
+    let audit = AuditLog::from_env();
+
+    env.apply_app("bg", spec("b", true, 20)).await;
+    eventually("the Service switches to bg-green", || async {
+        selected(env, "bg").await.is_some_and(|r| r.starts_with("bg-green-"))
+    })
+    .await;
+    let green = selected(env, "bg").await.unwrap();
+    assert_eq!(serving(env, "bg").await.as_deref(), Some("bg-green"));
+    assert!(exists(env, "bg").await, "bg stays for scaleDownDelaySeconds");
+
+    env.apply_app("bg", spec("a", true, 20)).await;
+    eventually("a revert within the delay switches back to bg", || async {
+        selected(env, "bg").await.as_ref() == Some(&blue)
+    })
+    .await;
+    eventually("bg-green goes once the delay has passed", || async {
+        !exists(env, "bg-green").await && serving(env, "bg").await.as_deref() == Some("bg")
+    })
+    .await;
+    watching.abort();
+    {
+        let seen = seen.lock().unwrap();
+        let switches: Vec<&Option<String>> = seen.switches.iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            switches,
+            [&Some(blue.clone()), &Some(green.clone()), &Some(blue.clone())],
+            "the Service's selected revision, change by change"
+        );
+        for (at, revision) in &seen.switches[1..] {
+            let revision = revision.as_deref().unwrap();
+            let (pods, ready) = seen.pods_of_at(revision, *at);
+            assert_eq!(
+                (pods, ready),
+                (2, 2),
+                "when the Service switched to {revision}, its pods (all, Ready) were"
+            );
+        }
+    }
+    if let Some(audit) = audit {
+        let writes: Vec<String> = audit
+            .operator_writes(&env.ns)
+            .into_iter()
+            .filter(|w| w == "patch services/ bg")
+            .collect();
+        assert_eq!(writes.len(), 2, "one write per switch, and none else: {writes:?}");
+    }
+    let events = env.event_messages("reason=PreviousDeleted,involvedObject.name=bg");
+    assert!(
+        events.iter().any(|m| m.contains("deleted StatefulSet bg-green")),
+        "an Event says the unused StatefulSet went: {events:?}"
+    );
+    let after = env.claim_uids("bg").await;
+    assert!(
+        claims.iter().all(|(name, uid)| after.get(name) == Some(uid)),
+        "bg's claims are kept: {claims:?} -> {after:?}"
+    );
+    assert!(
+        after.keys().any(|name| name.ends_with("bg-green-0")),
+        "bg-green had claims of its own, kept by the retention policy: {after:?}"
+    );
+    env.api::<VisitCounterApp>()
+        .delete("bg", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// Without `autoPromote`, the new pods run and are Ready, reached by the
+/// preview Service, and the app says it awaits promotion; the annotation
+/// switches it.
+pub async fn waits_for_promotion(env: &Env) {
+    env.apply_app("bgm", spec("a", false, 0)).await;
+    eventually("bgm is Ready with 2 pods", || env.ready_with_pods("bgm", 2)).await;
+    env.apply_app("bgm", spec("b", false, 0)).await;
+    eventually("bgm awaits promotion", || async {
+        env.condition("bgm", "Progressing").await == Some(("True".into(), "AwaitingPromotion".into()))
+    })
+    .await;
+    let green = env.api::<StatefulSet>().get("bgm-green").await.unwrap();
+    let revision = green.status.and_then(|s| s.update_revision).unwrap();
+    let preview = env.api::<Service>().get("bgm-preview").await.unwrap();
+    assert_eq!(
+        preview.spec.unwrap().selector.unwrap().get(REVISION),
+        Some(&revision),
+        "the preview Service reaches the new pods"
+    );
+    assert!(
+        selected(env, "bgm").await.is_some_and(|r| r != revision),
+        "the Service still selects the old pods"
+    );
+    env.kubectl(&["annotate", "visitcounterapp", "bgm", "visitcounter.dev/promote=true"]);
+    eventually("the annotation switches the Service", || async {
+        selected(env, "bgm").await.as_ref() == Some(&revision)
+    })
+    .await;
+    eventually("the old StatefulSet goes (no delay) and bgm is Ready", || async {
+        !exists(env, "bgm").await && env.condition("bgm", "Ready").await.is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    env.api::<VisitCounterApp>()
+        .delete("bgm", &DeleteParams::default())
+        .await
+        .unwrap();
+}
