@@ -150,10 +150,23 @@ pub fn decide(
         let rollback = switched_at
             .as_ref()
             .is_some_and(|at| seconds_between(at, now) < i64::from(settings.scale_down_delay_seconds));
-        if ready && (settings.auto_promote || promoted(app) || rollback) {
+        // The new pods hold the serving pods' counts (a first carry took
+        // them whole) before they serve, so no visit is counted twice or
+        // lost across the switch.
+        let counts_in = carried(visits, &slots.serving, &slots.other);
+        if ready && counts_in && (settings.auto_promote || promoted(app) || rollback) {
             service_revision = preview_revision.clone();
             status.serving = slots.other.clone();
             status.switched_at = Some(whole_seconds(now));
+        } else if ready && !counts_in {
+            decision.progress = Some((
+                PREVIEW_STARTING,
+                format!(
+                    "every pod of StatefulSet {} is Ready; it takes in the counts of StatefulSet {}'s pods before the Service switches to it",
+                    slots.other, slots.serving
+                ),
+            ));
+            decision.look_again_in = Some(std::time::Duration::from_secs(5));
         } else {
             decision.progress = Some(waiting(app, &settings, &slots, other_live, ready));
         }
@@ -161,8 +174,9 @@ pub fn decide(
         status.carry = Some(carry(
             &slots.serving,
             &slots.other,
-            status.switched_at.as_ref(),
+            previous_carry(app),
             &template.hash,
+            now,
         ));
         if let Some(preview) = children.preview.as_mut() {
             preview.stateful_set = Some(wanted);
@@ -173,8 +187,9 @@ pub fn decide(
         status.carry = Some(carry(
             &slots.other,
             &slots.serving,
-            switched_at.as_ref(),
+            previous_carry(app),
             &template.hash,
+            now,
         ));
         let left = switched_at.as_ref().map_or(0, |at| {
             i64::from(settings.scale_down_delay_seconds) - seconds_between(at, now)
@@ -304,16 +319,35 @@ fn waiting(
     )
 }
 
-/// The poller's carry of counts from `from`'s pods into `to`'s. Its key
-/// changes with each switch and each template, so a pod takes the other's
-/// count whole on first contact and only new visits afterwards.
-fn carry(from: &str, to: &str, switched_at: Option<&Time>, hash: &str) -> Carry {
-    let epoch = switched_at.map_or(0, |t| t.0.as_second());
+/// The poller's carry of counts from `from`'s pods into `to`'s. A pod takes
+/// the other's count whole on first contact under a key, and only the
+/// visits since afterwards. So the key stays the same while the carry goes
+/// the same way for the same template, across the switch (a visit either
+/// side of it is counted once), and is new when it starts: with a new
+/// template, or the other way after a revert (the other pod's count then
+/// holds this one's, as it took them in).
+fn carry(from: &str, to: &str, previous: Option<&Carry>, hash: &str, now: &Time) -> Carry {
+    let key = match previous {
+        Some(p) if p.from == from && p.to == to && p.key.starts_with(&format!("{hash}-")) => p.key.clone(),
+        _ => format!("{hash}-{}", now.0.as_second()),
+    };
     Carry {
         from: from.to_owned(),
         to: to.to_owned(),
-        key: format!("{epoch}-{hash}"),
+        key,
     }
+}
+
+/// The carry the last status named.
+fn previous_carry(app: &VisitCounterApp) -> Option<&Carry> {
+    app.status
+        .as_ref()?
+        .rollout
+        .as_ref()?
+        .blue_green
+        .as_ref()?
+        .carry
+        .as_ref()
 }
 
 /// Whether each pod of `to` counts at least what the pod of `from` of its
@@ -496,6 +530,27 @@ mod tests {
     }
 
     #[test]
+    fn the_switch_waits_until_the_new_pods_hold_the_serving_pods_counts() {
+        let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
+        let green = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 2);
+        let service = service("web-1", None);
+        let live = Live {
+            blue: Some(&blue),
+            green: Some(&green),
+            service: Some(&service),
+        };
+        let counts = |new: i64| VisitsStatus {
+            pods: vec![pod("web-0", 7), pod("web-green-0", new)],
+            ..VisitsStatus::default()
+        };
+        let (children, decision) = run(&web("v2", AUTO), live, Some(&counts(0)), &at(0));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
+        assert!(decision.progress.unwrap().1.contains("takes in the counts"));
+        let (children, _) = run(&web("v2", AUTO), live, Some(&counts(7)), &at(1));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
+    }
+
+    #[test]
     fn without_auto_promote_the_switch_waits_for_the_annotation() {
         let blue = live_sts(&web("v1", MANUAL), "web", "web-1", 2);
         let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
@@ -565,6 +620,43 @@ mod tests {
         assert_eq!(status.serving, "web");
         let carry = status.carry.unwrap();
         assert_eq!((carry.from.as_str(), carry.to.as_str()), ("web-green", "web"));
+    }
+
+    #[test]
+    fn the_carry_keeps_its_key_across_the_switch_and_starts_anew_the_other_way() {
+        let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
+        let green = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 2);
+        let before = service("web-1", None);
+        let after = service("web-green-2", Some(&at(5)));
+        let live = |service| Live {
+            blue: Some(&blue),
+            green: Some(&green),
+            service: Some(service),
+        };
+        let with_status = |mut app: VisitCounterApp, decision: Decision| {
+            app.status = Some(crate::resource::VisitCounterAppStatus {
+                rollout: Some(crate::resource::RolloutStatus {
+                    blue_green: decision.blue_green,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            app
+        };
+        let (_, preview) = run(&web("v2", AUTO), live(&before), None, &at(0));
+        let first = preview.blue_green.clone().unwrap().carry.unwrap();
+        let app = with_status(web("v2", AUTO), preview);
+        let (_, switched) = run(&app, live(&after), None, &at(9));
+        assert_eq!(
+            switched.blue_green.clone().unwrap().carry.unwrap(),
+            first,
+            "the same key after the switch"
+        );
+        let reverted = with_status(web("v1", AUTO), switched);
+        let (_, back) = run(&reverted, live(&after), None, &at(12));
+        let back = back.blue_green.unwrap().carry.unwrap();
+        assert_eq!((back.from.as_str(), back.to.as_str()), ("web-green", "web"));
+        assert_ne!(back.key, first.key, "the other way, a new key");
     }
 
     fn pod(name: &str, visits: i64) -> PodVisits {
