@@ -110,6 +110,11 @@ pub fn app_name(app: &VisitCounterApp) -> Result<&str, BuildError> {
         .ok_or(BuildError::MissingName)
 }
 
+/// Name of a blue/green app's second StatefulSet (`rollout::blue_green`).
+pub fn green_statefulset_name(app: &str) -> String {
+    format!("{app}-green")
+}
+
 /// Name of the headless Service that gives each pod its DNS name.
 pub fn headless_service_name(app: &str) -> String {
     format!("{app}-headless")

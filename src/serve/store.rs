@@ -79,7 +79,7 @@ impl Carried {
     /// one's did before), then each visit the other pod answered since.
     pub fn carry(last: Option<&Self>, count: u64, key: &str, seen: u64) -> (u64, Self) {
         let next = match last {
-            Some(last) if last.key == key => count + seen.saturating_sub(last.seen),
+            Some(last) if last.key == key => count.saturating_add(seen.saturating_sub(last.seen)),
             _ => count.max(seen),
         };
         let seen = match last {

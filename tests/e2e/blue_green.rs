@@ -260,7 +260,23 @@ pub async fn waits_for_promotion(env: &Env) {
         selected(env, "bgm").await.is_some_and(|r| r != revision),
         "the Service still selects the old pods"
     );
-    env.kubectl(&["annotate", "visitcounterapp", "bgm", "visitcounter.dev/promote=true"]);
+    let condition = env
+        .api::<VisitCounterApp>()
+        .get("bgm")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions;
+    let words = condition
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap()
+        .message
+        .clone();
+    let promote = format!("visitcounter.dev/promote={revision}");
+    assert!(words.contains(&promote), "the status says how to promote: {words}");
+    env.kubectl(&["annotate", "visitcounterapp", "bgm", &promote]);
     eventually("the annotation switches the Service", || async {
         selected(env, "bgm").await.as_ref() == Some(&revision)
     })

@@ -192,9 +192,14 @@ pub async fn recreate(env: &Env) {
 
 /// A rollout whose new pods never become ready turns `Stalled` once
 /// `progressDeadlineSeconds` pass without progress, under the StatefulSet's
-/// own rolling update and under `Recreate`; a revert brings it back.
+/// own rolling update, under `Recreate` and under `BlueGreen`; a revert
+/// brings it back.
 pub async fn progress_deadline(env: &Env) {
-    for (name, strategy) in [("deadline-rolling", "RollingUpdate"), ("deadline-recreate", "Recreate")] {
+    for (name, strategy) in [
+        ("deadline-rolling", "RollingUpdate"),
+        ("deadline-recreate", "Recreate"),
+        ("deadline-bluegreen", "BlueGreen"),
+    ] {
         let spec = |image: &str| {
             json!({"replicas": 2, "image": image, "podManagementPolicy": "Parallel",
                    "progressDeadlineSeconds": 5, "updateStrategy": {"type": strategy}})

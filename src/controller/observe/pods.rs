@@ -12,6 +12,12 @@ pub fn ordinal_of(app: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(app)?.strip_prefix('-')?.parse().ok()
 }
 
+/// The ordinal of a pod of either of the app's StatefulSets: `<app>-<n>`,
+/// or under blue/green `<app>-green-<n>`.
+pub fn slot_ordinal_of(app: &str, pod: &str) -> Option<i32> {
+    ordinal_of(app, pod).or_else(|| ordinal_of(&crate::children::green_statefulset_name(app), pod))
+}
+
 /// Whether the pod's `Ready` condition is `True`.
 pub fn is_ready(pod: &Pod) -> bool {
     ready_condition(pod).is_some_and(|c| c.status == "True")

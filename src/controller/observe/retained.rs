@@ -8,7 +8,7 @@
 
 use kube::ResourceExt;
 
-use super::{pods::ordinal_of, visits::summed};
+use super::{pods::slot_ordinal_of, visits::summed};
 use crate::resource::{PodVisits, RetentionPolicy, VisitCounterApp, VisitsStatus};
 
 /// `status` with the retained counts of `previous` carried over: each pod
@@ -21,7 +21,7 @@ pub fn keep_retained(mut status: VisitsStatus, previous: Option<&VisitsStatus>, 
     }
     let name = app.name_any();
     for before in &previous.pods {
-        let (Some(visits), Some(ordinal)) = (before.visits, ordinal_of(&name, &before.name)) else {
+        let (Some(visits), Some(ordinal)) = (before.visits, slot_ordinal_of(&name, &before.name)) else {
             continue;
         };
         if ordinal < app.spec.replicas {
@@ -39,7 +39,7 @@ pub fn keep_retained(mut status: VisitsStatus, previous: Option<&VisitsStatus>, 
             None => status.pods.push(retained),
         }
     }
-    status.pods.sort_by_key(|p| ordinal_of(&name, &p.name));
+    status.pods.sort_by_key(|p| slot_ordinal_of(&name, &p.name));
     summed(status.pods, status.observed_at)
 }
 

@@ -170,6 +170,24 @@ pub fn carries(
         .collect()
 }
 
+/// Whether a blue/green app needs its counts written once after its last
+/// switch even when they stand: the previous StatefulSet goes only once
+/// counts asked after the switch show its pods' visits carried over
+/// (`rollout::blue_green`).
+pub fn due_after_a_switch(app: &VisitCounterApp, previous: Option<&VisitsStatus>) -> bool {
+    let blue_green = app
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref()?.blue_green.as_ref());
+    let Some(switched) = blue_green
+        .filter(|b| b.carry.is_some())
+        .and_then(|b| b.switched_at.as_ref())
+    else {
+        return false;
+    };
+    previous.is_some_and(|p| p.observed_at.as_ref().is_none_or(|asked| asked.0 <= switched.0))
+}
+
 /// Parses the body of `GET /visits`: `{"visits": N}` with N a whole number.
 pub fn parse_answer(body: &[u8]) -> Answer {
     let value: serde_json::Value =
@@ -293,7 +311,7 @@ impl Poller {
                 status.total,
                 status.complete,
             );
-            if !worth_writing(previous, &status, asked_any) {
+            if !worth_writing(previous, &status, asked_any) && !due_after_a_switch(app, previous) {
                 continue;
             }
             if let Err(error) = self.write(app, &status).await {

@@ -136,8 +136,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     let observed = write::apply_changes(app, ctx, &namespace, &children, &steps, &live)
         .await?
         .observed;
-    strategy::delete_pods(app, ctx, &namespace, &strategy).await?;
-    strategy::delete_statefulset(app, ctx, &namespace, &strategy).await?;
+    strategy::delete(app, ctx, &namespace, &strategy).await?;
 
     let sts_live = observed.last().cloned().flatten();
     let stateful_set: Option<StatefulSet> = sts_live.clone().and_then(|v| serde_json::from_value(v).ok());

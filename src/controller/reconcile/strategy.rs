@@ -12,7 +12,7 @@ use super::{
     write::refused_or_failed,
 };
 use crate::{
-    children::Children,
+    children::{Children, green_statefulset_name},
     controller::{
         Error,
         rollout::{Cluster, Decision, PodView, blue_green, decide, uses_max_unavailable, uses_steps},
@@ -81,7 +81,11 @@ fn blue_green_slots(
 ) -> Decision {
     let name = app.name_any();
     let blue = ctx.caches.get("StatefulSet", namespace, &name);
-    let green = ctx.caches.get("StatefulSet", namespace, &blue_green::green_name(&name));
+    // Only the app's own: another app may be named `<name>-green`.
+    let green = ctx
+        .caches
+        .get("StatefulSet", namespace, &green_statefulset_name(&name))
+        .filter(|green| controlled_by(green, app));
     let service = ctx.caches.get("Service", namespace, &name);
     let live = blue_green::Live {
         blue: blue.as_ref(),
@@ -95,9 +99,18 @@ fn blue_green_slots(
     blue_green::decide(app, children, live, visits, now)
 }
 
+/// Whether the app is the controller of `object`.
+fn controlled_by(object: &serde_json::Value, app: &VisitCounterApp) -> bool {
+    object["metadata"]["ownerReferences"].as_array().is_some_and(|owners| {
+        owners
+            .iter()
+            .any(|o| o["controller"] == true && o["uid"].as_str() == app.metadata.uid.as_deref())
+    })
+}
+
 /// Deletes the StatefulSet the strategy decided to (blue/green's previous
 /// one, past its delay), by its uid, with an Event.
-pub async fn delete_statefulset(
+async fn delete_statefulset(
     app: &VisitCounterApp,
     ctx: &Context,
     namespace: &str,
@@ -155,14 +168,16 @@ async fn keeps_max_unavailable(ctx: &Context, namespace: &str, children: &Childr
     ctx.cluster_keeps_max_unavailable.get_or_try_init(ask).await.copied()
 }
 
+/// Deletes what the strategy decided to: pods, and blue/green's previous
+/// StatefulSet.
+pub async fn delete(app: &VisitCounterApp, ctx: &Context, namespace: &str, decision: &Decision) -> Result<(), Error> {
+    delete_pods(app, ctx, namespace, decision).await?;
+    delete_statefulset(app, ctx, namespace, decision).await
+}
+
 /// Deletes the pods the strategy decided to, each by its uid (a pod already
 /// gone or replaced is left alone), with one Event naming them.
-pub async fn delete_pods(
-    app: &VisitCounterApp,
-    ctx: &Context,
-    namespace: &str,
-    decision: &Decision,
-) -> Result<(), Error> {
+async fn delete_pods(app: &VisitCounterApp, ctx: &Context, namespace: &str, decision: &Decision) -> Result<(), Error> {
     let mut deleted = Vec::new();
     for pod in &decision.delete {
         let done = ctx

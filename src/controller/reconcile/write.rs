@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use kube::{ResourceExt, runtime::events::EventType};
+use kube::runtime::events::EventType;
 use serde_json::Value;
 
 use super::{
@@ -48,10 +48,10 @@ pub async fn apply_changes(
     dry_run_first(ctx, namespace, children, steps).await?;
     // A new claim template: the existing claims grow first (all or none),
     // so the re-created StatefulSet's pods find volumes of the new size.
-    if let Some(Step::Recreate { fields }) = steps.last()
+    if let (Some(Step::Recreate { fields }), Some(sts)) = (steps.last(), children.last())
         && fields.contains(&"volumeClaimTemplates")
     {
-        grow_volumes(app, ctx, namespace).await?;
+        grow_volumes(app, ctx, namespace, &sts.name).await?;
     }
     let mut changes: Vec<(&'static str, String)> = Vec::new();
     let mut failure = None;
@@ -180,12 +180,13 @@ pub fn updated(child: &DesiredChild, live: Option<&Value>) -> String {
     }
 }
 
-/// Grows the app's claims to `storage.size` before its StatefulSet is
-/// re-created with the new claim template.
-async fn grow_volumes(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Result<(), Error> {
+/// Grows the claims of the app's StatefulSet `statefulset` (the serving one,
+/// under blue/green) to `storage.size` before it is re-created with the new
+/// claim template.
+async fn grow_volumes(app: &VisitCounterApp, ctx: &Context, namespace: &str, statefulset: &str) -> Result<(), Error> {
     let size = &app.spec.storage.size.0;
-    let claims = (app.spec.storage.claim_template_name.as_str(), app.name_any());
-    let grown = expand_claims(&ctx.client, namespace, (claims.0, &claims.1), size, &ctx.metrics).await?;
+    let template = app.spec.storage.claim_template_name.as_str();
+    let grown = expand_claims(&ctx.client, namespace, (template, statefulset), size, &ctx.metrics).await?;
     if !grown.is_empty() {
         let message = format!(
             "asked for {size} on {}; the storage driver grows each volume in place",

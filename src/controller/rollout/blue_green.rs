@@ -39,23 +39,21 @@ use super::{
     template::{TEMPLATE_HASH_ANNOTATION, Template, whole_seconds},
 };
 use crate::{
-    children::{Children, preview_service_name},
+    children::{Children, green_statefulset_name, preview_service_name},
     controller::observe::pods::REVISION_LABEL,
     resource::{BlueGreen, BlueGreenStatus, Carry, UpdateStrategyType, VisitCounterApp, VisitsStatus},
 };
 
 /// The annotation on the user-facing Service: when it last switched.
 pub const SWITCHED_AT_ANNOTATION: &str = "visitcounter.dev/switched-at";
+/// The annotation on the user-facing Service: the revision it selected
+/// before it last switched, so a revert to it is told from a new template.
+pub const SWITCHED_FROM_ANNOTATION: &str = "visitcounter.dev/switched-from";
 /// The app's annotation that promotes a rollout waiting for it.
 pub const PROMOTE_ANNOTATION: &str = "visitcounter.dev/promote";
 /// `Progressing`'s reasons while a blue/green rollout is under way.
-pub const PREVIEW_STARTING: &str = "PreviewStarting";
+pub use crate::controller::status::conditions::PREVIEW_STARTING;
 pub const AWAITING_PROMOTION: &str = "AwaitingPromotion";
-
-/// Name of the second slot's StatefulSet.
-pub fn green_name(app: &str) -> String {
-    format!("{app}-green")
-}
 
 /// The app's StatefulSets as the watch cache holds them, by slot, and its
 /// user-facing Service.
@@ -82,7 +80,7 @@ pub fn applies(app: &VisitCounterApp, live: &Live<'_>) -> bool {
 /// The serving slot: the StatefulSet whose revision the Service selects,
 /// else the one that exists (the app's own name first).
 pub fn slots(app: &str, live: &Live<'_>) -> Slots {
-    let green = green_name(app);
+    let green = green_statefulset_name(app);
     let pinned = live
         .service
         .and_then(|s| s["spec"]["selector"][REVISION_LABEL].as_str());
@@ -134,7 +132,12 @@ pub fn decide(
         switched_at: switched_at.clone(),
         ..BlueGreenStatus::default()
     };
-    let serving_revision = serving_live.and_then(update_revision);
+    // A StatefulSet mid-roll (switched to BlueGreen during a rolling
+    // update) is not pinned to its newest pods while it is alone.
+    let settled = serving_live.is_some_and(|l| l["status"]["currentRevision"] == l["status"]["updateRevision"]);
+    let serving_revision = serving_live
+        .and_then(update_revision)
+        .filter(|_| settled || other_live.is_some());
     let mut service_revision = serving_revision.clone();
     let mut preview_revision = serving_revision.clone();
     if new_template {
@@ -146,15 +149,19 @@ pub fn decide(
                 .and_then(update_revision)
                 .unwrap_or_else(|| format!("{}-not-created-yet", slots.other)),
         );
-        // The previous StatefulSet, within the delay: its pods are Ready.
-        let rollback = switched_at
-            .as_ref()
-            .is_some_and(|at| seconds_between(at, now) < i64::from(settings.scale_down_delay_seconds));
+        // A revert: the other StatefulSet still runs the revision the
+        // Service selected before its last switch, and takes it back
+        // without another promotion.
+        let rollback = other_live
+            .and_then(update_revision)
+            .is_some_and(|r| switched_from(live.service) == Some(r.as_str()));
         // The new pods hold the serving pods' counts (a first carry took
         // them whole) before they serve, so no visit is counted twice or
         // lost across the switch.
-        let counts_in = carried(visits, &slots.serving, &slots.other);
-        if ready && counts_in && (settings.auto_promote || promoted(app) || rollback) {
+        let counts_in = carried(visits, &slots.serving, &slots.other, app.spec.replicas);
+        let promoted = promoted(app, preview_revision.as_deref());
+        if ready && counts_in && (settings.auto_promote || promoted || rollback) {
+            decision.switched_from = serving_revision.clone();
             service_revision = preview_revision.clone();
             status.serving = slots.other.clone();
             status.switched_at = Some(whole_seconds(now));
@@ -196,7 +203,9 @@ pub fn decide(
         });
         if left > 0 {
             decision.look_again_in = Some(std::time::Duration::from_secs(left as u64));
-        } else if carried(visits, &slots.other, &slots.serving) {
+        } else if carried(visits, &slots.other, &slots.serving, app.spec.replicas)
+            && counted_since(visits, switched_at.as_ref())
+        {
             decision.delete_statefulset = Some((slots.other.clone(), uid(other)));
         } else {
             decision.look_again_in = Some(std::time::Duration::from_secs(5));
@@ -209,6 +218,18 @@ pub fn decide(
         pin(&mut children.service, service_revision.as_deref());
         if let Some(at) = &status.switched_at {
             annotate(&mut children.service, SWITCHED_AT_ANNOTATION, at);
+        }
+        let from = decision
+            .switched_from
+            .clone()
+            .or_else(|| switched_from(live.service).map(str::to_owned));
+        if let Some(from) = from.filter(|_| status.switched_at.is_some()) {
+            children
+                .service
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(SWITCHED_FROM_ANNOTATION.into(), from);
         }
     }
     decision.blue_green = Some(status);
@@ -260,12 +281,19 @@ fn switched_at(service: Option<&Value>) -> Option<Time> {
     serde_json::from_value(value).ok()
 }
 
-fn promoted(app: &VisitCounterApp) -> bool {
-    app.metadata
+fn switched_from(service: Option<&Value>) -> Option<&str> {
+    service?["metadata"]["annotations"][SWITCHED_FROM_ANNOTATION].as_str()
+}
+
+/// Whether the app's promote annotation names the preview's revision: an
+/// annotation left from an earlier rollout promotes no later one.
+fn promoted(app: &VisitCounterApp, preview: Option<&str>) -> bool {
+    let annotation = app
+        .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(PROMOTE_ANNOTATION))
-        .is_some_and(|v| v == "true")
+        .and_then(|a| a.get(PROMOTE_ANNOTATION));
+    annotation.is_some_and(|v| Some(v.as_str()) == preview)
 }
 
 fn update_revision(live: &Value) -> Option<String> {
@@ -299,10 +327,11 @@ fn waiting(
 ) -> (&'static str, String) {
     let preview = preview_service_name(app.metadata.name.as_deref().unwrap_or_default());
     if ready && !settings.auto_promote {
+        let revision = other.and_then(update_revision).unwrap_or_default();
         return (
             AWAITING_PROMOTION,
             format!(
-                "the new template runs in StatefulSet {}, every pod Ready, reached by Service {preview}; the Service still selects StatefulSet {}: annotate the app {PROMOTE_ANNOTATION}=true to switch",
+                "the new template runs in StatefulSet {}, every pod Ready, reached by Service {preview}; the Service still selects StatefulSet {}: to switch, annotate the app {PROMOTE_ANNOTATION}={revision} --overwrite",
                 slots.other, slots.serving
             ),
         );
@@ -351,17 +380,40 @@ fn previous_carry(app: &VisitCounterApp) -> Option<&Carry> {
 }
 
 /// Whether each pod of `to` counts at least what the pod of `from` of its
-/// ordinal last answered, as `status.visits` says. Pods that never answered
-/// (none that serve counts) hold nothing to carry.
-pub fn carried(visits: Option<&VisitsStatus>, from: &str, to: &str) -> bool {
+/// ordinal last answered, as `status.visits` says, for every ordinal the
+/// spec has (a count kept for a pod scaled away is not carried). Where the
+/// app's pods answer counts, a pod of `from` that has none now is not
+/// carried yet; pods that answer none (an image without `/visits`) hold
+/// nothing to carry.
+pub fn carried(visits: Option<&VisitsStatus>, from: &str, to: &str, replicas: i32) -> bool {
     let Some(visits) = visits else { return true };
+    if visits.pods.iter().all(|p| p.visits.is_none()) {
+        return true;
+    }
     let count = |name: &str| visits.pods.iter().find(|p| p.name == name).and_then(|p| p.visits);
     visits
         .pods
         .iter()
-        .filter_map(|p| Some((p.name.strip_prefix(from)?.strip_prefix('-')?, p.visits?)))
-        .filter(|(ordinal, _)| ordinal.parse::<u32>().is_ok())
-        .all(|(ordinal, old)| count(&format!("{to}-{ordinal}")).is_some_and(|new| new >= old))
+        .filter(|p| !p.retained)
+        .filter_map(|p| Some((p.name.strip_prefix(from)?.strip_prefix('-')?.parse::<i32>().ok()?, p)))
+        .filter(|(ordinal, _)| *ordinal < replicas)
+        .all(|(ordinal, old)| {
+            let new = count(&format!("{to}-{ordinal}"));
+            old.visits.is_some_and(|old| new.is_some_and(|new| new >= old))
+        })
+}
+
+/// Whether the counts were asked after the switch at `switched_at`, so the
+/// old pods' last visits are in them; pods that answer none aside.
+fn counted_since(visits: Option<&VisitsStatus>, switched_at: Option<&Time>) -> bool {
+    let Some(visits) = visits.filter(|v| v.pods.iter().any(|p| p.visits.is_some())) else {
+        return true;
+    };
+    match (&visits.observed_at, switched_at) {
+        (Some(asked), Some(switched)) => asked.0 > switched.0,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    }
 }
 
 /// Whole seconds from `from` to `to`.
@@ -565,8 +617,15 @@ mod tests {
         assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
         let (reason, words) = decision.progress.unwrap();
         assert_eq!(reason, AWAITING_PROMOTION);
-        assert!(words.contains("visitcounter.dev/promote=true"), "{words}");
-        app.metadata.annotations = Some([(PROMOTE_ANNOTATION.to_owned(), "true".to_owned())].into());
+        assert!(words.contains("visitcounter.dev/promote=web-green-2"), "{words}");
+        app.metadata.annotations = Some([(PROMOTE_ANNOTATION.to_owned(), "web-green-1".to_owned())].into());
+        let (children, _) = run(&app, live, None, &at(1));
+        assert_eq!(
+            selector(&children.service).as_deref(),
+            Some("web-1"),
+            "an annotation naming another revision promotes nothing"
+        );
+        app.metadata.annotations = Some([(PROMOTE_ANNOTATION.to_owned(), "web-green-2".to_owned())].into());
         let (children, _) = run(&app, live, None, &at(1));
         assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
     }
@@ -586,40 +645,84 @@ mod tests {
         assert_eq!(children.stateful_set.metadata.name.as_deref(), Some("web-green"));
         assert_eq!(decision.look_again_in, Some(std::time::Duration::from_secs(20)));
         assert!(decision.delete_statefulset.is_none());
-        let counts = |old: i64, new: i64| VisitsStatus {
-            pods: vec![pod("web-0", old), pod("web-green-0", new)],
+        let counts = |old: i64, new: i64, asked: i64| VisitsStatus {
+            pods: vec![
+                pod("web-0", old),
+                pod("web-1", 1),
+                pod("web-green-0", new),
+                pod("web-green-1", 1),
+            ],
+            observed_at: Some(at(asked)),
             ..VisitsStatus::default()
         };
-        let behind = counts(7, 5);
-        let (_, decision) = run(&app, live, Some(&behind), &at(30));
+        let (_, decision) = run(&app, live, Some(&counts(7, 5, 29)), &at(30));
         assert!(
             decision.delete_statefulset.is_none(),
             "web-0's 7 are not in web-green-0 yet"
         );
-        let carried = counts(7, 9);
-        let (_, decision) = run(&app, live, Some(&carried), &at(30));
+        let (_, decision) = run(&app, live, Some(&counts(7, 9, 0)), &at(30));
+        assert!(
+            decision.delete_statefulset.is_none(),
+            "counts asked before the switch may miss the old pods' last visits"
+        );
+        let (_, decision) = run(&app, live, Some(&counts(7, 9, 29)), &at(30));
         assert_eq!(decision.delete_statefulset, Some(("web".into(), "uid-web".into())));
         let carry = decision.blue_green.unwrap().carry.unwrap();
         assert_eq!((carry.from.as_str(), carry.to.as_str()), ("web", "web-green"));
     }
 
     #[test]
-    fn a_spec_reverted_within_the_delay_switches_back_at_once() {
+    fn a_reverted_spec_switches_back_without_a_promotion_once_the_counts_are_carried() {
         let blue = live_sts(&web("v1", MANUAL), "web", "web-1", 2);
         let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
-        let service = service("web-green-2", Some(&at(0)));
+        let mut service = service("web-green-2", Some(&at(0)));
+        service["metadata"]["annotations"][SWITCHED_FROM_ANNOTATION] = json!("web-1");
         let live = Live {
             blue: Some(&blue),
             green: Some(&green),
             service: Some(&service),
         };
-        let (children, decision) = run(&web("v1", MANUAL), live, None, &at(10));
-        assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
+        let counts = |old: i64| VisitsStatus {
+            pods: vec![pod("web-0", old), pod("web-green-0", 9)],
+            observed_at: Some(at(40)),
+            ..VisitsStatus::default()
+        };
+        let (children, decision) = run(&web("v1", MANUAL), live, Some(&counts(7)), &at(40));
+        assert_eq!(
+            selector(&children.service).as_deref(),
+            Some("web-green-2"),
+            "web-0 takes in web-green-0's 9 first"
+        );
+        assert!(decision.progress.unwrap().1.contains("takes in the counts"));
+        let (children, decision) = run(&web("v1", MANUAL), live, Some(&counts(9)), &at(41));
+        assert_eq!(
+            selector(&children.service).as_deref(),
+            Some("web-1"),
+            "past the delay, without autoPromote: a revert needs no promotion"
+        );
+        let annotations = children.service.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations[SWITCHED_FROM_ANNOTATION], "web-green-2");
         assert_eq!(image(&children.stateful_set), "v2", "web-green keeps its template");
         let status = decision.blue_green.unwrap();
         assert_eq!(status.serving, "web");
         let carry = status.carry.unwrap();
         assert_eq!((carry.from.as_str(), carry.to.as_str()), ("web-green", "web"));
+    }
+
+    #[test]
+    fn a_new_template_in_the_previous_statefulset_is_no_revert() {
+        let blue = live_sts(&web("v3", MANUAL), "web", "web-3", 2);
+        let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
+        let mut service = service("web-green-2", Some(&at(0)));
+        service["metadata"]["annotations"][SWITCHED_FROM_ANNOTATION] = json!("web-1");
+        let live = Live {
+            blue: Some(&blue),
+            green: Some(&green),
+            service: Some(&service),
+        };
+        let (children, decision) = run(&web("v3", MANUAL), live, None, &at(5));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
+        assert_eq!(decision.progress.unwrap().0, AWAITING_PROMOTION);
     }
 
     #[test]
@@ -680,11 +783,47 @@ mod tests {
             pod("web-green-0", 4),
             pod("web-green-1", 9),
         ]);
-        assert!(carried(Some(&both), "web", "web-green"));
-        assert!(!carried(Some(&both), "web-green", "web"));
+        assert!(carried(Some(&both), "web", "web-green", 2));
+        assert!(!carried(Some(&both), "web-green", "web", 2));
         let missing = status(vec![pod("web-0", 4), pod("web-green-1", 9)]);
-        assert!(!carried(Some(&missing), "web", "web-green"));
-        assert!(carried(None, "web", "web-green"), "no counts, nothing to carry");
+        assert!(!carried(Some(&missing), "web", "web-green", 2));
+        assert!(carried(None, "web", "web-green", 2), "no counts, nothing to carry");
+        let mut silent = pod("web-1", 0);
+        silent.visits = None;
+        let unanswered = status(vec![
+            pod("web-0", 4),
+            silent.clone(),
+            pod("web-green-0", 4),
+            pod("web-green-1", 9),
+        ]);
+        assert!(
+            !carried(Some(&unanswered), "web", "web-green", 2),
+            "web-1 answers no count now: what it holds is not known to be carried"
+        );
+        let kwok = status(vec![
+            PodVisits {
+                name: "web-0".into(),
+                ..silent.clone()
+            },
+            silent,
+        ]);
+        assert!(
+            carried(Some(&kwok), "web", "web-green", 2),
+            "pods that answer no count hold nothing to carry"
+        );
+        let mut kept = pod("web-2", 5);
+        kept.retained = true;
+        let scaled = status(vec![
+            pod("web-0", 4),
+            pod("web-1", 6),
+            kept,
+            pod("web-green-0", 4),
+            pod("web-green-1", 9),
+        ]);
+        assert!(
+            carried(Some(&scaled), "web", "web-green", 2),
+            "web-2 was scaled away, not carried"
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct Cond {
 /// `Progressing`'s reason for an aborted rollout in steps.
 pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
 
+/// `Progressing`'s reason while a blue/green preview's pods start
+/// (`rollout::blue_green`, which says it).
+pub const PREVIEW_STARTING: &str = "PreviewStarting";
+
 /// `Progressing` reasons of a rollout under way, which its progress
 /// deadline applies to.
 pub const PROGRESS_REASONS: &[&str] = &[
@@ -29,7 +33,7 @@ pub const PROGRESS_REASONS: &[&str] = &[
     "RollingOut",
     "WaitingForPods",
     "Recreating",
-    "PreviewStarting",
+    PREVIEW_STARTING,
 ];
 
 /// Every condition of the status, in the order they are written, around

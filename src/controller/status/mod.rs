@@ -243,7 +243,12 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
     // A paused rollout is not timed, as a paused Deployment's is not: the
     // clock starts again on resume.
     let in_progress = !observed.paused && running.status && conditions::PROGRESS_REASONS.contains(&running.reason);
-    let last_progress = progress::last_progress(&previous, generation, &counts, in_progress, &now);
+    let mut last_progress = progress::last_progress(&previous, generation, &counts, in_progress, &now);
+    // A blue/green preview progresses in its own StatefulSet, which the
+    // counts above do not see: its words change as its pods get available.
+    if in_progress && preview_progressed(&previous, &running) {
+        last_progress = Some(now.clone());
+    }
     let deadline = app.spec.progress_deadline_seconds;
     let progressing = match &last_progress {
         Some(last) if progress::left(last, deadline, &now).is_none() => running.past_deadline(deadline),
@@ -296,6 +301,15 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         // Written apart, by the visits poller (`observe::visits`).
         visits: None,
     }
+}
+
+/// Whether a blue/green preview got on since the previous status: it was
+/// starting then too, and says another count of available pods now. Once
+/// past its deadline it must progress by the counts, or a new spec.
+fn preview_progressed(previous: &VisitCounterAppStatus, running: &conditions::Cond) -> bool {
+    let said = previous.conditions.iter().find(|c| c.type_ == PROGRESSING);
+    running.reason == conditions::PREVIEW_STARTING
+        && said.is_some_and(|s| s.reason == running.reason && s.message != running.message)
 }
 
 #[cfg(test)]
@@ -352,6 +366,31 @@ mod tests {
             stateful_set: Some(sts),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_preview_progresses_when_its_count_of_available_pods_changes() {
+        let now = Time(Timestamp::from_second(100).unwrap());
+        let starting =
+            |words: &str| conditions::Cond::new(PROGRESSING, true, conditions::PREVIEW_STARTING, words.into());
+        let previous = VisitCounterAppStatus {
+            conditions: vec![starting("0 of 2 pods").into_condition(&[], Some(1), &now)],
+            ..VisitCounterAppStatus::default()
+        };
+        assert!(preview_progressed(&previous, &starting("1 of 2 pods")));
+        assert!(!preview_progressed(&previous, &starting("0 of 2 pods")));
+        let stalled = VisitCounterAppStatus {
+            conditions: vec![
+                starting("0 of 2 pods")
+                    .past_deadline(5)
+                    .into_condition(&[], Some(1), &now),
+            ],
+            ..VisitCounterAppStatus::default()
+        };
+        assert!(
+            !preview_progressed(&stalled, &starting("0 of 2 pods")),
+            "past its deadline, the words it had before are no progress"
+        );
     }
 
     fn condition<'a>(status: &'a VisitCounterAppStatus, type_: &str) -> &'a Condition {

@@ -69,7 +69,8 @@ pub struct UpdateStrategy {
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreen {
     /// Switch as soon as every new pod is Ready. When false, the switch
-    /// waits for the app's annotation `visitcounter.dev/promote: "true"`.
+    /// waits for the app's annotation `visitcounter.dev/promote` to name the
+    /// new pods' revision (`Progressing` says which).
     #[serde(default = "yes")]
     pub auto_promote: bool,
     /// How long the previous StatefulSet stays after the switch, for an
