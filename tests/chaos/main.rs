@@ -1,7 +1,7 @@
 //! Chaos on the local control plane (`scripts/cluster.sh up`): rounds that
 //! each start a change to an app (a new app, a config roll, a canary, a
-//! config roll under Recreate or in steps, a scale, a storage growth, a
-//! policy re-create), inject one fault at a
+//! config roll under Recreate, in steps or blue/green, a scale, a storage
+//! growth, a policy re-create), inject one fault at a
 //! random moment inside it, let the app converge, and check every invariant:
 //!
 //! - the children match the spec: the StatefulSet's replicas, policy, claim
@@ -11,8 +11,9 @@
 //! - `observedGeneration` is the app's generation and the conditions say
 //!   Ready, not Degraded;
 //! - under load, on a node whose pods run: no visit a client had answered is
-//!   lost from the answering pod's claim or from `status.visits`, and no
-//!   claim's count goes down.
+//!   lost from the answering pod's claim or from `status.visits` (whose
+//!   total holds at least every visit answered, across blue/green switches
+//!   too), and no claim's count goes down.
 //!
 //! The faults ([`faults::Fault`]): kill -9 of the operator (the binary,
 //! started again at once, as its Deployment would); kube-apiserver stopped
@@ -355,7 +356,8 @@ async fn no_visit_lost(env: &Env, app: &str, load: &Load, counts: &mut BTreeMap<
 }
 
 /// Waits until `status.visits` is complete and counts, for each pod it
-/// asked, at least the visits that pod had answered; what it then says.
+/// asked, at least the visits that pod had answered, and in its total at
+/// least every visit answered; what it then says.
 async fn status_counts_the_answers(env: &Env, app: &str, answered: &load::Answered, context: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::from("no status.visits");
@@ -380,10 +382,17 @@ async fn status_counts_the_answers(env: &Env, app: &str, answered: &load::Answer
                     (counted < wanted).then(|| format!("{}: {counted} counted, {wanted} answered", p.name))
                 })
                 .collect();
-            if visits.complete && short.is_empty() {
+            // Every visit answered, by whichever pod of whichever
+            // StatefulSet, is in the total: a blue/green switch carried the
+            // old pods' counts into the new ones.
+            let all_answered = answered.values().sum::<u64>() as i64;
+            if visits.complete && short.is_empty() && visits.total >= all_answered {
                 return format!("status.visits.total {} over {} pods", visits.total, visits.pods.len());
             }
-            last = format!("complete: {}, short: {short:?}", visits.complete);
+            last = format!(
+                "complete: {}, short: {short:?}, total {} for {all_answered} answered",
+                visits.complete, visits.total
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -22,17 +22,21 @@ pub enum Change {
     Recreate,
     /// A config roll in `rollingUpdate.steps`, with a pause.
     Steps,
+    /// A config roll under `type: BlueGreen`: the Service switches to the
+    /// other StatefulSet, and the previous one goes 2 s after.
+    BlueGreen,
     Scale,
     StorageGrowth,
     PolicyRecreate,
 }
 
 impl Change {
-    const ANY: [Change; 7] = [
+    const ANY: [Change; 8] = [
         Change::ConfigRoll,
         Change::Canary,
         Change::Recreate,
         Change::Steps,
+        Change::BlueGreen,
         Change::Scale,
         Change::StorageGrowth,
         Change::PolicyRecreate,
@@ -67,6 +71,10 @@ impl Change {
                 next.color += 1;
                 next.rollout = Rollout::Steps;
             }
+            Change::BlueGreen => {
+                next.color += 1;
+                next.rollout = Rollout::BlueGreen;
+            }
             Change::Scale => next.replicas = rng.i64(1..4),
             Change::StorageGrowth => next.size_gi += 1,
             Change::PolicyRecreate => next.parallel = !next.parallel,
@@ -84,6 +92,8 @@ pub enum Rollout {
     Recreate,
     /// `steps: [{replicas: 1}, {pauseSeconds: 1}]`, the rest after.
     Steps,
+    /// `type: BlueGreen`, the previous StatefulSet kept 2 s.
+    BlueGreen,
 }
 
 /// What each app should be: its spec, as the rounds change it.
@@ -117,6 +127,7 @@ impl Wanted {
             Rollout::Canary(canary) => json!({"rollingUpdate": {"canaryReplicas": canary}}),
             Rollout::Recreate => json!({"type": "Recreate"}),
             Rollout::Steps => json!({"rollingUpdate": {"steps": [{"replicas": 1}, {"pauseSeconds": 1}]}}),
+            Rollout::BlueGreen => json!({"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 2}}),
         };
         spec
     }
@@ -184,11 +195,18 @@ async fn check(env: &Env, app: &str, wanted: &Wanted) -> Result<(), String> {
     if says("Ready").as_deref() != Some("True") || says("Degraded").as_deref() != Some("False") {
         return Err(format!("conditions {:?}", status.conditions));
     }
+    // Under blue/green, and after it, the serving StatefulSet may be the
+    // app's second one.
+    let serving = status
+        .rollout
+        .as_ref()
+        .and_then(|r| r.blue_green.as_ref())
+        .map_or(app.to_owned(), |b| b.serving.clone());
     let sts = env
         .api::<StatefulSet>()
-        .get(app)
+        .get(&serving)
         .await
-        .map_err(|e| format!("cannot read the StatefulSet: {e}"))?;
+        .map_err(|e| format!("cannot read the StatefulSet {serving}: {e}"))?;
     let spec = sts.spec.clone().ok_or("a StatefulSet without a spec")?;
     if spec.replicas != Some(wanted.replicas as i32) {
         return Err(format!("StatefulSet replicas {:?}", spec.replicas));
@@ -217,7 +235,7 @@ async fn check(env: &Env, app: &str, wanted: &Wanted) -> Result<(), String> {
         return Err(format!("claim template size {size}"));
     }
     let config = env
-        .config_map(app)
+        .config_map(&serving)
         .await
         .ok_or("cannot read the ConfigMap the StatefulSet names")?;
     let data = config.data.unwrap_or_default();
