@@ -40,7 +40,7 @@ use super::{
 };
 use crate::{
     children::{Children, green_statefulset_name, preview_service_name},
-    controller::observe::pods::REVISION_LABEL,
+    controller::observe::pods::{REVISION_LABEL, ordinal_of},
     resource::{BlueGreen, BlueGreenStatus, Carry, UpdateStrategyType, VisitCounterApp, VisitsStatus},
 };
 
@@ -118,13 +118,11 @@ pub fn decide(
     } else {
         (live.green, live.blue)
     };
-    let settings = app.spec.update_strategy.blue_green.clone().unwrap_or_default();
     let blue_green = app.spec.update_strategy.type_ == UpdateStrategyType::BlueGreen;
     let template = Template::stamp(&mut children.stateful_set);
     let switched_at = switched_at(live.service);
     let mut wanted = children.stateful_set.clone();
     children.stateful_set.metadata.name = Some(slots.serving.clone());
-    let new_template = blue_green && serving_live.is_some_and(|l| template.is_new_to(l));
     let mut decision = Decision::default();
     let mut status = BlueGreenStatus {
         serving: slots.serving.clone(),
@@ -132,50 +130,28 @@ pub fn decide(
         switched_at: switched_at.clone(),
         ..BlueGreenStatus::default()
     };
-    // A StatefulSet mid-roll (switched to BlueGreen during a rolling
-    // update) is not pinned to its newest pods while it is alone.
-    let settled = serving_live.is_some_and(|l| l["status"]["currentRevision"] == l["status"]["updateRevision"]);
-    let serving_revision = serving_live
-        .and_then(update_revision)
-        .filter(|_| settled || other_live.is_some());
-    let mut service_revision = serving_revision.clone();
-    let mut preview_revision = serving_revision.clone();
-    if new_template {
+    let serving_revision = pinned_revision(serving_live, other_live.is_some());
+    let mut selected = Selected {
+        service: serving_revision.clone(),
+        preview: serving_revision.clone(),
+        switched_from: switched_from(live.service).map(str::to_owned),
+    };
+    if blue_green && serving_live.is_some_and(|l| template.is_new_to(l)) {
         freeze_template(&mut children.stateful_set, serving_live);
         wanted.metadata.name = Some(slots.other.clone());
-        let ready = other_live.is_some_and(|l| !template.is_new_to(l) && all_available(l, app.spec.replicas));
-        preview_revision = Some(
-            other_live
-                .and_then(update_revision)
-                .unwrap_or_else(|| format!("{}-not-created-yet", slots.other)),
-        );
-        // A revert: the other StatefulSet still runs the revision the
-        // Service selected before its last switch, and takes it back
-        // without another promotion.
-        let rollback = other_live
-            .and_then(update_revision)
-            .is_some_and(|r| switched_from(live.service) == Some(r.as_str()));
-        // The new pods hold the serving pods' counts (a first carry took
-        // them whole) before they serve, so no visit is counted twice or
-        // lost across the switch.
-        let counts_in = carried(visits, &slots.serving, &slots.other, app.spec.replicas);
-        let promoted = promoted(app, preview_revision.as_deref());
-        if ready && counts_in && (settings.auto_promote || promoted || rollback) {
-            decision.switched_from = serving_revision.clone();
-            service_revision = preview_revision.clone();
-            status.serving = slots.other.clone();
-            status.switched_at = Some(whole_seconds(now));
-        } else if ready && !counts_in {
-            decision.progress = Some((
-                PREVIEW_STARTING,
-                format!(
-                    "every pod of StatefulSet {} is Ready; it takes in the counts of StatefulSet {}'s pods before the Service switches to it",
-                    slots.other, slots.serving
-                ),
-            ));
-            decision.look_again_in = Some(std::time::Duration::from_secs(5));
-        } else {
-            decision.progress = Some(waiting(app, &settings, &slots, other_live, ready));
+        let preview = Preview::of(app, &slots, other_live, &template, live.service, visits);
+        selected.preview = Some(preview.revision.clone());
+        match preview.progress {
+            None => {
+                selected.switched_from = serving_revision.or(selected.switched_from.take());
+                selected.service = Some(preview.revision);
+                status.serving = slots.other.clone();
+                status.switched_at = Some(whole_seconds(now));
+            }
+            Some((progress, look_again_in)) => {
+                decision.progress = Some(progress);
+                decision.look_again_in = look_again_in;
+            }
         }
         status.preview = Some(slots.other.clone());
         status.carry = Some(carry(
@@ -198,42 +174,125 @@ pub fn decide(
             &template.hash,
             now,
         ));
-        let left = switched_at.as_ref().map_or(0, |at| {
-            i64::from(settings.scale_down_delay_seconds) - seconds_between(at, now)
-        });
-        if left > 0 {
-            decision.look_again_in = Some(std::time::Duration::from_secs(left as u64));
-        } else if carried(visits, &slots.other, &slots.serving, app.spec.replicas)
-            && counted_since(visits, switched_at.as_ref())
-        {
-            decision.delete_statefulset = Some((slots.other.clone(), uid(other)));
-        } else {
-            decision.look_again_in = Some(std::time::Duration::from_secs(5));
+        match previous_left(app, switched_at.as_ref(), &slots, visits, now) {
+            None => decision.delete_statefulset = Some((slots.other.clone(), uid(other))),
+            left => decision.look_again_in = left,
         }
     }
     if let Some(preview) = children.preview.as_mut() {
-        pin(&mut preview.service, preview_revision.as_deref());
+        pin(&mut preview.service, selected.preview.as_deref());
     }
     if blue_green || other_live.is_some() {
-        pin(&mut children.service, service_revision.as_deref());
-        if let Some(at) = &status.switched_at {
-            annotate(&mut children.service, SWITCHED_AT_ANNOTATION, at);
-        }
-        let from = decision
-            .switched_from
-            .clone()
-            .or_else(|| switched_from(live.service).map(str::to_owned));
-        if let Some(from) = from.filter(|_| status.switched_at.is_some()) {
-            children
-                .service
-                .metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(SWITCHED_FROM_ANNOTATION.into(), from);
-        }
+        mark(&mut children.service, &selected, status.switched_at.as_ref());
     }
     decision.blue_green = Some(status);
     decision
+}
+
+/// The revision the serving StatefulSet's pods are selected by: its update
+/// revision, unless it is mid-roll (switched to BlueGreen during a rolling
+/// update) and alone, when it is not pinned to its newest pods.
+fn pinned_revision(serving: Option<&Value>, other_exists: bool) -> Option<String> {
+    let settled = serving.is_some_and(|l| l["status"]["currentRevision"] == l["status"]["updateRevision"]);
+    serving.and_then(update_revision).filter(|_| settled || other_exists)
+}
+
+/// The revisions the two Services select, and the one the user-facing
+/// Service left at its last switch.
+struct Selected {
+    service: Option<String>,
+    preview: Option<String>,
+    switched_from: Option<String>,
+}
+
+/// Where the preview of a new template stands.
+struct Preview {
+    /// The revision its pods run (a name no pod has before it exists).
+    revision: String,
+    /// `None` when the Service switches to it now; else `Progressing`'s
+    /// reason and words, and when to look again.
+    progress: Option<((&'static str, String), Option<std::time::Duration>)>,
+}
+
+impl Preview {
+    fn of(
+        app: &VisitCounterApp,
+        slots: &Slots,
+        other: Option<&Value>,
+        template: &Template,
+        service: Option<&Value>,
+        visits: Option<&VisitsStatus>,
+    ) -> Self {
+        let settings = app.spec.update_strategy.blue_green.clone().unwrap_or_default();
+        let ready = other.is_some_and(|l| !template.is_new_to(l) && all_available(l, app.spec.replicas));
+        let running = other.and_then(update_revision);
+        // A revert: the other StatefulSet still runs the revision the
+        // Service selected before its last switch, and takes it back
+        // without another promotion.
+        let rollback = running.as_deref().is_some_and(|r| switched_from(service) == Some(r));
+        let revision = running.unwrap_or_else(|| format!("{}-not-created-yet", slots.other));
+        // The new pods hold the serving pods' counts (a first carry took
+        // them whole) before they serve, so no visit is counted twice or
+        // lost across the switch.
+        let counts_in = carried(visits, &slots.serving, &slots.other, app.spec.replicas);
+        let promoted = settings.auto_promote || promoted(app, Some(&revision)) || rollback;
+        let progress = if ready && counts_in && promoted {
+            None
+        } else if ready && !counts_in {
+            let words = format!(
+                "every pod of StatefulSet {} is Ready; it takes in the counts of StatefulSet {}'s pods before the Service switches to it",
+                slots.other, slots.serving
+            );
+            Some(((PREVIEW_STARTING, words), Some(std::time::Duration::from_secs(5))))
+        } else {
+            Some((waiting(app, &settings, slots, other, ready), None))
+        };
+        Self { revision, progress }
+    }
+}
+
+/// How long before the previous StatefulSet may go: `None` once the delay
+/// has passed and counts asked after the switch show its pods' visits
+/// carried; else when to look again.
+fn previous_left(
+    app: &VisitCounterApp,
+    switched_at: Option<&Time>,
+    slots: &Slots,
+    visits: Option<&VisitsStatus>,
+    now: &Time,
+) -> Option<std::time::Duration> {
+    let delay = app
+        .spec
+        .update_strategy
+        .blue_green
+        .clone()
+        .unwrap_or_default()
+        .scale_down_delay_seconds;
+    let left = switched_at.map_or(0, |at| i64::from(delay) - seconds_between(at, now));
+    if left > 0 {
+        Some(std::time::Duration::from_secs(left as u64))
+    } else if carried(visits, &slots.other, &slots.serving, app.spec.replicas) && counted_since(visits, switched_at) {
+        None
+    } else {
+        Some(std::time::Duration::from_secs(5))
+    }
+}
+
+/// The user-facing Service as `selected` says: its selector pinned, and,
+/// once it ever switched, when and from which revision.
+fn mark(service: &mut Service, selected: &Selected, switched_at: Option<&Time>) {
+    pin(service, selected.service.as_deref());
+    let Some(at) = switched_at else { return };
+    let at = serde_json::to_value(at)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let annotations = service.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    if let Some(at) = at {
+        annotations.insert(SWITCHED_AT_ANNOTATION.into(), at);
+    }
+    if let Some(from) = &selected.switched_from {
+        annotations.insert(SWITCHED_FROM_ANNOTATION.into(), from.clone());
+    }
 }
 
 /// Keeps the serving StatefulSet's template as it is live, with the hash it
@@ -260,19 +319,6 @@ fn pin(service: &mut Service, revision: Option<&str>) {
     let Some(revision) = revision else { return };
     if let Some(selector) = service.spec.as_mut().and_then(|s| s.selector.as_mut()) {
         selector.insert(REVISION_LABEL.into(), revision.into());
-    }
-}
-
-fn annotate(service: &mut Service, key: &str, at: &Time) {
-    let value = serde_json::to_value(at)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned));
-    if let Some(value) = value {
-        service
-            .metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(key.into(), value);
     }
 }
 
@@ -395,7 +441,7 @@ pub fn carried(visits: Option<&VisitsStatus>, from: &str, to: &str, replicas: i3
         .pods
         .iter()
         .filter(|p| !p.retained)
-        .filter_map(|p| Some((p.name.strip_prefix(from)?.strip_prefix('-')?.parse::<i32>().ok()?, p)))
+        .filter_map(|p| Some((ordinal_of(from, &p.name)?, p)))
         .filter(|(ordinal, _)| *ordinal < replicas)
         .all(|(ordinal, old)| {
             let new = count(&format!("{to}-{ordinal}"));
@@ -481,6 +527,15 @@ mod tests {
         let mut children = desired_children(app, &BuildSettings::default()).unwrap();
         let decision = decide(app, &mut children, live, visits, now);
         (children, decision)
+    }
+
+    /// Both StatefulSets live, and the Service.
+    fn both<'a>(blue: &'a Value, green: &'a Value, service: &'a Value) -> Live<'a> {
+        Live {
+            blue: Some(blue),
+            green: Some(green),
+            service: Some(service),
+        }
     }
 
     fn selector(service: &Service) -> Option<String> {
@@ -586,11 +641,7 @@ mod tests {
         let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
         let green = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 2);
         let service = service("web-1", None);
-        let live = Live {
-            blue: Some(&blue),
-            green: Some(&green),
-            service: Some(&service),
-        };
+        let live = both(&blue, &green, &service);
         let counts = |new: i64| VisitsStatus {
             pods: vec![pod("web-0", 7), pod("web-green-0", new)],
             ..VisitsStatus::default()
@@ -607,11 +658,7 @@ mod tests {
         let blue = live_sts(&web("v1", MANUAL), "web", "web-1", 2);
         let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
         let service = service("web-1", None);
-        let live = Live {
-            blue: Some(&blue),
-            green: Some(&green),
-            service: Some(&service),
-        };
+        let live = both(&blue, &green, &service);
         let mut app = web("v2", MANUAL);
         let (children, decision) = run(&app, live, None, &at(0));
         assert_eq!(selector(&children.service).as_deref(), Some("web-1"));
@@ -635,11 +682,7 @@ mod tests {
         let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
         let green = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 2);
         let service = service("web-green-2", Some(&at(0)));
-        let live = Live {
-            blue: Some(&blue),
-            green: Some(&green),
-            service: Some(&service),
-        };
+        let live = both(&blue, &green, &service);
         let app = web("v2", AUTO);
         let (children, decision) = run(&app, live, None, &at(10));
         assert_eq!(children.stateful_set.metadata.name.as_deref(), Some("web-green"));
@@ -677,11 +720,7 @@ mod tests {
         let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
         let mut service = service("web-green-2", Some(&at(0)));
         service["metadata"]["annotations"][SWITCHED_FROM_ANNOTATION] = json!("web-1");
-        let live = Live {
-            blue: Some(&blue),
-            green: Some(&green),
-            service: Some(&service),
-        };
+        let live = both(&blue, &green, &service);
         let counts = |old: i64| VisitsStatus {
             pods: vec![pod("web-0", old), pod("web-green-0", 9)],
             observed_at: Some(at(40)),
@@ -715,11 +754,7 @@ mod tests {
         let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
         let mut service = service("web-green-2", Some(&at(0)));
         service["metadata"]["annotations"][SWITCHED_FROM_ANNOTATION] = json!("web-1");
-        let live = Live {
-            blue: Some(&blue),
-            green: Some(&green),
-            service: Some(&service),
-        };
+        let live = both(&blue, &green, &service);
         let (children, decision) = run(&web("v3", MANUAL), live, None, &at(5));
         assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
         assert_eq!(decision.progress.unwrap().0, AWAITING_PROMOTION);

@@ -90,8 +90,6 @@ pub struct Decision {
     /// A StatefulSet of the app to delete (name, uid): blue/green's previous
     /// one, past its delay.
     pub delete_statefulset: Option<(String, String)>,
-    /// Blue/green switched the Service in this decision, from this revision.
-    pub switched_from: Option<String>,
 }
 
 impl Decision {
