@@ -26,7 +26,10 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{pods::is_ready, retained::keep_retained};
+use super::{
+    pods::{is_ready, ordinal_of},
+    retained::keep_retained,
+};
 use crate::{
     children::INSTANCE_LABEL,
     controller::runtime::{cache::SlimPod, metrics::Metrics},
@@ -157,8 +160,7 @@ pub fn carries(
     answers
         .iter()
         .filter_map(|(name, answer)| {
-            let ordinal = name.strip_prefix(&carry.from)?.strip_prefix('-')?;
-            ordinal.parse::<u32>().ok()?;
+            let ordinal = ordinal_of(&carry.from, name)?;
             let pod = format!("{}-{ordinal}", carry.to);
             Some(CarryAsk {
                 address: addresses.get(&pod)?.clone(),
@@ -292,14 +294,7 @@ impl Poller {
             asked_any[i] |= asked;
         }
         for ((app, answers), addresses) in apps.iter().zip(answers_of.iter_mut()).zip(&addresses_of) {
-            for ask in carries(app, answers, addresses) {
-                let answer = self.carry_one(&ask, app.spec.port).await;
-                match (answer, answers.iter_mut().find(|(name, _)| *name == ask.pod)) {
-                    (Ok(count), Some((_, answered))) => *answered = Ok(count),
-                    (Ok(_), None) => {}
-                    (Err(error), _) => tracing::warn!(pod = %ask.pod, %error, "cannot carry visits in"),
-                }
-            }
+            self.carry(app, answers, addresses).await;
         }
         let asked_at = Time(Timestamp::now());
         for ((app, answers), asked_any) in apps.iter().zip(answers_of).zip(asked_any) {
@@ -316,6 +311,24 @@ impl Poller {
             }
             if let Err(error) = self.write(app, &status).await {
                 tracing::warn!(app = %app.name_any(), %error, "cannot write status.visits");
+            }
+        }
+    }
+
+    /// Carries the counts the app's blue/green rollout asks for (see
+    /// [`carries`]); each pod that took one in answers with its new count.
+    async fn carry(
+        &self,
+        app: &VisitCounterApp,
+        answers: &mut [(String, Answer)],
+        addresses: &HashMap<String, String>,
+    ) {
+        for ask in carries(app, answers, addresses) {
+            let answer = self.carry_one(&ask, app.spec.port).await;
+            match (answer, answers.iter_mut().find(|(name, _)| *name == ask.pod)) {
+                (Ok(count), Some((_, answered))) => *answered = Ok(count),
+                (Ok(_), None) => {}
+                (Err(error), _) => tracing::warn!(pod = %ask.pod, %error, "cannot carry visits in"),
             }
         }
     }

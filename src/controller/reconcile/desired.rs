@@ -90,11 +90,22 @@ pub fn check_owned(app: &VisitCounterApp, children: &[DesiredChild], live: &[Opt
     })
 }
 
+/// The owner reference of `live` marked controller, if any.
+fn controller_of(live: &Value) -> Option<&Value> {
+    live["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)
+}
+
 /// Whether nothing controls `live` (no owner reference marked controller).
 pub fn uncontrolled(live: &Value) -> bool {
-    !live["metadata"]["ownerReferences"]
-        .as_array()
-        .is_some_and(|owners| owners.iter().any(|o| o["controller"] == true))
+    controller_of(live).is_none()
+}
+
+/// Whether `app` controls `live`.
+pub fn controlled_by(live: &Value, app: &VisitCounterApp) -> bool {
+    controller_of(live).is_some_and(|o| o["uid"].as_str() == app.metadata.uid.as_deref())
 }
 
 /// "StatefulSet app-python (Helm release app-python)".
@@ -108,10 +119,7 @@ fn described(child: &DesiredChild, live: &Value) -> String {
 
 /// The controller of `live`, when it is not `app`.
 fn foreign_controller(live: &Value, app: &VisitCounterApp) -> Option<String> {
-    let owner = live["metadata"]["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|o| o["controller"] == true)?;
+    let owner = controller_of(live)?;
     (owner["uid"].as_str() != app.metadata.uid.as_deref()).then(|| {
         format!(
             "{} {}",

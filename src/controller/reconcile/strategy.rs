@@ -8,6 +8,7 @@ use kube::{ResourceExt, runtime::events::EventType};
 use super::{
     Context,
     apply::{apply_child, delete_child},
+    desired,
     plan::DesiredChild,
     write::refused_or_failed,
 };
@@ -85,7 +86,7 @@ fn blue_green_slots(
     let green = ctx
         .caches
         .get("StatefulSet", namespace, &green_statefulset_name(&name))
-        .filter(|green| controlled_by(green, app));
+        .filter(|green| desired::controlled_by(green, app));
     let service = ctx.caches.get("Service", namespace, &name);
     let live = blue_green::Live {
         blue: blue.as_ref(),
@@ -97,15 +98,6 @@ fn blue_green_slots(
     }
     let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
     blue_green::decide(app, children, live, visits, now)
-}
-
-/// Whether the app is the controller of `object`.
-fn controlled_by(object: &serde_json::Value, app: &VisitCounterApp) -> bool {
-    object["metadata"]["ownerReferences"].as_array().is_some_and(|owners| {
-        owners
-            .iter()
-            .any(|o| o["controller"] == true && o["uid"].as_str() == app.metadata.uid.as_deref())
-    })
 }
 
 /// Deletes the StatefulSet the strategy decided to (blue/green's previous
