@@ -2,6 +2,7 @@
 //! about an app: the settings, the watch caches of the children, the
 //! watches that fill them, the metrics and the error type.
 
+pub mod backoff;
 pub mod cache;
 pub mod diff;
 pub mod error;

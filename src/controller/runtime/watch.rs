@@ -12,6 +12,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
+use super::backoff::WatchBackoff;
 use crate::{children::MANAGED_BY, resource::VisitCounterApp};
 
 /// Objects per page of a watch's list. Smaller than client-go's 500: a page
@@ -60,7 +61,7 @@ where
             strip(object);
         }),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
     (reader, without_errors(stream))
 }
@@ -116,7 +117,7 @@ pub fn app_watch(
         )
         .modify(|app| app.metadata.managed_fields = None),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .applied_objects();
     (apps, without_errors(stream))
 }
