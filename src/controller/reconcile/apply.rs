@@ -45,7 +45,14 @@ pub async fn apply_child(
     } else {
         metrics.wrote(child.kind);
     }
-    let applied = api.patch(&child.name, &params, &Patch::Apply(&child.object)).await?;
+    let applied = match &child.precondition {
+        Some(version) => {
+            let mut object = child.object.clone();
+            object["metadata"]["resourceVersion"] = Value::String(version.clone());
+            api.patch(&child.name, &params, &Patch::Apply(&object)).await?
+        }
+        None => api.patch(&child.name, &params, &Patch::Apply(&child.object)).await?,
+    };
     Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
 }
 

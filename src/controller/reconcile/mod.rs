@@ -66,6 +66,9 @@ use crate::{
 };
 
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How soon a reconcile whose write met a newer object than its cache held
+/// decides again: the watch delivers that object within moments.
+const CACHE_BEHIND_RETRY: Duration = Duration::from_secs(1);
 /// Every this many reconciles, what is kept for deleted apps is dropped.
 const FORGET_EVERY: u64 = 512;
 
@@ -91,16 +94,21 @@ pub async fn reconcile(app: Arc<VisitCounterApp>, ctx: Arc<Context>) -> Result<A
         .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
     match &result {
         Ok(_) => ctx.succeeded(&app_key(&app)),
+        Err(error) if error.cache_behind() => tracing::debug!(app = %app_key(&app), %error),
         Err(error) => report_failure(&app, error, &ctx).await,
     }
     result
 }
 
-/// Waits for a change when only a new spec can help; otherwise retries
-/// with exponential backoff, 1 s doubling up to 5 minutes.
+/// Waits for a change when only a new spec can help; decides again in a
+/// second when a write met a newer object than the cache held; otherwise
+/// retries with exponential backoff, 1 s doubling up to 5 minutes.
 pub fn error_policy(app: Arc<VisitCounterApp>, error: &Error, ctx: Arc<Context>) -> Action {
     if error.needs_spec_change() {
         return Action::await_change();
+    }
+    if error.cache_behind() {
+        return Action::requeue(CACHE_BEHIND_RETRY);
     }
     Action::requeue(backoff(ctx.failed(&app_key(&app))))
 }

@@ -34,12 +34,21 @@ pub struct DesiredChild {
     /// The object with its hash annotation.
     pub object: Value,
     pub hash: String,
+    /// The resourceVersion of the live object a decision about this child
+    /// read, when the write must not land on a newer one (a blue/green
+    /// switch): sent with the apply, which the API server then refuses
+    /// with 409 Conflict if the object changed since. Not hashed.
+    pub precondition: Option<String>,
 }
 
 impl DesiredChild {
     /// Stamps `object` with the hash of its content.
     pub fn new(kind: &'static str, mut object: Value) -> Self {
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let precondition = object["metadata"]
+            .as_object_mut()
+            .and_then(|meta| meta.remove("resourceVersion"))
+            .and_then(|v| v.as_str().map(str::to_owned));
         let hash = content_hash(&object);
         if let Some(meta) = object["metadata"].as_object_mut() {
             let annotations = meta
@@ -54,6 +63,7 @@ impl DesiredChild {
             name,
             object,
             hash,
+            precondition,
         }
     }
 }
@@ -339,6 +349,18 @@ mod tests {
                 fields: vec!["podManagementPolicy"]
             }
         );
+    }
+
+    #[test]
+    fn a_resource_version_is_a_precondition_of_the_write_not_part_of_the_object() {
+        let object = json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}}});
+        let mut read = object.clone();
+        read["metadata"]["resourceVersion"] = json!("41");
+        let (plain, pinned) = (DesiredChild::new("Service", object), DesiredChild::new("Service", read));
+        assert_eq!(pinned.precondition.as_deref(), Some("41"));
+        assert_eq!(plain.precondition, None);
+        assert_eq!(pinned.hash, plain.hash);
+        assert_eq!(pinned.object, plain.object);
     }
 
     #[test]

@@ -266,7 +266,13 @@ async fn orphan_statefulset(
 /// A refusal of the child (the spec is wrong for this cluster), or a
 /// failure to retry.
 pub fn refused_or_failed(child: &DesiredChild, source: kube::Error) -> Error {
-    if is_refusal(&source) {
+    let conflict = matches!(&source, kube::Error::Api(status) if status.code == 409);
+    if conflict && child.precondition.is_some() {
+        Error::CacheBehind {
+            kind: child.kind,
+            name: child.name.clone(),
+        }
+    } else if is_refusal(&source) {
         let message = match &source {
             kube::Error::Api(status) => status.message.clone(),
             other => other.to_string(),
@@ -318,6 +324,21 @@ mod tests {
             "ConfigMap",
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config-1"}, "data": {"a": "1"}}),
         )
+    }
+
+    fn conflict() -> kube::Error {
+        let status = kube::core::Status::failure("the object has been modified", "Conflict").with_code(409);
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn a_conflict_on_a_write_pinned_to_what_was_read_says_the_cache_is_behind() {
+        let mut service = DesiredChild::new("Service", json!({"metadata": {"name": "web", "resourceVersion": "7"}}));
+        let error = refused_or_failed(&service, conflict());
+        assert!(error.cache_behind() && !error.stalls(), "{error:?}");
+        assert_eq!(error.reason(), "CacheBehind");
+        service.precondition = None;
+        assert_eq!(refused_or_failed(&service, conflict()).reason(), "ChildRejected");
     }
 
     #[test]

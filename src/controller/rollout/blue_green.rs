@@ -184,6 +184,13 @@ pub fn decide(
     }
     if blue_green || other_live.is_some() {
         mark(&mut children.service, &selected, status.switched_at.as_ref());
+        // Which slot serves was read from the cached Service: the write
+        // lands only on that Service, so a cache behind (after an API
+        // server restart) never switches back or moves `switched-at`.
+        children.service.metadata.resource_version = live
+            .service
+            .and_then(|s| s["metadata"]["resourceVersion"].as_str())
+            .map(str::to_owned);
     }
     decision.blue_green = Some(status);
     decision
@@ -605,6 +612,24 @@ mod tests {
         assert_eq!(decision.progress.unwrap().0, PREVIEW_STARTING);
         let carry = decision.blue_green.unwrap().carry.unwrap();
         assert_eq!((carry.from.as_str(), carry.to.as_str()), ("web", "web-green"));
+    }
+
+    #[test]
+    fn the_service_is_written_only_over_the_one_the_decision_read() {
+        let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
+        let green = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 2);
+        let mut read = service("web-1", None);
+        read["metadata"]["resourceVersion"] = json!("812");
+        let (children, _) = run(&web("v2", AUTO), both(&blue, &green, &read), None, &at(5));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
+        assert_eq!(children.service.metadata.resource_version.as_deref(), Some("812"));
+        let live = Live {
+            blue: None,
+            green: None,
+            service: None,
+        };
+        let (children, _) = run(&web("v1", AUTO), live, None, &at(0));
+        assert_eq!(children.service.metadata.resource_version, None, "a Service to create");
     }
 
     #[test]

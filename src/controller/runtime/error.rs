@@ -58,6 +58,12 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    /// A write that rests on what the watch cache held was refused because
+    /// the object changed since (its resourceVersion): the cache is behind,
+    /// and the reconcile decides again once it caught up. Not a failure.
+    #[error("{kind} {name} changed since the watch cache read it; deciding again on the newer one")]
+    CacheBehind { kind: &'static str, name: String },
+
     #[error("cannot re-create StatefulSet {name} (its pods and volume claims are kept): {source}")]
     Recreate {
         name: String,
@@ -119,6 +125,7 @@ impl Error {
             Error::NotAdopted { .. } => "ChildNotAdopted",
             Error::Read { .. } => "ReadFailed",
             Error::Apply { .. } => "ApplyFailed",
+            Error::CacheBehind { .. } => "CacheBehind",
             Error::Recreate { .. } => "RecreateFailed",
             Error::VolumeExpansionNotAllowed { .. } => "VolumeExpansionNotAllowed",
             Error::ExpandVolumes { .. } => "ExpandVolumesFailed",
@@ -128,6 +135,12 @@ impl Error {
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize(..) => "InternalError",
         }
+    }
+
+    /// Whether the reconcile only read a cache that is behind: it is retried
+    /// soon, and not reported as a failure.
+    pub fn cache_behind(&self) -> bool {
+        matches!(self, Error::CacheBehind { .. })
     }
 
     /// Whether the app is stuck until someone changes something: its spec, or
