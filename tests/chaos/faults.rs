@@ -86,9 +86,9 @@ impl Operator {
             .args(["operator", "--namespace", &launch.ns, "--leader-election", "false"])
             .args(["--admin-address", "127.0.0.1:0", "--resync-seconds", "5"])
             .args(["--visits-interval-seconds", &launch.visits_seconds.to_string()])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,visitcounter=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(operator_log())
             .spawn()
             .expect("the visitcounter binary starts");
         Self { child, launch }
@@ -106,6 +106,34 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where the operator writes its log, across restarts: beside the control
+/// plane's, so a broken round can show what the operator did.
+pub fn operator_log_path() -> PathBuf {
+    cluster_state().join("logs").join("chaos-operator.log")
+}
+
+fn operator_log() -> std::fs::File {
+    let path = operator_log_path();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Writes a line into the operator's log, so a round's part is found.
+pub fn mark_operator_log(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(operator_log(), "---- chaos {line}");
+}
+
+/// The last `lines` lines of the operator's log.
+pub fn operator_log_tail(lines: usize) -> String {
+    let log = std::fs::read_to_string(operator_log_path()).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The state directory of the local control plane: `scripts/cluster.sh`

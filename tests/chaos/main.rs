@@ -223,6 +223,7 @@ impl Chaos {
         let (change, next) = Change::pick(&mut self.rng, self.wanted.get(app));
         let fault = self.faults_allowed[self.rng.usize(..self.faults_allowed.len())];
         let at = Duration::from_millis(self.rng.u64(..1500));
+        faults::mark_operator_log(&format!("round {round}: {change:?} of {app}, {fault:?} after {at:?}"));
         rounds::apply(&self.env, app, next.spec()).await;
         self.wanted.insert(app.to_owned(), next.clone());
         tokio::time::sleep(at).await;

@@ -166,7 +166,56 @@ pub async fn converged(env: &Env, app: &str, wanted: &Wanted, context: &str) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("invariant broken at {context}: {last}");
+    let seen = snapshot(env, app).await;
+    let log = crate::faults::operator_log_tail(40);
+    panic!("invariant broken at {context}: {last}\n{seen}\nthe operator's log ends:\n{log}");
+}
+
+/// The app's StatefulSets and pods as the API server has them, for a
+/// broken round's message.
+async fn snapshot(env: &Env, app: &str) -> String {
+    let selector = format!("app.kubernetes.io/instance={app}");
+    let params = ListParams::default().labels(&selector);
+    let mut lines = vec![];
+    for sts in env
+        .api::<StatefulSet>()
+        .list(&params)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let status = sts.status.unwrap_or_default();
+        lines.push(format!(
+            "StatefulSet {}: replicas {} ready {} updated {} current {:?} update {:?} observedGeneration {:?} of {:?}",
+            sts.metadata.name.unwrap_or_default(),
+            status.replicas,
+            status.ready_replicas.unwrap_or(0),
+            status.updated_replicas.unwrap_or(0),
+            status.current_revision,
+            status.update_revision,
+            status.observed_generation,
+            sts.metadata.generation,
+        ));
+    }
+    for pod in env
+        .api::<Pod>()
+        .list(&params)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        lines.push(format!(
+            "pod {}: phase {:?} ready {} revision {:?} node {:?} deleting {}",
+            pod.metadata.name.clone().unwrap_or_default(),
+            pod.status.as_ref().and_then(|s| s.phase.clone()),
+            pod_ready(&pod),
+            labels.get("controller-revision-hash"),
+            pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            pod.metadata.deletion_timestamp.is_some(),
+        ));
+    }
+    lines.join("\n")
 }
 
 /// What does not hold yet, if anything. A read that fails is not a pass:
