@@ -231,6 +231,18 @@ pub async fn switches_in_one_write_and_rolls_back(env: &Env) {
         after.keys().any(|name| name.ends_with("bg-green-0")),
         "bg-green had claims of its own, kept by the retention policy: {after:?}"
     );
+    let mut rolling = spec("a", true, 20);
+    rolling["updateStrategy"] = json!({"type": "RollingUpdate"});
+    env.apply_app("bg", rolling).await;
+    eventually("bg-preview goes once bg is no longer blue/green", || async {
+        env.api::<Service>().get_opt("bg-preview").await.unwrap().is_none()
+    })
+    .await;
+    let events = env.event_messages("reason=PreviewServiceDeleted,involvedObject.name=bg");
+    assert!(
+        events.iter().any(|m| m.contains("deleted Service bg-preview")),
+        "an Event says the preview Service went: {events:?}"
+    );
     env.api::<VisitCounterApp>()
         .delete("bg", &DeleteParams::default())
         .await

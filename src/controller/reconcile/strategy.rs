@@ -13,7 +13,7 @@ use super::{
     write::refused_or_failed,
 };
 use crate::{
-    children::{Children, green_statefulset_name},
+    children::{Children, green_statefulset_name, preview_service_name},
     controller::{
         Error,
         rollout::{Cluster, Decision, PodView, blue_green, decide, uses_max_unavailable, uses_steps},
@@ -88,16 +88,23 @@ fn blue_green_slots(
         .get("StatefulSet", namespace, &green_statefulset_name(&name))
         .filter(|green| desired::controlled_by(green, app));
     let service = ctx.caches.get("Service", namespace, &name);
+    let preview = ctx
+        .caches
+        .get("Service", namespace, &preview_service_name(&name))
+        .filter(|preview| desired::controlled_by(preview, app));
     let live = blue_green::Live {
         blue: blue.as_ref(),
         green: green.as_ref(),
         service: service.as_ref(),
     };
-    if !blue_green::applies(app, &live) {
-        return Decision::default();
-    }
-    let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
-    blue_green::decide(app, children, live, visits, now)
+    let mut decision = if blue_green::applies(app, &live) {
+        let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
+        blue_green::decide(app, children, live, visits, now)
+    } else {
+        Decision::default()
+    };
+    decision.delete_service = blue_green::leftover_preview(app, preview.as_ref());
+    decision
 }
 
 /// Deletes the StatefulSet the strategy decided to (blue/green's previous
@@ -160,11 +167,35 @@ async fn keeps_max_unavailable(ctx: &Context, namespace: &str, children: &Childr
     ctx.cluster_keeps_max_unavailable.get_or_try_init(ask).await.copied()
 }
 
-/// Deletes what the strategy decided to: pods, and blue/green's previous
-/// StatefulSet.
+/// Deletes what the strategy decided to: pods, blue/green's previous
+/// StatefulSet, and its preview Service once the app left blue/green.
 pub async fn delete(app: &VisitCounterApp, ctx: &Context, namespace: &str, decision: &Decision) -> Result<(), Error> {
     delete_pods(app, ctx, namespace, decision).await?;
-    delete_statefulset(app, ctx, namespace, decision).await
+    delete_statefulset(app, ctx, namespace, decision).await?;
+    delete_preview_service(app, ctx, namespace, decision).await
+}
+
+/// Deletes the preview Service of an app that left blue/green, by its uid,
+/// with an Event.
+async fn delete_preview_service(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    decision: &Decision,
+) -> Result<(), Error> {
+    let Some((name, uid)) = &decision.delete_service else {
+        return Ok(());
+    };
+    delete_child(&ctx.client, namespace, "Service", name, uid, &ctx.metrics)
+        .await
+        .map_err(|source| Error::DeleteService {
+            name: name.clone(),
+            source: Box::new(source),
+        })?;
+    let message = format!("deleted Service {name}, blue/green's preview: updateStrategy.type is no longer BlueGreen");
+    ctx.event(app, EventType::Normal, "PreviewServiceDeleted", message)
+        .await;
+    Ok(())
 }
 
 /// Deletes the pods the strategy decided to, each by its uid (a pod already

@@ -90,6 +90,9 @@ pub struct Decision {
     /// A StatefulSet of the app to delete (name, uid): blue/green's previous
     /// one, past its delay.
     pub delete_statefulset: Option<(String, String)>,
+    /// A Service of the app to delete (name, uid): blue/green's preview
+    /// Service, once the app left blue/green.
+    pub delete_service: Option<(String, String)>,
 }
 
 impl Decision {
@@ -99,6 +102,7 @@ impl Decision {
     pub fn with_slots(mut self, slots: Decision) -> Self {
         self.blue_green = slots.blue_green;
         self.delete_statefulset = slots.delete_statefulset;
+        self.delete_service = slots.delete_service;
         self.look_again_in = match (self.look_again_in, slots.look_again_in) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -101,6 +101,13 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    #[error("cannot delete Service {name}, the preview of an app no longer blue/green: {source}")]
+    DeleteService {
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("cannot delete StatefulSet {name}, which served before the blue/green switch: {source}")]
     DeleteStatefulSet {
         name: String,
@@ -132,6 +139,7 @@ impl Error {
             Error::ReplaceStuckPod { .. } => "ReplaceStuckPodFailed",
             Error::DeletePod { .. } => "DeletePodFailed",
             Error::DeleteStatefulSet { .. } => "DeleteStatefulSetFailed",
+            Error::DeleteService { .. } => "DeleteServiceFailed",
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize(..) => "InternalError",
         }
