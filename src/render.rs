@@ -84,6 +84,13 @@ pub fn to_yaml_stream(all: &[Children]) -> Result<String, RenderError> {
         if let Some(preview) = &children.preview {
             documents.push(serde_saphyr::to_string(&preview.service)?);
         }
+        if let Some(traffic) = &children.traffic {
+            if let Some(versions) = &traffic.versions {
+                documents.push(serde_saphyr::to_string(&versions.stable)?);
+                documents.push(serde_saphyr::to_string(&versions.canary)?);
+            }
+            documents.push(serde_saphyr::to_string(&traffic.route)?);
+        }
         documents.push(serde_saphyr::to_string(&children.stateful_set)?);
     }
     Ok(documents.join("---\n"))

@@ -158,3 +158,48 @@ fn a_missing_file_is_a_clear_error() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("cannot read /nonexistent/app.yaml"), "{stderr}");
 }
+
+#[test]
+fn prints_the_route_and_the_services_per_version_of_a_weighted_app() {
+    let input = format!(
+        "{HEAD}spec:\n  traffic:\n    parentRef: {{name: edge, namespace: gateways}}\n    hostnames: [shop.example.com]\n    canaryWeight: 10\n"
+    );
+    let output = render_stdin(&input);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let kinds: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("kind: ")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Service",
+            "Service",
+            "Service",
+            "Service",
+            "HTTPRoute",
+            "StatefulSet"
+        ]
+    );
+    let route = text.split("---\n").find(|d| d.contains("kind: HTTPRoute")).unwrap();
+    let route: serde_json::Value = serde_saphyr::from_str(route).unwrap();
+    assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "edge");
+    assert_eq!(route["spec"]["parentRefs"][0]["namespace"], "gateways");
+    assert_eq!(route["spec"]["hostnames"][0], "shop.example.com");
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["name"], "web-stable");
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["weight"], 100);
+}
+
+#[test]
+fn refuses_a_canary_weight_under_blue_green_and_out_of_range() {
+    let blue_green = format!(
+        "{HEAD}spec:\n  updateStrategy: {{type: BlueGreen}}\n  traffic:\n    parentRef: {{name: edge}}\n    canaryWeight: 10\n"
+    );
+    let stderr = refused(&blue_green);
+    assert!(stderr.contains("spec.traffic.canaryWeight"), "{stderr}");
+    assert!(stderr.contains("under BlueGreen"), "{stderr}");
+    let too_much = format!("{HEAD}spec:\n  traffic:\n    parentRef: {{name: edge}}\n    canaryWeight: 101\n");
+    assert!(refused(&too_much).contains("canaryWeight"));
+    let relative = format!("{HEAD}spec:\n  traffic:\n    parentRef: {{name: edge}}\n    path: shop\n");
+    assert!(refused(&relative).contains("traffic.path"));
+}

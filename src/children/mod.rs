@@ -3,6 +3,7 @@
 //! `render` prints exactly what the operator would apply.
 
 mod configmap;
+mod route;
 mod service;
 mod serviceaccount;
 mod statefulset;
@@ -21,6 +22,10 @@ use kube::Resource;
 use crate::resource::{UpdateStrategyType, VisitCounterApp};
 
 pub use configmap::{CONFIG_JSON_KEY, desired_config_map, is_config_map_of};
+pub use route::{
+    Backend, ROUTE_API_VERSION, ROUTE_KIND, Traffic, Versions, canary_service_name, desired_traffic, set_backends,
+    stable_service_name,
+};
 pub use service::{desired_headless_service, desired_preview_service, desired_service, preview_service_name};
 pub use serviceaccount::{desired_service_account, service_account_name};
 pub use statefulset::{CONFIG_MOUNT_PATH, desired_statefulset};
@@ -71,6 +76,8 @@ pub struct Children {
     /// Under `BlueGreen`, the StatefulSet of the new template beside the
     /// serving one, and the Service that reaches it (`rollout::blue_green`).
     pub preview: Option<Preview>,
+    /// With `spec.traffic`, the HTTPRoute and the Services per version.
+    pub traffic: Option<Traffic>,
     pub stateful_set: StatefulSet,
 }
 
@@ -97,6 +104,7 @@ pub fn desired_children(app: &VisitCounterApp, settings: &BuildSettings) -> Resu
             }),
             _ => None,
         },
+        traffic: desired_traffic(app)?,
         config_map,
     })
 }

@@ -70,7 +70,7 @@ pub fn preview_service_name(app: &str) -> String {
     format!("{app}-preview")
 }
 
-fn http_port(port: i32, node_port: Option<i32>) -> ServicePort {
+pub(super) fn http_port(port: i32, node_port: Option<i32>) -> ServicePort {
     ServicePort {
         name: Some("http".into()),
         protocol: Some("TCP".into()),

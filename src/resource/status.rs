@@ -47,6 +47,30 @@ pub struct VisitCounterAppStatus {
     /// `--visits-interval-seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visits: Option<VisitsStatus>,
+    /// With `spec.traffic`: the app's HTTPRoute and where it sends requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficStatus>,
+}
+
+/// Where the app's HTTPRoute sends requests.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficStatus {
+    /// The HTTPRoute's name.
+    pub route: String,
+    /// Its backends and their weights (percent of requests).
+    #[serde(default)]
+    pub backends: Vec<TrafficBackend>,
+}
+
+/// One backend of the app's HTTPRoute.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficBackend {
+    /// A Service of the app.
+    pub service: String,
+    /// Its share of the requests, in percent.
+    pub weight: i32,
 }
 
 /// The app's visits, summed over its pods.

@@ -238,7 +238,7 @@ pub async fn switches_in_one_write_and_rolls_back(env: &Env) {
         env.api::<Service>().get_opt("bg-preview").await.unwrap().is_none()
     })
     .await;
-    let events = env.event_messages("reason=PreviewServiceDeleted,involvedObject.name=bg");
+    let events = env.event_messages("reason=LeftoverDeleted,involvedObject.name=bg");
     assert!(
         events.iter().any(|m| m.contains("deleted Service bg-preview")),
         "an Event says the preview Service went: {events:?}"

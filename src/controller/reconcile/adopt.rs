@@ -10,12 +10,12 @@ use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{Pod, Service},
 };
-use kube::{Api, ResourceExt, runtime::events::EventType};
+use kube::{Api, ResourceExt, api::DynamicObject, runtime::events::EventType};
 use serde_json::Value;
 
-use super::{Context, plan::DesiredChild};
+use super::{Context, apply::api_resource, plan::DesiredChild};
 use crate::{
-    children::selector_labels,
+    children::{ROUTE_KIND, selector_labels},
     controller::{Error, observe::pod_creation::pods_missing},
     resource::VisitCounterApp,
 };
@@ -39,6 +39,12 @@ pub async fn look_past_the_caches(
         let found = match child.kind {
             "StatefulSet" => get_value::<StatefulSet>(ctx, namespace, &child.name).await,
             "Service" => get_value::<Service>(ctx, namespace, &child.name).await,
+            // Routes are not watched (the cluster may have no Gateway API):
+            // read each time it was not written lately.
+            ROUTE_KIND => {
+                *live = get_route(ctx, namespace, &child.name).await?;
+                continue;
+            }
             _ => continue,
         };
         *live = found.map_err(|source| Error::Read {
@@ -61,6 +67,23 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let found = api.get_opt(name).await?;
     Ok(found.and_then(|o| serde_json::to_value(o).ok()))
+}
+
+/// The app's route, if any. A missing route is `None` (the API server's
+/// NotFound); a 404 that is no such answer ("404 page not found") means the
+/// API server serves no HTTPRoute at all: `GatewayApiMissing`.
+pub(super) async fn get_route(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Value>, Error> {
+    let resource = api_resource(ROUTE_KIND);
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    match api.get_opt(name).await {
+        Ok(found) => Ok(found.and_then(|o| serde_json::to_value(o).ok())),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::GatewayApiMissing),
+        Err(source) => Err(Error::Read {
+            kind: ROUTE_KIND,
+            name: name.to_owned(),
+            source: Box::new(source),
+        }),
+    }
 }
 
 /// Deletes the pods an adopted StatefulSet left in the way, while the app's

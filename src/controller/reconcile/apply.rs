@@ -8,19 +8,27 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions,
+        PropagationPolicy,
+    },
     runtime::events::{Event, EventType, Recorder},
 };
 use serde_json::{Value, json};
 
 use super::plan::DesiredChild;
 use crate::{
+    children::ROUTE_KIND,
     controller::runtime::{FIELD_MANAGER, metrics::Metrics},
     resource::{API_VERSION, KIND, VisitCounterApp, VisitCounterAppStatus},
 };
 
-fn api_resource(kind: &str) -> ApiResource {
+pub fn api_resource(kind: &str) -> ApiResource {
     match kind {
+        ROUTE_KIND => ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", ROUTE_KIND),
+            "httproutes",
+        ),
         "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
         "Service" => ApiResource::erase::<Service>(&()),
         "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),

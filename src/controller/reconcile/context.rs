@@ -97,6 +97,28 @@ impl Context {
         record(&self.recorder, app, type_, reason, message, None, &self.metrics).await;
     }
 
+    /// Records an Event about the app that names another object too (its
+    /// `related`): Events of one reason about one app are otherwise one
+    /// series, which keeps the first words only.
+    pub async fn event_about(
+        &self,
+        app: &VisitCounterApp,
+        reason: &str,
+        message: String,
+        related: k8s_openapi::api::core::v1::ObjectReference,
+    ) {
+        record(
+            &self.recorder,
+            app,
+            EventType::Normal,
+            reason,
+            message,
+            Some(related),
+            &self.metrics,
+        )
+        .await;
+    }
+
     /// Whether we deleted the pod `name` with `uid` moments ago: the cache
     /// may still hold it, as if nothing happened.
     pub fn pod_deleted_lately(&self, namespace: &str, name: &str, uid: &str) -> bool {

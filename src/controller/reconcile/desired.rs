@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::plan::DesiredChild;
 use crate::{
     admission::Admission,
-    children::Children,
+    children::{Children, ROUTE_KIND},
     controller::Error,
     resource::{ADOPT_ANNOTATION, API_VERSION, KIND, VisitCounterApp},
 };
@@ -25,9 +25,11 @@ pub fn validate(app: &VisitCounterApp, admission: &Admission) -> Result<(), Erro
 }
 
 /// The children as they are applied, in **the write order**, which this
-/// function alone sets: the user-facing Service, the headless Service, the
-/// ServiceAccount (when the operator owns one), the ConfigMap, a blue/green
-/// app's preview Service and StatefulSet, and the serving StatefulSet last.
+/// function alone sets: the HTTPRoute (with `spec.traffic`), the
+/// user-facing Service, the Services per version of a weighted route, the
+/// headless Service, the ServiceAccount (when the operator owns one), the
+/// ConfigMap, a blue/green app's preview Service and StatefulSet, and the
+/// serving StatefulSet last.
 ///
 /// The order keeps a refused write harmless without a dry run of each: a
 /// node port another Service holds (the refusal a valid spec meets) is
@@ -37,14 +39,27 @@ pub fn validate(app: &VisitCounterApp, admission: &Admission) -> Result<(), Erro
 /// children this reconcile created are deleted again when a later write is
 /// refused (`write::apply_changes`). What the order cannot cover, an
 /// in-place update of a Service or ServiceAccount followed by one of the
-/// StatefulSet, is tried as a dry run first (`plan::dry_runs`).
+/// StatefulSet, is tried as a dry run first (`plan::dry_runs`). The route
+/// comes first so that a cluster without the Gateway API refuses it before
+/// anything else is written.
 pub fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
     fn child(kind: &'static str, object: impl serde::Serialize) -> Result<DesiredChild, Error> {
         let value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
         Ok(DesiredChild::new(kind, value))
     }
     let mut desired = Vec::with_capacity(5);
+    let traffic = children
+        .traffic
+        .map(|t| (DesiredChild::new(ROUTE_KIND, t.route), t.versions));
+    let versions = traffic.as_ref().and_then(|(_, v)| v.clone());
+    if let Some((route, _)) = traffic {
+        desired.push(route);
+    }
     desired.push(child("Service", children.service)?);
+    if let Some(versions) = versions {
+        desired.push(child("Service", versions.stable)?);
+        desired.push(child("Service", versions.canary)?);
+    }
     desired.push(child("Service", children.headless_service)?);
     if let Some(account) = children.service_account {
         desired.push(child("ServiceAccount", account)?);
@@ -74,10 +89,11 @@ pub fn check_owned(app: &VisitCounterApp, children: &[DesiredChild], live: &[Opt
                 owner,
             });
         }
-        // The children a chart of the same names would have made; the
-        // others are named by a hash (the ConfigMap) or shared by design
-        // (a ServiceAccount), and are taken as they are.
-        if matches!(child.kind, "StatefulSet" | "Service") && uncontrolled(live) {
+        // The children a chart of the same names would have made, and a
+        // route someone wrote by hand; the others are named by a hash (the
+        // ConfigMap) or shared by design (a ServiceAccount), and are taken
+        // as they are.
+        if matches!(child.kind, "StatefulSet" | "Service" | ROUTE_KIND) && uncontrolled(live) {
             unowned.push(described(child, live));
         }
     }
@@ -167,6 +183,45 @@ mod tests {
             kinds,
             ["Service", "Service", "ServiceAccount", "ConfigMap", "StatefulSet"]
         );
+    }
+
+    #[test]
+    fn the_route_comes_first_and_the_services_per_version_after_the_apps() {
+        let app = app(
+            "web",
+            json!({"traffic": {"parentRef": {"name": "edge"}, "canaryWeight": 10}}),
+        );
+        let order: Vec<String> = children_of(&app)
+            .into_iter()
+            .map(|c| match c.kind {
+                // Named by the hash of its content.
+                "ConfigMap" => c.kind.to_owned(),
+                kind => format!("{kind} {}", c.name),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "HTTPRoute web",
+                "Service web",
+                "Service web-stable",
+                "Service web-canary",
+                "Service web-headless",
+                "ConfigMap",
+                "StatefulSet web"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_nothing_controls_is_refused_unless_the_app_adopts() {
+        let app = app("web", json!({"traffic": {"parentRef": {"name": "edge"}}}));
+        let children = children_of(&app);
+        let mut live = vec![None; children.len()];
+        live[0] = Some(json!({"metadata": {}}));
+        let error = check_owned(&app, &children, &live).unwrap_err();
+        assert_eq!(error.reason(), "ChildNotAdopted");
+        assert!(error.to_string().starts_with("HTTPRoute web already exist"), "{error}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod adopt;
 pub mod apply;
 mod context;
 pub mod desired;
+mod leftovers;
 pub mod old_configs;
 pub mod pause;
 pub mod plan;
@@ -145,6 +146,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         .await?
         .observed;
     strategy::delete(app, ctx, &namespace, &strategy).await?;
+    leftovers::remove(app, ctx, &namespace).await?;
 
     let sts_live = observed.last().cloned().flatten();
     let stateful_set: Option<StatefulSet> = sts_live.clone().and_then(|v| serde_json::from_value(v).ok());
@@ -176,6 +178,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         step: strategy.step,
         aborted: strategy.aborted,
         blue_green: strategy.blue_green,
+        traffic: strategy.traffic,
     };
     let status = desired_status(app, &observed, now.clone());
     let deadline_in = progress::look_again_in(&status, app.spec.progress_deadline_seconds, &now);

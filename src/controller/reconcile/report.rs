@@ -121,6 +121,8 @@ pub fn status_from_caches(
             .filter(|c| c.reason == ROLLOUT_ABORTED)
             .map(|c| c.message.clone()),
         blue_green,
+        // As the last status said: this reconcile did not decide.
+        traffic: previous.and_then(|s| s.traffic.clone()),
     };
     desired_status(app, &observed, Time(Timestamp::now()))
 }

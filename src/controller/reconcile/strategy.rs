@@ -13,20 +13,53 @@ use super::{
     write::refused_or_failed,
 };
 use crate::{
-    children::{Children, green_statefulset_name, preview_service_name},
+    children::{Children, green_statefulset_name},
     controller::{
         Error,
-        rollout::{Cluster, Decision, PodView, blue_green, decide, uses_max_unavailable, uses_steps},
+        rollout::{Cluster, Decision, PodView, blue_green, decide, traffic, uses_max_unavailable, uses_steps},
     },
-    resource::{UpdateStrategyType, VisitCounterApp},
+    resource::{TrafficStatus, UpdateStrategyType, VisitCounterApp},
 };
 
 /// The JSON pointer of the field a cluster may drop.
 const MAX_UNAVAILABLE: &str = "/spec/updateStrategy/rollingUpdate/maxUnavailable";
 
 /// Decides for the app's strategy from the caches, changing the
-/// StatefulSet in `children` as it needs.
+/// StatefulSet in `children` as it needs, then where its route sends
+/// requests.
 pub async fn decide_from_caches(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    children: &mut Children,
+    now: &Time,
+) -> Result<Decision, Error> {
+    let mut decision = decide_strategy(app, ctx, namespace, children, now).await?;
+    decision.traffic = traffic_from_caches(app, ctx, namespace, children);
+    Ok(decision)
+}
+
+/// `spec.traffic`'s weights (`rollout::traffic`), from the serving
+/// StatefulSet and the app's pods as the caches hold them.
+fn traffic_from_caches(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    children: &mut Children,
+) -> Option<TrafficStatus> {
+    children.traffic.as_ref()?;
+    let serving = children.stateful_set.metadata.name.clone().unwrap_or_default();
+    let live = ctx.caches.get("StatefulSet", namespace, &serving);
+    let pods: Vec<PodView> = ctx
+        .caches
+        .pods_of_app(namespace, &app.name_any())
+        .iter()
+        .map(|p| PodView::of(&p.0))
+        .collect();
+    traffic::decide(app, children, live.as_ref(), &pods)
+}
+
+async fn decide_strategy(
     app: &VisitCounterApp,
     ctx: &Context,
     namespace: &str,
@@ -88,23 +121,16 @@ fn blue_green_slots(
         .get("StatefulSet", namespace, &green_statefulset_name(&name))
         .filter(|green| desired::controlled_by(green, app));
     let service = ctx.caches.get("Service", namespace, &name);
-    let preview = ctx
-        .caches
-        .get("Service", namespace, &preview_service_name(&name))
-        .filter(|preview| desired::controlled_by(preview, app));
     let live = blue_green::Live {
         blue: blue.as_ref(),
         green: green.as_ref(),
         service: service.as_ref(),
     };
-    let mut decision = if blue_green::applies(app, &live) {
-        let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
-        blue_green::decide(app, children, live, visits, now)
-    } else {
-        Decision::default()
-    };
-    decision.delete_service = blue_green::leftover_preview(app, preview.as_ref());
-    decision
+    if !blue_green::applies(app, &live) {
+        return Decision::default();
+    }
+    let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
+    blue_green::decide(app, children, live, visits, now)
 }
 
 /// Deletes the StatefulSet the strategy decided to (blue/green's previous
@@ -167,35 +193,11 @@ async fn keeps_max_unavailable(ctx: &Context, namespace: &str, children: &Childr
     ctx.cluster_keeps_max_unavailable.get_or_try_init(ask).await.copied()
 }
 
-/// Deletes what the strategy decided to: pods, blue/green's previous
-/// StatefulSet, and its preview Service once the app left blue/green.
+/// Deletes what the strategy decided to: pods, and blue/green's previous
+/// StatefulSet.
 pub async fn delete(app: &VisitCounterApp, ctx: &Context, namespace: &str, decision: &Decision) -> Result<(), Error> {
     delete_pods(app, ctx, namespace, decision).await?;
-    delete_statefulset(app, ctx, namespace, decision).await?;
-    delete_preview_service(app, ctx, namespace, decision).await
-}
-
-/// Deletes the preview Service of an app that left blue/green, by its uid,
-/// with an Event.
-async fn delete_preview_service(
-    app: &VisitCounterApp,
-    ctx: &Context,
-    namespace: &str,
-    decision: &Decision,
-) -> Result<(), Error> {
-    let Some((name, uid)) = &decision.delete_service else {
-        return Ok(());
-    };
-    delete_child(&ctx.client, namespace, "Service", name, uid, &ctx.metrics)
-        .await
-        .map_err(|source| Error::DeleteService {
-            name: name.clone(),
-            source: Box::new(source),
-        })?;
-    let message = format!("deleted Service {name}, blue/green's preview: updateStrategy.type is no longer BlueGreen");
-    ctx.event(app, EventType::Normal, "PreviewServiceDeleted", message)
-        .await;
-    Ok(())
+    delete_statefulset(app, ctx, namespace, decision).await
 }
 
 /// Deletes the pods the strategy decided to, each by its uid (a pod already

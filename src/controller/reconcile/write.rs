@@ -17,6 +17,7 @@ use super::{
     storage::expand_claims,
 };
 use crate::{
+    children::ROUTE_KIND,
     controller::{Error, runtime::error::is_refusal},
     resource::VisitCounterApp,
 };
@@ -266,8 +267,14 @@ async fn orphan_statefulset(
 /// A refusal of the child (the spec is wrong for this cluster), or a
 /// failure to retry.
 pub fn refused_or_failed(child: &DesiredChild, source: kube::Error) -> Error {
-    let conflict = matches!(&source, kube::Error::Api(status) if status.code == 409);
-    if conflict && child.precondition.is_some() {
+    let code = match &source {
+        kube::Error::Api(status) => status.code,
+        _ => 0,
+    };
+    if code == 404 && child.kind == ROUTE_KIND {
+        // An apply creates what is missing: only the resource can be.
+        Error::GatewayApiMissing
+    } else if code == 409 && child.precondition.is_some() {
         Error::CacheBehind {
             kind: child.kind,
             name: child.name.clone(),
@@ -329,6 +336,17 @@ mod tests {
     fn conflict() -> kube::Error {
         let status = kube::core::Status::failure("the object has been modified", "Conflict").with_code(409);
         kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn a_route_the_cluster_has_no_resource_for_says_the_gateway_api_is_missing() {
+        let route = DesiredChild::new(ROUTE_KIND, json!({"metadata": {"name": "web"}}));
+        let status =
+            kube::core::Status::failure("the server could not find the requested resource", "NotFound").with_code(404);
+        let error = refused_or_failed(&route, kube::Error::Api(Box::new(status)));
+        assert_eq!(error.reason(), "GatewayAPIMissing");
+        assert!(error.stalls() && !error.needs_spec_change());
+        assert!(error.to_string().contains("install the Gateway API CRDs"), "{error}");
     }
 
     #[test]

@@ -77,17 +77,6 @@ pub fn applies(app: &VisitCounterApp, live: &Live<'_>) -> bool {
     app.spec.update_strategy.type_ == UpdateStrategyType::BlueGreen || live.green.is_some()
 }
 
-/// The preview Service (name, uid) to delete, given the app's own
-/// (`preview`), once the app is no longer blue/green. (Its StatefulSet
-/// goes by the decision, after the delay.)
-pub fn leftover_preview(app: &VisitCounterApp, preview: Option<&Value>) -> Option<(String, String)> {
-    let preview = preview?;
-    (app.spec.update_strategy.type_ != UpdateStrategyType::BlueGreen).then(|| {
-        let name = preview["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        (name, uid(preview))
-    })
-}
-
 /// The serving slot: the StatefulSet whose revision the Service selects,
 /// else the one that exists (the app's own name first).
 pub fn slots(app: &str, live: &Live<'_>) -> Slots {
@@ -623,22 +612,6 @@ mod tests {
         assert_eq!(decision.progress.unwrap().0, PREVIEW_STARTING);
         let carry = decision.blue_green.unwrap().carry.unwrap();
         assert_eq!((carry.from.as_str(), carry.to.as_str()), ("web", "web-green"));
-    }
-
-    #[test]
-    fn the_preview_service_goes_once_the_app_left_blue_green() {
-        let preview = json!({"metadata": {"name": "web-preview", "uid": "uid-preview"}});
-        assert_eq!(
-            leftover_preview(&web("v1", AUTO), Some(&preview)),
-            None,
-            "still blue/green"
-        );
-        let rolling = app("web", json!({"replicas": 2}));
-        assert_eq!(
-            leftover_preview(&rolling, Some(&preview)),
-            Some(("web-preview".into(), "uid-preview".into()))
-        );
-        assert_eq!(leftover_preview(&rolling, None), None);
     }
 
     #[test]

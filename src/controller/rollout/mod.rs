@@ -23,6 +23,7 @@ pub mod ramped;
 pub mod recreate;
 pub mod rolling;
 mod template;
+pub mod traffic;
 
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Pod},
@@ -32,7 +33,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use super::observe::pods::{REVISION_LABEL, is_ready, ready_condition};
-use crate::resource::{BlueGreenStatus, StepStatus, UpdateStrategyType, VisitCounterApp};
+use crate::resource::{BlueGreenStatus, StepStatus, TrafficStatus, UpdateStrategyType, VisitCounterApp};
 
 /// A pod of the app, as a strategy sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -90,9 +91,8 @@ pub struct Decision {
     /// A StatefulSet of the app to delete (name, uid): blue/green's previous
     /// one, past its delay.
     pub delete_statefulset: Option<(String, String)>,
-    /// A Service of the app to delete (name, uid): blue/green's preview
-    /// Service, once the app left blue/green.
-    pub delete_service: Option<(String, String)>,
+    /// With `spec.traffic`, where the app's HTTPRoute sends requests.
+    pub traffic: Option<TrafficStatus>,
 }
 
 impl Decision {
@@ -102,7 +102,6 @@ impl Decision {
     pub fn with_slots(mut self, slots: Decision) -> Self {
         self.blue_green = slots.blue_green;
         self.delete_statefulset = slots.delete_statefulset;
-        self.delete_service = slots.delete_service;
         self.look_again_in = match (self.look_again_in, slots.look_again_in) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -64,6 +64,12 @@ pub enum Error {
     #[error("{kind} {name} changed since the watch cache read it; deciding again on the newer one")]
     CacheBehind { kind: &'static str, name: String },
 
+    /// `spec.traffic` on a cluster that serves no HTTPRoute.
+    #[error(
+        "spec.traffic needs the Gateway API, and this cluster serves no HTTPRoute (gateway.networking.k8s.io/v1): install the Gateway API CRDs (standard channel) or remove spec.traffic. Nothing else was changed"
+    )]
+    GatewayApiMissing,
+
     #[error("cannot re-create StatefulSet {name} (its pods and volume claims are kept): {source}")]
     Recreate {
         name: String,
@@ -101,8 +107,9 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
-    #[error("cannot delete Service {name}, the preview of an app no longer blue/green: {source}")]
-    DeleteService {
+    #[error("cannot delete {kind} {name}, which the spec no longer asks for: {source}")]
+    DeleteLeftover {
+        kind: &'static str,
         name: String,
         #[source]
         source: Box<kube::Error>,
@@ -133,13 +140,14 @@ impl Error {
             Error::Read { .. } => "ReadFailed",
             Error::Apply { .. } => "ApplyFailed",
             Error::CacheBehind { .. } => "CacheBehind",
+            Error::GatewayApiMissing => "GatewayAPIMissing",
             Error::Recreate { .. } => "RecreateFailed",
             Error::VolumeExpansionNotAllowed { .. } => "VolumeExpansionNotAllowed",
             Error::ExpandVolumes { .. } => "ExpandVolumesFailed",
             Error::ReplaceStuckPod { .. } => "ReplaceStuckPodFailed",
             Error::DeletePod { .. } => "DeletePodFailed",
             Error::DeleteStatefulSet { .. } => "DeleteStatefulSetFailed",
-            Error::DeleteService { .. } => "DeleteServiceFailed",
+            Error::DeleteLeftover { .. } => "DeleteLeftoverFailed",
             Error::Status(_) => "StatusUpdateFailed",
             Error::Serialize(..) => "InternalError",
         }
@@ -162,6 +170,7 @@ impl Error {
                 | Error::NotOwned { .. }
                 | Error::NotAdopted { .. }
                 | Error::VolumeExpansionNotAllowed { .. }
+                | Error::GatewayApiMissing
         )
     }
 

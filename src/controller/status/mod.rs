@@ -18,8 +18,8 @@ use k8s_openapi::{
 use crate::{
     children::selector_string,
     resource::{
-        BlueGreenStatus, Downtime, RolloutStatus, StepStatus, StuckPod, UpdateStrategyType, VisitCounterApp,
-        VisitCounterAppStatus,
+        BlueGreenStatus, Downtime, RolloutStatus, StepStatus, StuckPod, TrafficStatus, UpdateStrategyType,
+        VisitCounterApp, VisitCounterAppStatus,
     },
 };
 pub use compare::{newly_aborted, newly_ended_downtime, newly_held, newly_past_deadline, only_progress, same_status};
@@ -84,6 +84,8 @@ pub struct Observed<'a> {
     pub aborted: Option<String>,
     /// Where a blue/green app stands (`rollout::Decision`).
     pub blue_green: Option<BlueGreenStatus>,
+    /// Where the app's HTTPRoute sends requests (`rollout::Decision`).
+    pub traffic: Option<TrafficStatus>,
 }
 
 /// The pods of the app, as its StatefulSet's status counts them.
@@ -300,6 +302,7 @@ pub fn desired_status(app: &VisitCounterApp, observed: &Observed<'_>, now: Time)
         }),
         // Written apart, by the visits poller (`observe::visits`).
         visits: None,
+        traffic: observed.traffic.clone(),
     }
 }
 

@@ -14,6 +14,7 @@ mod resources;
 mod service;
 mod storage;
 mod strategy;
+mod traffic;
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,7 @@ pub use storage::{AccessMode, PvcRetentionPolicy, RetentionPolicy, Storage};
 pub use strategy::{
     AbortAction, BlueGreen, PodManagementPolicy, RollingUpdate, Step, UpdateStrategy, UpdateStrategyType,
 };
+pub use traffic::{ParentRef, Traffic};
 
 /// A visit-counter web app, run as a StatefulSet with one volume per pod.
 ///
@@ -106,7 +108,12 @@ pub use strategy::{
     .message(Message::Expression(
         "'a step asks for more pods than spec.replicas (%d)'.format([self.replicas])".into()
     ))
-    .field_path(".updateStrategy.rollingUpdate.steps")
+    .field_path(".updateStrategy.rollingUpdate.steps"),
+    validation = Rule::new(
+        "!has(self.traffic) || !has(self.traffic.canaryWeight) || self.updateStrategy.type != 'BlueGreen'"
+    )
+    .message("traffic.canaryWeight splits requests during a rolling update; under BlueGreen every request goes to the serving pods until the Service switches")
+    .field_path(".traffic.canaryWeight")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VisitCounterAppSpec {
@@ -218,6 +225,11 @@ pub struct VisitCounterAppSpec {
     /// scaled down. `Retain` (the default) keeps every visit count.
     #[serde(default)]
     pub persistent_volume_claim_retention_policy: PvcRetentionPolicy,
+
+    /// Requests routed through a Gateway (Gateway API): the operator keeps
+    /// an `HTTPRoute` for the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
 }
 
 fn default_port() -> i32 {

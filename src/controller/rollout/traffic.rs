@@ -1,0 +1,238 @@
+//! `spec.traffic`'s weights: while a rolling update is under way, the
+//! app's HTTPRoute sends `canaryWeight` percent of requests to the new
+//! template's pods and the rest to the current ones, whatever the number of
+//! pods on each side (after Argo Rollouts' and Flagger's weighted canaries,
+//! with a StatefulSet's two revisions in place of two ReplicaSets).
+//!
+//! `<app>-stable` selects the pods of the StatefulSet's current revision
+//! and `<app>-canary` those of its update revision. The canary gets its
+//! share only once one of its pods is Ready, so no request meets a version
+//! with nothing to answer it. Pure: the reconcile writes what this pins.
+
+use k8s_openapi::api::core::v1::Service;
+use serde_json::Value;
+
+use super::PodView;
+use crate::{
+    children::{Backend, Children, canary_service_name, set_backends, stable_service_name},
+    controller::observe::pods::REVISION_LABEL,
+    resource::{TrafficBackend, TrafficStatus, VisitCounterApp},
+};
+
+/// Pins the version Services and sets the route's weights in `children`,
+/// from the serving StatefulSet as it is live and the app's pods; says
+/// where requests go. `None` without `spec.traffic`.
+pub fn decide(
+    app: &VisitCounterApp,
+    children: &mut Children,
+    serving: Option<&Value>,
+    pods: &[PodView],
+) -> Option<TrafficStatus> {
+    let traffic = children.traffic.as_mut()?;
+    let route = traffic.route["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let backends = match (traffic.versions.as_mut(), app.spec.traffic.as_ref()?.canary_weight) {
+        (Some(versions), Some(weight)) => {
+            let revisions = Revisions::of(serving);
+            pin(&mut versions.stable, revisions.current.as_deref());
+            pin(&mut versions.canary, revisions.update.as_deref());
+            let canary_answers = revisions.rolling()
+                && pods
+                    .iter()
+                    .any(|p| p.ready && !p.terminating && p.revision == revisions.update);
+            let backends = weights(&route, app.spec.port, weight, canary_answers);
+            set_backends(&mut traffic.route, &backends);
+            backends
+        }
+        // No weight: the route's one backend, the app's Service, as built.
+        _ => backends_of(&traffic.route),
+    };
+    Some(TrafficStatus {
+        route,
+        backends: backends
+            .into_iter()
+            .map(|b| TrafficBackend {
+                service: b.service,
+                weight: b.weight,
+            })
+            .collect(),
+    })
+}
+
+/// The backends of the app's route: all to the stable Service, or, while
+/// the canary has a pod to answer, `weight` percent to it.
+fn weights(app: &str, port: i32, weight: i32, canary_answers: bool) -> Vec<Backend> {
+    let stable = |weight| Backend {
+        service: stable_service_name(app),
+        port,
+        weight,
+    };
+    if !canary_answers || weight == 0 {
+        return vec![stable(100)];
+    }
+    let canary = Backend {
+        service: canary_service_name(app),
+        port,
+        weight,
+    };
+    if weight == 100 {
+        vec![canary]
+    } else {
+        vec![stable(100 - weight), canary]
+    }
+}
+
+/// The StatefulSet's two revisions, as its controller last said them.
+struct Revisions {
+    current: Option<String>,
+    update: Option<String>,
+}
+
+impl Revisions {
+    fn of(live: Option<&Value>) -> Self {
+        let revision = |field: &str| live.and_then(|l| l["status"][field].as_str()).map(str::to_owned);
+        Self {
+            current: revision("currentRevision"),
+            update: revision("updateRevision"),
+        }
+    }
+
+    /// Whether pods of two revisions run: a rolling update under way.
+    fn rolling(&self) -> bool {
+        self.current.is_some() && self.update.is_some() && self.current != self.update
+    }
+}
+
+/// Selects only the pods of `revision`; all the app's while it is unknown.
+fn pin(service: &mut Service, revision: Option<&str>) {
+    let Some(revision) = revision else { return };
+    if let Some(selector) = service.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+        selector.insert(REVISION_LABEL.into(), revision.into());
+    }
+}
+
+fn backends_of(route: &Value) -> Vec<Backend> {
+    let refs = route["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    refs.iter()
+        .map(|b| Backend {
+            service: b["name"].as_str().unwrap_or_default().to_owned(),
+            port: b["port"].as_i64().unwrap_or_default() as i32,
+            weight: b["weight"].as_i64().unwrap_or(1) as i32,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::children::{BuildSettings, desired_children, tests::app};
+
+    fn web(weight: Option<i32>) -> VisitCounterApp {
+        let mut traffic = json!({"parentRef": {"name": "edge"}});
+        if let Some(weight) = weight {
+            traffic["canaryWeight"] = json!(weight);
+        }
+        app("web", json!({"replicas": 4, "traffic": traffic}))
+    }
+
+    fn sts(current: &str, update: &str) -> Value {
+        json!({"status": {"currentRevision": current, "updateRevision": update}})
+    }
+
+    fn pod(revision: &str, ready: bool) -> PodView {
+        PodView {
+            revision: Some(revision.into()),
+            ready,
+            ..PodView::default()
+        }
+    }
+
+    fn run(app: &VisitCounterApp, live: Option<&Value>, pods: &[PodView]) -> (Children, Option<TrafficStatus>) {
+        let mut children = desired_children(app, &BuildSettings::default()).unwrap();
+        let status = decide(app, &mut children, live, pods);
+        (children, status)
+    }
+
+    fn selector(service: &Service) -> std::collections::BTreeMap<String, String> {
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default()
+    }
+
+    fn shares(status: &TrafficStatus) -> Vec<(&str, i32)> {
+        status.backends.iter().map(|b| (b.service.as_str(), b.weight)).collect()
+    }
+
+    #[test]
+    fn without_traffic_nothing_is_decided() {
+        let (children, status) = run(&app("web", json!({})), None, &[]);
+        assert_eq!((children.traffic, status), (None, None));
+    }
+
+    #[test]
+    fn without_a_weight_every_request_goes_to_the_apps_service() {
+        let live = sts("web-1", "web-2");
+        let (_, status) = run(&web(None), Some(&live), &[pod("web-2", true)]);
+        assert_eq!(shares(&status.unwrap()), [("web", 100)]);
+    }
+
+    #[test]
+    fn at_rest_the_stable_service_takes_every_request() {
+        let live = sts("web-1", "web-1");
+        let (children, status) = run(&web(Some(10)), Some(&live), &[pod("web-1", true)]);
+        assert_eq!(shares(&status.unwrap()), [("web-stable", 100)]);
+        let versions = children.traffic.unwrap().versions.unwrap();
+        assert_eq!(selector(&versions.stable)[REVISION_LABEL], "web-1");
+        assert_eq!(selector(&versions.canary)[REVISION_LABEL], "web-1");
+    }
+
+    #[test]
+    fn during_a_rolling_update_the_canary_gets_its_weight_whatever_its_pod_count() {
+        let live = sts("web-1", "web-2");
+        let pods = [
+            pod("web-1", true),
+            pod("web-1", true),
+            pod("web-1", true),
+            pod("web-2", true),
+        ];
+        let (children, status) = run(&web(Some(10)), Some(&live), &pods);
+        assert_eq!(shares(&status.unwrap()), [("web-stable", 90), ("web-canary", 10)]);
+        let traffic = children.traffic.unwrap();
+        let refs = &traffic.route["spec"]["rules"][0]["backendRefs"];
+        assert_eq!(refs[1]["name"], "web-canary");
+        assert_eq!(refs[1]["weight"], 10);
+        let versions = traffic.versions.unwrap();
+        assert_eq!(selector(&versions.stable)[REVISION_LABEL], "web-1");
+        assert_eq!(selector(&versions.canary)[REVISION_LABEL], "web-2");
+    }
+
+    #[test]
+    fn the_canary_gets_nothing_until_one_of_its_pods_is_ready() {
+        let live = sts("web-1", "web-2");
+        let (_, status) = run(&web(Some(10)), Some(&live), &[pod("web-1", true), pod("web-2", false)]);
+        assert_eq!(shares(&status.unwrap()), [("web-stable", 100)]);
+    }
+
+    #[test]
+    fn a_weight_of_100_sends_everything_to_the_canary() {
+        let live = sts("web-1", "web-2");
+        let (_, status) = run(&web(Some(100)), Some(&live), &[pod("web-2", true)]);
+        assert_eq!(shares(&status.unwrap()), [("web-canary", 100)]);
+    }
+
+    #[test]
+    fn before_the_statefulset_has_revisions_the_version_services_select_every_pod() {
+        let (children, _) = run(&web(Some(10)), None, &[]);
+        let versions = children.traffic.unwrap().versions.unwrap();
+        assert!(!selector(&versions.stable).contains_key(REVISION_LABEL));
+    }
+}

@@ -1,0 +1,64 @@
+//! `spec.traffic`: requests reach the app through a Gateway API `HTTPRoute`
+//! the operator keeps, attached to a Gateway someone else runs.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Routing through a Gateway (Gateway API). The operator keeps an
+/// `HTTPRoute` named after the app, attached to `parentRef`, whose
+/// backends are the app's Services. The cluster needs the Gateway API CRDs;
+/// without them the app is `Degraded` (`GatewayAPIMissing`) and nothing is
+/// written.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    /// The Gateway the route attaches to.
+    pub parent_ref: ParentRef,
+
+    /// Host names the route answers for (`shop.example.com`,
+    /// `*.example.com`); every host the Gateway's listener takes when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        )
+    )]
+    pub hostnames: Vec<String>,
+
+    /// The path prefix routed to the app.
+    #[serde(default = "root")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
+    pub path: String,
+
+    /// The percentage of requests sent to the pods of the new template while
+    /// a rolling update is under way (a canary held by `partition`,
+    /// `canaryReplicas` or `steps`), whatever the number of pods on each
+    /// side. Unset, requests spread over the ready pods, old and new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub canary_weight: Option<i32>,
+}
+
+/// A Gateway (and optionally one of its listeners) that a route attaches to.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    /// The Gateway's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The Gateway's namespace; the app's when unset. The Gateway's
+    /// listener must allow routes from the app's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// The listener of the Gateway to attach to; all of them when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
+}
+
+fn root() -> String {
+    "/".into()
+}
