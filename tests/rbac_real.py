@@ -5,6 +5,7 @@ ServiceAccount, roles and bindings to the test control plane, runs
 `visitcounter operator` as that ServiceAccount (a TokenRequest token) with the
 Deployment's own arguments, and drives every code path with kubectl: create
 with a ServiceAccount, scale, a policy change (the orphaning re-create),
+an HTTPRoute (spec.traffic) created and deleted,
 storage growth, a stuck pod replaced, pods that cannot be created,
 maxUnavailable (the dry run that asks whether the API server keeps it), a StatefulSet an admission policy refuses (the children
 created before it deleted again), an old config's ConfigMap deleted, the Lease
@@ -158,6 +159,20 @@ def scenarios():
     wait_until("only the new config's ConfigMap is left", lambda: ready("configs") and ["blue"] == [
         json.loads(c["data"]["config.json"])["color"] for c in json.loads(kubectl(
             "-n", APPS, "get", "configmaps", "-l", "app.kubernetes.io/instance=configs", "-o", "json"))["items"]])
+    # spec.traffic, with the Gateway API's CRDs: the route read, created
+    # and, once traffic is unset, deleted.
+    crds = subprocess.run([str(ROOT / "scripts" / "gateway-api.sh")], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    kubectl("apply", "--server-side", "-f", crds)
+    kubectl("wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io")
+    routed = {"traffic": {"parentRef": {"name": "edge"}, "canaryWeight": 10}}
+    apply([app("routed", routed)])
+    wait_until("routed has its route", lambda: ready("routed") and kubectl(
+        "-n", APPS, "get", "httproute", "routed", "--ignore-not-found", "-o", "name"))
+    apply([app("routed", {})])
+    wait_until("routed's route is deleted", lambda: not kubectl(
+        "-n", APPS, "get", "httproute", "routed", "--ignore-not-found", "-o", "name"))
+    kubectl("delete", "--ignore-not-found", "-f", crds)
 
 
 def accesses(audit_path, offset, user):

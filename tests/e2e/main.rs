@@ -36,6 +36,7 @@ mod storage;
 mod strategies;
 #[path = "../support/mod.rs"]
 mod support;
+mod traffic;
 mod visits;
 mod web;
 
@@ -71,6 +72,7 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         TheOperator: ramped::an_aborted_step_rolls_back,
         TheOperator: blue_green::switches_in_one_write_and_rolls_back,
         TheOperator: blue_green::waits_for_promotion,
+        TheOperator: traffic::routes_through_an_httproute,
         TheOperator: storage::storage_growth,
         TheOperator: storage::deletion_keeps_claims,
         TheOperator: storage::class_without_expansion,
