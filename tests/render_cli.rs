@@ -186,7 +186,10 @@ fn prints_the_route_and_the_services_per_version_of_a_weighted_app() {
     assert_eq!(route["spec"]["parentRefs"][0]["name"], "edge");
     assert_eq!(route["spec"]["parentRefs"][0]["namespace"], "gateways");
     assert_eq!(route["spec"]["hostnames"][0], "shop.example.com");
-    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["name"], "web-stable");
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0]["name"], "web",
+        "at rest, the app's Service"
+    );
     assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["weight"], 100);
 }
 

@@ -1,8 +1,8 @@
 //! `spec.traffic`'s children: the app's `HTTPRoute` (Gateway API), and,
-//! with a canary weight, a Service for each version it routes to:
-//! `<app>-stable` for the pods of the current revision and `<app>-canary`
-//! for those of the new one (`rollout::traffic` pins both and sets the
-//! weights).
+//! with a canary weight, a Service for each version it splits requests
+//! over during a rolling update: `<app>-stable` for the pods of the current
+//! revision and `<app>-canary` for those of the new one
+//! (`rollout::traffic` pins both and sets the weights).
 
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use serde_json::{Value, json};
@@ -54,17 +54,11 @@ pub fn desired_traffic(app: &VisitCounterApp) -> Result<Option<Traffic>, BuildEr
         }),
         None => None,
     };
-    let backend = match &versions {
-        Some(_) => Backend {
-            service: stable_service_name(name),
-            port: app.spec.port,
-            weight: 100,
-        },
-        None => Backend {
-            service: name.to_owned(),
-            port: app.spec.service.port.unwrap_or(app.spec.port),
-            weight: 100,
-        },
+    // Until the rollout splits it (`rollout::traffic`): the app's Service.
+    let backend = Backend {
+        service: name.to_owned(),
+        port: app.spec.service.port.unwrap_or(app.spec.port),
+        weight: 100,
     };
     // ObjectMeta always serializes.
     let metadata = serde_json::to_value(child_meta(app, name.to_owned())?).unwrap_or_default();
@@ -179,7 +173,7 @@ mod tests {
         );
         let traffic = desired_traffic(&web).unwrap().unwrap();
         assert_eq!(traffic.route["spec"].get("hostnames"), None);
-        assert_eq!(backends(&traffic.route), [("web-stable".to_owned(), 100)]);
+        assert_eq!(backends(&traffic.route), [("web".to_owned(), 100)]);
         let versions = traffic.versions.unwrap();
         assert_eq!(versions.stable.metadata.name.as_deref(), Some("web-stable"));
         assert_eq!(versions.canary.metadata.name.as_deref(), Some("web-canary"));

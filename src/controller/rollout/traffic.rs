@@ -5,9 +5,12 @@
 //! with a StatefulSet's two revisions in place of two ReplicaSets).
 //!
 //! `<app>-stable` selects the pods of the StatefulSet's current revision
-//! and `<app>-canary` those of its update revision. The canary gets its
-//! share only once one of its pods is Ready, so no request meets a version
-//! with nothing to answer it. Pure: the reconcile writes what this pins.
+//! and `<app>-canary` those of its update revision. The route splits only
+//! while each side has a Ready pod to answer; otherwise, and at rest, it
+//! sends every request to the app's own Service, which selects every pod
+//! and is never re-pinned, so no request meets a Service with nothing
+//! behind it (the last old pod gone before the StatefulSet's current
+//! revision moves on, say). Pure: the reconcile writes what this pins.
 
 use k8s_openapi::api::core::v1::Service;
 use serde_json::Value;
@@ -33,22 +36,25 @@ pub fn decide(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let backends = match (traffic.versions.as_mut(), app.spec.traffic.as_ref()?.canary_weight) {
-        (Some(versions), Some(weight)) => {
-            let revisions = Revisions::of(serving);
-            pin(&mut versions.stable, revisions.current.as_deref());
-            pin(&mut versions.canary, revisions.update.as_deref());
-            let canary_answers = revisions.rolling()
-                && pods
-                    .iter()
-                    .any(|p| p.ready && !p.terminating && p.revision == revisions.update);
-            let backends = weights(&route, app.spec.port, weight, canary_answers);
-            set_backends(&mut traffic.route, &backends);
-            backends
+    if let (Some(versions), Some(weight)) = (traffic.versions.as_mut(), app.spec.traffic.as_ref()?.canary_weight) {
+        let revisions = Revisions::of(serving);
+        pin(&mut versions.stable, revisions.current.as_deref());
+        pin(&mut versions.canary, revisions.update.as_deref());
+        let answers = |revision: &Option<String>| {
+            pods.iter()
+                .any(|p| p.ready && !p.terminating && p.revision.is_some() && p.revision == *revision)
+        };
+        let sides = Sides {
+            rolling: revisions.rolling(),
+            stable: answers(&revisions.current),
+            canary: answers(&revisions.update),
+        };
+        if let Some(split) = split(&route, app.spec.port, weight, &sides) {
+            set_backends(&mut traffic.route, &split);
         }
-        // No weight: the route's one backend, the app's Service, as built.
-        _ => backends_of(&traffic.route),
-    };
+    }
+    // Otherwise the route's one backend as built: the app's Service.
+    let backends = backends_of(&traffic.route);
     Some(TrafficStatus {
         route,
         backends: backends
@@ -61,26 +67,29 @@ pub fn decide(
     })
 }
 
-/// The backends of the app's route: all to the stable Service, or, while
-/// the canary has a pod to answer, `weight` percent to it.
-fn weights(app: &str, port: i32, weight: i32, canary_answers: bool) -> Vec<Backend> {
-    let stable = |weight| Backend {
-        service: stable_service_name(app),
-        port,
-        weight,
-    };
-    if !canary_answers || weight == 0 {
-        return vec![stable(100)];
+/// Where a rolling update stands, for the split: whether one is under
+/// way, and whether each side has a Ready pod.
+struct Sides {
+    rolling: bool,
+    stable: bool,
+    canary: bool,
+}
+
+/// The route's backends while a rolling update is under way: `weight`
+/// percent to the canary, the rest to the stable pods, each side only
+/// while it has a pod to answer. `None`: the app's own Service.
+fn split(app: &str, port: i32, weight: i32, sides: &Sides) -> Option<Vec<Backend>> {
+    if !sides.rolling {
+        return None;
     }
-    let canary = Backend {
-        service: canary_service_name(app),
-        port,
-        weight,
-    };
-    if weight == 100 {
-        vec![canary]
-    } else {
-        vec![stable(100 - weight), canary]
+    let side = |service: String, weight| Backend { service, port, weight };
+    let stable = side(stable_service_name(app), 100 - weight);
+    let canary = side(canary_service_name(app), weight);
+    match (weight, sides.stable, sides.canary) {
+        (0, true, _) => Some(vec![stable]),
+        (100, _, true) => Some(vec![canary]),
+        (1..=99, true, true) => Some(vec![stable, canary]),
+        _ => None,
     }
 }
 
@@ -186,10 +195,10 @@ mod tests {
     }
 
     #[test]
-    fn at_rest_the_stable_service_takes_every_request() {
+    fn at_rest_the_apps_service_takes_every_request() {
         let live = sts("web-1", "web-1");
         let (children, status) = run(&web(Some(10)), Some(&live), &[pod("web-1", true)]);
-        assert_eq!(shares(&status.unwrap()), [("web-stable", 100)]);
+        assert_eq!(shares(&status.unwrap()), [("web", 100)]);
         let versions = children.traffic.unwrap().versions.unwrap();
         assert_eq!(selector(&versions.stable)[REVISION_LABEL], "web-1");
         assert_eq!(selector(&versions.canary)[REVISION_LABEL], "web-1");
@@ -216,9 +225,20 @@ mod tests {
     }
 
     #[test]
-    fn the_canary_gets_nothing_until_one_of_its_pods_is_ready() {
+    fn no_split_until_each_side_has_a_ready_pod() {
         let live = sts("web-1", "web-2");
         let (_, status) = run(&web(Some(10)), Some(&live), &[pod("web-1", true), pod("web-2", false)]);
+        assert_eq!(shares(&status.unwrap()), [("web", 100)], "no canary pod Ready yet");
+        // The last old pod replaced, before the StatefulSet's current
+        // revision moves on: nothing is left behind the stable Service.
+        let (_, status) = run(&web(Some(10)), Some(&live), &[pod("web-2", true), pod("web-1", false)]);
+        assert_eq!(shares(&status.unwrap()), [("web", 100)], "no stable pod Ready any more");
+    }
+
+    #[test]
+    fn a_weight_of_0_keeps_every_request_on_the_stable_pods() {
+        let live = sts("web-1", "web-2");
+        let (_, status) = run(&web(Some(0)), Some(&live), &[pod("web-1", true), pod("web-2", true)]);
         assert_eq!(shares(&status.unwrap()), [("web-stable", 100)]);
     }
 
