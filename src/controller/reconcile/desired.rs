@@ -25,8 +25,8 @@ pub fn validate(app: &VisitCounterApp, admission: &Admission) -> Result<(), Erro
 }
 
 /// The children as they are applied, in **the write order**, which this
-/// function alone sets: the HTTPRoute (with `spec.traffic`), the
-/// user-facing Service, the Services per version of a weighted route, the
+/// function alone sets: the user-facing Service, the Services per version
+/// of a weighted route and the HTTPRoute (with `spec.traffic`), the
 /// headless Service, the ServiceAccount (when the operator owns one), the
 /// ConfigMap, a blue/green app's preview Service and StatefulSet, and the
 /// serving StatefulSet last.
@@ -39,27 +39,26 @@ pub fn validate(app: &VisitCounterApp, admission: &Admission) -> Result<(), Erro
 /// children this reconcile created are deleted again when a later write is
 /// refused (`write::apply_changes`). What the order cannot cover, an
 /// in-place update of a Service or ServiceAccount followed by one of the
-/// StatefulSet, is tried as a dry run first (`plan::dry_runs`). The route
-/// comes first so that a cluster without the Gateway API refuses it before
-/// anything else is written.
+/// StatefulSet, is tried as a dry run first (`plan::dry_runs`).
 pub fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
     fn child(kind: &'static str, object: impl serde::Serialize) -> Result<DesiredChild, Error> {
         let value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
         Ok(DesiredChild::new(kind, value))
     }
     let mut desired = Vec::with_capacity(5);
-    let traffic = children
-        .traffic
-        .map(|t| (DesiredChild::new(ROUTE_KIND, t.route), t.versions));
-    let versions = traffic.as_ref().and_then(|(_, v)| v.clone());
-    if let Some((route, _)) = traffic {
-        desired.push(route);
-    }
+    let (route, versions) = match children.traffic {
+        Some(traffic) => (Some(DesiredChild::new(ROUTE_KIND, traffic.route)), traffic.versions),
+        None => (None, None),
+    };
     desired.push(child("Service", children.service)?);
     if let Some(versions) = versions {
         desired.push(child("Service", versions.stable)?);
         desired.push(child("Service", versions.canary)?);
     }
+    // After the Services it sends requests to. A cluster without the
+    // Gateway API is told before any write, by the route's read
+    // (`adopt::look_past_the_caches`).
+    desired.extend(route);
     desired.push(child("Service", children.headless_service)?);
     if let Some(account) = children.service_account {
         desired.push(child("ServiceAccount", account)?);
@@ -186,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn the_route_comes_first_and_the_services_per_version_after_the_apps() {
+    fn the_route_comes_after_the_services_it_sends_requests_to() {
         let app = app(
             "web",
             json!({"traffic": {"parentRef": {"name": "edge"}, "canaryWeight": 10}}),
@@ -202,10 +201,10 @@ mod tests {
         assert_eq!(
             order,
             [
-                "HTTPRoute web",
                 "Service web",
                 "Service web-stable",
                 "Service web-canary",
+                "HTTPRoute web",
                 "Service web-headless",
                 "ConfigMap",
                 "StatefulSet web"
@@ -218,7 +217,8 @@ mod tests {
         let app = app("web", json!({"traffic": {"parentRef": {"name": "edge"}}}));
         let children = children_of(&app);
         let mut live = vec![None; children.len()];
-        live[0] = Some(json!({"metadata": {}}));
+        let route = children.iter().position(|c| c.kind == ROUTE_KIND).unwrap();
+        live[route] = Some(json!({"metadata": {}}));
         let error = check_owned(&app, &children, &live).unwrap_err();
         assert_eq!(error.reason(), "ChildNotAdopted");
         assert!(error.to_string().starts_with("HTTPRoute web already exist"), "{error}");

@@ -36,7 +36,9 @@ pub struct Found {
 pub fn unwanted(app: &VisitCounterApp, found: &Found) -> Vec<Leftover> {
     let traffic = app.spec.traffic.as_ref();
     let weighted = traffic.is_some_and(|t| t.canary_weight.is_some());
+    // The route first: it may still send requests to the Services.
     let candidates = [
+        (ROUTE_KIND, &found.route, traffic.is_none(), "spec.traffic is not set"),
         (
             "Service",
             &found.preview,
@@ -55,7 +57,6 @@ pub fn unwanted(app: &VisitCounterApp, found: &Found) -> Vec<Leftover> {
             !weighted,
             "spec.traffic.canaryWeight is not set",
         ),
-        (ROUTE_KIND, &found.route, traffic.is_none(), "spec.traffic is not set"),
     ];
     candidates
         .into_iter()
@@ -111,7 +112,14 @@ pub async fn remove(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Re
         })?;
         let message = format!("deleted {} {}: {}", leftover.kind, leftover.name, leftover.why);
         let deleted = ObjectReference {
-            api_version: Some(if leftover.kind == ROUTE_KIND { ROUTE_API_VERSION } else { "v1" }.into()),
+            api_version: Some(
+                if leftover.kind == ROUTE_KIND {
+                    ROUTE_API_VERSION
+                } else {
+                    "v1"
+                }
+                .into(),
+            ),
             kind: Some(leftover.kind.into()),
             name: Some(leftover.name.clone()),
             namespace: Some(namespace.into()),
@@ -170,14 +178,14 @@ mod tests {
         assert_eq!(
             names(&leftovers),
             [
+                "HTTPRoute web",
                 "Service web-preview",
                 "Service web-stable",
-                "Service web-canary",
-                "HTTPRoute web"
+                "Service web-canary"
             ]
         );
-        assert_eq!(leftovers[3].uid, "uid-web");
-        assert_eq!(leftovers[3].why, "spec.traffic is not set");
+        assert_eq!(leftovers[0].uid, "uid-web");
+        assert_eq!(leftovers[0].why, "spec.traffic is not set");
     }
 
     #[test]
