@@ -263,6 +263,16 @@ impl Context {
         *count
     }
 
+    /// How many failures in a row, without counting one.
+    pub(super) fn failures(&self, key: &str) -> u32 {
+        self.failures
+            .lock()
+            .expect("failures")
+            .get(key)
+            .copied()
+            .unwrap_or_default()
+    }
+
     pub(super) fn succeeded(&self, key: &str) {
         self.failures.lock().expect("failures").remove(key);
     }

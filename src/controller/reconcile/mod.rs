@@ -70,6 +70,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How soon a reconcile whose write met a newer object than its cache held
 /// decides again: the watch delivers that object within moments.
 const CACHE_BEHIND_RETRY: Duration = Duration::from_secs(1);
+/// A cache behind this many reconciles in a row is reported, and backed
+/// off from, as any failure: a watch that does not catch up is news.
+const CACHE_BEHIND_QUIET: u32 = 10;
+/// The longest wait between tries while the cluster has no Gateway API.
+const GATEWAY_API_RETRY: Duration = Duration::from_secs(30);
 /// Every this many reconciles, what is kept for deleted apps is dropped.
 const FORGET_EVERY: u64 = 512;
 
@@ -95,23 +100,36 @@ pub async fn reconcile(app: Arc<VisitCounterApp>, ctx: Arc<Context>) -> Result<A
         .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
     match &result {
         Ok(_) => ctx.succeeded(&app_key(&app)),
-        Err(error) if error.cache_behind() => tracing::debug!(app = %app_key(&app), %error),
+        // A cache behind for a moment is no failure; for longer, it is said.
+        Err(error) if error.cache_behind() && ctx.failures(&app_key(&app)) < CACHE_BEHIND_QUIET => {
+            tracing::debug!(app = %app_key(&app), %error)
+        }
         Err(error) => report_failure(&app, error, &ctx).await,
     }
     result
 }
 
 /// Waits for a change when only a new spec can help; decides again in a
-/// second when a write met a newer object than the cache held; otherwise
-/// retries with exponential backoff, 1 s doubling up to 5 minutes.
+/// second when a write met a newer object than the cache held (for the
+/// first `CACHE_BEHIND_QUIET` times in a row); otherwise retries with
+/// exponential backoff, 1 s doubling up to 5 minutes, or up to 30 s while
+/// the Gateway API is missing, so that its CRDs, once installed, are seen
+/// soon (nothing of the app changes then to wake it).
 pub fn error_policy(app: Arc<VisitCounterApp>, error: &Error, ctx: Arc<Context>) -> Action {
     if error.needs_spec_change() {
         return Action::await_change();
     }
-    if error.cache_behind() {
-        return Action::requeue(CACHE_BEHIND_RETRY);
+    Action::requeue(retry_wait(error, ctx.failed(&app_key(&app))))
+}
+
+/// The wait after `error`, the `failures`-th failure in a row.
+fn retry_wait(error: &Error, failures: u32) -> Duration {
+    match error {
+        Error::CacheBehind { .. } if failures <= CACHE_BEHIND_QUIET => CACHE_BEHIND_RETRY,
+        Error::CacheBehind { .. } => backoff(failures - CACHE_BEHIND_QUIET),
+        Error::GatewayApiMissing => backoff(failures).min(GATEWAY_API_RETRY),
+        _ => backoff(failures),
     }
-    Action::requeue(backoff(ctx.failed(&app_key(&app))))
 }
 
 /// The wait after the `failures`-th failure in a row.
@@ -334,6 +352,28 @@ mod tests {
 
     fn children() -> Vec<DesiredChild> {
         desired(desired_children(&app("web", json!({})), &BuildSettings::default()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_cache_behind_is_retried_at_once_ten_times_then_backed_off_from() {
+        let behind = Error::CacheBehind {
+            kind: "Service",
+            name: "web".into(),
+        };
+        let secs = |error: &Error, n| retry_wait(error, n).as_secs();
+        assert_eq!((1..=10).map(|n| secs(&behind, n)).collect::<Vec<_>>(), [1; 10]);
+        assert_eq!([11, 12, 13].map(|n| secs(&behind, n)), [1, 2, 4]);
+    }
+
+    #[test]
+    fn a_missing_gateway_api_is_looked_for_again_at_least_every_30_s() {
+        let missing = Error::GatewayApiMissing;
+        assert_eq!(
+            [1, 5, 6, 20].map(|n| retry_wait(&missing, n).as_secs()),
+            [1, 16, 30, 30]
+        );
+        let status = Error::Status(Box::new(kube::Error::LinesCodecMaxLineLengthExceeded));
+        assert_eq!(retry_wait(&status, 9).as_secs(), 256);
     }
 
     /// Each child as the API server would return it after the apply.
