@@ -70,10 +70,11 @@ async fn selected(env: &Env, service: &str) -> Option<String> {
 }
 
 /// Without the Gateway API the app is Degraded and nothing of it is
-/// written; with it, the HTTPRoute attaches to the Gateway named and sends
-/// every request to the stable pods; a canary held by the partition gets
-/// its weight once its pod is Ready, through Services pinned to each
-/// revision; traffic unset, the route and those Services go.
+/// written; with it (and no change to the app), the HTTPRoute attaches to
+/// the Gateway named and sends every request to the app's Service; a canary
+/// held by the partition gets its weight once its pod is Ready, through
+/// Services pinned to each revision; traffic unset, the route and those
+/// Services go.
 pub async fn routes_through_an_httproute(env: &Env) {
     gateway_api(env, false);
     env.apply_app("tr", spec(Some(weighted()), "a", 0)).await;
@@ -87,17 +88,17 @@ pub async fn routes_through_an_httproute(env: &Env) {
         "nothing of tr is written without the Gateway API"
     );
 
+    // Nothing of the app changes: the operator's retries see the CRDs.
     gateway_api(env, true);
-    env.kubectl(&["annotate", "visitcounterapp", "tr", "e2e/wake=1", "--overwrite"]);
     eventually("tr is Ready with 3 pods", || env.ready_with_pods("tr", 3)).await;
     let live = route(env, "tr").expect("the HTTPRoute tr");
+    assert_eq!(backends(&live), [("tr".to_owned(), 100)], "at rest, the app's Service");
     assert_eq!(
         live["spec"]["parentRefs"],
         json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge", "namespace": "gateways"}])
     );
     assert_eq!(live["spec"]["hostnames"], json!(["shop.example.com"]));
     assert_eq!(live["metadata"]["ownerReferences"][0]["name"], "tr");
-    assert_eq!(backends(&live), [("tr-stable".to_owned(), 100)]);
 
     // A canary: one pod of three on the new template.
     env.apply_app("tr", spec(Some(weighted()), "b", 2)).await;
@@ -116,8 +117,16 @@ pub async fn routes_through_an_httproute(env: &Env) {
         json!({"route": "tr", "backends": [{"service": "tr-stable", "weight": 80}, {"service": "tr-canary", "weight": 20}]})
     );
 
+    // Promoted: once every pod runs the new template, every request goes
+    // to the app's Service again.
+    env.apply_app("tr", spec(Some(weighted()), "b", 0)).await;
+    eventually("the route sends everything to tr once the rollout is done", || async {
+        env.ready_with_pods("tr", 3).await && route(env, "tr").is_some_and(|r| backends(&r) == [("tr".to_owned(), 100)])
+    })
+    .await;
+
     // Traffic unset: the route and the Services per version go.
-    env.apply_app("tr", spec(None, "b", 2)).await;
+    env.apply_app("tr", spec(None, "b", 0)).await;
     eventually("the route and the Services per version go", || async {
         route(env, "tr").is_none()
             && env.api::<Service>().get_opt("tr-stable").await.unwrap().is_none()
