@@ -404,7 +404,9 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<Stop>, for_: Duration) -> bool
 
 /// The pod's processes are gone: remove it from the API server, as a kubelet
 /// does once a deleted pod has stopped (by uid: never a successor of the
-/// same name).
+/// same name). Tried again until the API server answers: a pod left
+/// terminating holds its StatefulSet's rollout for good (an API server
+/// restarted just then refused the one try).
 async fn finish(node: &Node, api: &Api<Pod>, name: &str, uid: &str, how: Stop) {
     if how == Stop::Gone {
         return;
@@ -417,11 +419,23 @@ async fn finish(node: &Node, api: &Api<Pod>, name: &str, uid: &str, how: Stop) {
         }),
         ..DeleteParams::default()
     };
-    if let Err(error) = api.delete(name, &params).await {
-        tracing::debug!(pod = %name, node = %node.name, %error, "removing the stopped pod");
+    for attempt in 1..=FINISH_ATTEMPTS {
+        match api.delete(name, &params).await {
+            Ok(_) => break,
+            // Gone already, or a successor of the same name: done.
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => break,
+            Err(error) => {
+                tracing::warn!(pod = %name, node = %node.name, %error, attempt, "removing the stopped pod; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
     tracing::info!(pod = %name, "stopped and removed");
 }
+
+/// How many times `finish` tries, a second apart: past an API server's
+/// restart.
+const FINISH_ATTEMPTS: u32 = 120;
 
 impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
