@@ -170,8 +170,9 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
     let stateful_set: Option<StatefulSet> = sts_live.clone().and_then(|v| serde_json::from_value(v).ok());
     let service = user_service(app, &children, &observed);
     adopt::replace_leftover_pods(app, ctx, &namespace, stateful_set.as_ref()).await?;
+    let mut configs_again_in = None;
     if let (Some(sts), Some(config_map)) = (&stateful_set, children.iter().find(|c| c.kind == "ConfigMap")) {
-        old_configs::remove_old_configs(app, ctx, &namespace, &config_map.name, sts).await;
+        configs_again_in = old_configs::remove_old_configs(app, ctx, &namespace, &config_map.name, sts).await;
     }
     let PodFindings {
         stuck,
@@ -211,7 +212,7 @@ async fn reconcile_app(app: &VisitCounterApp, ctx: &Context) -> Result<Action, E
         recheck_soon,
         earliest(
             earliest(earliest(look_again_in, deferred), deadline_in),
-            strategy.look_again_in,
+            earliest(strategy.look_again_in, configs_again_in),
         ),
         wait,
     )))

@@ -101,35 +101,69 @@ pub fn candidates<'a>(
         .collect()
 }
 
+/// What a look for old ConfigMaps did.
+struct Looked {
+    deleted: Vec<String>,
+    /// The StatefulSet controller has revisions to prune, which may free
+    /// more: worth another look soon.
+    pruning_due: bool,
+}
+
 /// Lists the app's ControllerRevisions and deletes the `candidates` none
-/// of them refers to (each by uid). Returns the names deleted.
-pub async fn remove_old_config_maps(
+/// of them refers to (each by uid).
+async fn remove_old_config_maps(
     client: &Client,
     namespace: &str,
     app: &str,
     candidates: &[(String, String)],
-    pod_revisions: &BTreeSet<String>,
+    live: (&BTreeSet<String>, &StatefulSet),
     metrics: &Metrics,
-) -> Result<Vec<String>, kube::Error> {
+) -> Result<Looked, kube::Error> {
+    let (pod_revisions, sts) = live;
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), namespace);
     let revisions = api
         .list(&ListParams::default().labels(&selector_string(app)))
         .await?
         .items;
+    // Only this StatefulSet's: a blue/green app's other one shares the
+    // selector, and keeps a history of its own.
+    let sts_uid = sts.metadata.uid.as_deref().unwrap_or_default();
+    let own = revisions
+        .iter()
+        .filter(|r| r.owner_references().iter().any(|o| o.uid == sts_uid))
+        .count();
+    let pruning_due = pruning_due(own, kept_revisions(sts, pod_revisions));
     let Some(unused) = removable(candidates, &revisions, pod_revisions) else {
-        return Ok(Vec::new());
+        return Ok(Looked {
+            deleted: Vec::new(),
+            pruning_due,
+        });
     };
     let mut deleted = Vec::with_capacity(unused.len());
     for (name, uid) in unused {
         delete_child(client, namespace, "ConfigMap", &name, &uid, metrics).await?;
         deleted.push(name);
     }
-    Ok(deleted)
+    Ok(Looked { deleted, pruning_due })
 }
+
+/// Whether the StatefulSet controller is yet to prune revisions: it keeps
+/// `kept` (the history limit, plus the live revisions), and `listed` are
+/// more. It prunes at its next sync, which changes nothing the operator
+/// watches, so the look for old ConfigMaps must come again by itself.
+pub fn pruning_due(listed: usize, kept: usize) -> bool {
+    listed > kept
+}
+
+/// How soon to look again for old ConfigMaps while revisions are due to be
+/// pruned.
+pub const PRUNING_LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Deletes the app's old ConfigMaps that no kept revision and no pod needs
 /// any more. Looks only when the candidates or the StatefulSet's revisions
-/// changed, or a resync period passed. A failure is logged and tried again
+/// changed, or a resync period passed, or, while the StatefulSet controller
+/// has revisions to prune, again after `PRUNING_LOOK_AGAIN` (returned, for
+/// the reconcile to come back then). A failure is logged and tried again
 /// later: it leaves an unused ConfigMap, no worse.
 pub async fn remove_old_configs(
     app: &VisitCounterApp,
@@ -137,15 +171,13 @@ pub async fn remove_old_configs(
     namespace: &str,
     current: &str,
     sts: &StatefulSet,
-) {
+) -> Option<std::time::Duration> {
     let (name, key) = (app.name_any(), app_key(app));
-    let Some(uid) = app.metadata.uid.as_deref() else {
-        return;
-    };
+    let uid = app.metadata.uid.as_deref()?;
     let cached = ctx.caches.config_maps.state();
     let found = candidates(cached.iter().map(|c| c.as_ref()), namespace, &name, uid, current);
     if found.is_empty() {
-        return;
+        return None;
     }
     let pod_revisions: BTreeSet<String> = ctx
         .caches
@@ -154,22 +186,53 @@ pub async fn remove_old_configs(
         .filter_map(|p| p.0.labels().get(REVISION_LABEL).cloned())
         .collect();
     if !ctx.old_configs_worth_a_look(&key, look_digest(&found, &pod_revisions, sts)) {
-        return;
+        return None;
     }
-    match remove_old_config_maps(&ctx.client, namespace, &name, &found, &pod_revisions, &ctx.metrics).await {
-        Ok(deleted) if !deleted.is_empty() => {
-            let message = format!(
-                "deleted ConfigMap {}: no pod and no revision in StatefulSet {name}'s history refers to it",
-                deleted.join(", ")
-            );
-            ctx.event(app, EventType::Normal, "OldConfigRemoved", message).await;
+    let looked = remove_old_config_maps(
+        &ctx.client,
+        namespace,
+        &name,
+        &found,
+        (&pod_revisions, sts),
+        &ctx.metrics,
+    );
+    match looked.await {
+        Ok(looked) => {
+            if !looked.deleted.is_empty() {
+                let message = format!(
+                    "deleted ConfigMap {}: no pod and no revision in StatefulSet {name}'s history refers to it",
+                    looked.deleted.join(", ")
+                );
+                ctx.event(app, EventType::Normal, "OldConfigRemoved", message).await;
+            }
+            looked.pruning_due.then(|| {
+                ctx.old_configs_forget(&key);
+                PRUNING_LOOK_AGAIN
+            })
         }
-        Ok(_) => {}
         Err(error) => {
             ctx.old_configs_forget(&key);
             tracing::warn!(app = %key, %error, "cannot remove old ConfigMaps; trying again later");
+            None
         }
     }
+}
+
+/// How many revisions the StatefulSet controller keeps: its history limit,
+/// and the live ones (current, update, and any a pod runs).
+fn kept_revisions(sts: &StatefulSet, pod_revisions: &BTreeSet<String>) -> usize {
+    let limit = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .unwrap_or(10)
+        .max(0) as usize;
+    let mut live = pod_revisions.clone();
+    if let Some(status) = &sts.status {
+        live.extend(status.current_revision.clone());
+        live.extend(status.update_revision.clone());
+    }
+    limit + live.len()
 }
 
 /// What a look for old ConfigMaps depends on: the candidates, the pods'
@@ -212,6 +275,30 @@ mod tests {
 
     fn names(pairs: &[(String, String)]) -> Vec<&str> {
         pairs.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn pruning_is_due_while_more_revisions_are_listed_than_the_statefulset_keeps() {
+        let sts = |limit: i32, current: &str, update: &str| StatefulSet {
+            spec: Some(k8s_openapi::api::apps::v1::StatefulSetSpec {
+                revision_history_limit: Some(limit),
+                ..Default::default()
+            }),
+            status: Some(k8s_openapi::api::apps::v1::StatefulSetStatus {
+                current_revision: Some(current.into()),
+                update_revision: Some(update.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pods = BTreeSet::from(["web-2".to_owned()]);
+        // Promoted: web-2 current and updated, one more kept by the limit.
+        assert_eq!(kept_revisions(&sts(1, "web-2", "web-2"), &pods), 2);
+        assert!(pruning_due(3, 2), "web-1 and web-0 are listed beside web-2");
+        assert!(!pruning_due(2, 2));
+        // Mid-rollout, a pod still on web-1.
+        let mixed = BTreeSet::from(["web-1".to_owned(), "web-2".to_owned()]);
+        assert_eq!(kept_revisions(&sts(1, "web-1", "web-2"), &mixed), 3);
     }
 
     #[test]
