@@ -150,13 +150,7 @@ async fn delete_statefulset(
             name: name.clone(),
             source: Box::new(source),
         })?;
-    let delay = app
-        .spec
-        .update_strategy
-        .blue_green
-        .clone()
-        .unwrap_or_default()
-        .scale_down_delay_seconds;
+    let delay = app.spec.update_strategy.blue_green_settings().scale_down_delay_seconds;
     let message = format!(
         "deleted StatefulSet {name}, which served before the last switch: {delay} s have passed (scaleDownDelaySeconds) and the new pods hold its pods' counts; its claims follow the retention policy"
     );

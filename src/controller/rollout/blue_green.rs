@@ -35,7 +35,7 @@ use k8s_openapi::{
 use serde_json::Value;
 
 use super::{
-    Decision,
+    Decision, pin,
     template::{TEMPLATE_HASH_ANNOTATION, Template, whole_seconds},
 };
 use crate::{
@@ -183,14 +183,12 @@ pub fn decide(
         pin(&mut preview.service, selected.preview.as_deref());
     }
     if blue_green || other_live.is_some() {
-        mark(&mut children.service, &selected, status.switched_at.as_ref());
-        // Which slot serves was read from the cached Service: the write
-        // lands only on that Service, so a cache behind (after an API
-        // server restart) never switches back or moves `switched-at`.
-        children.service.metadata.resource_version = live
-            .service
-            .and_then(|s| s["metadata"]["resourceVersion"].as_str())
-            .map(str::to_owned);
+        mark(
+            &mut children.service,
+            live.service,
+            &selected,
+            status.switched_at.as_ref(),
+        );
     }
     decision.blue_green = Some(status);
     decision
@@ -230,7 +228,7 @@ impl Preview {
         service: Option<&Value>,
         visits: Option<&VisitsStatus>,
     ) -> Self {
-        let settings = app.spec.update_strategy.blue_green.clone().unwrap_or_default();
+        let settings = app.spec.update_strategy.blue_green_settings();
         let ready = other.is_some_and(|l| !template.is_new_to(l) && all_available(l, app.spec.replicas));
         let running = other.and_then(update_revision);
         // A revert: the other StatefulSet still runs the revision the
@@ -268,13 +266,7 @@ fn previous_left(
     visits: Option<&VisitsStatus>,
     now: &Time,
 ) -> Option<std::time::Duration> {
-    let delay = app
-        .spec
-        .update_strategy
-        .blue_green
-        .clone()
-        .unwrap_or_default()
-        .scale_down_delay_seconds;
+    let delay = app.spec.update_strategy.blue_green_settings().scale_down_delay_seconds;
     let left = switched_at.map_or(0, |at| i64::from(delay) - seconds_between(at, now));
     if left > 0 {
         Some(std::time::Duration::from_secs(left as u64))
@@ -286,8 +278,15 @@ fn previous_left(
 }
 
 /// The user-facing Service as `selected` says: its selector pinned, and,
-/// once it ever switched, when and from which revision.
-fn mark(service: &mut Service, selected: &Selected, switched_at: Option<&Time>) {
+/// once it ever switched, when and from which revision. Which slot serves
+/// was read from `read`, the cached Service: the write carries its
+/// resourceVersion, so it lands only on that Service, and a cache behind
+/// (after an API server restart) never switches back or moves
+/// `switched-at`.
+fn mark(service: &mut Service, read: Option<&Value>, selected: &Selected, switched_at: Option<&Time>) {
+    service.metadata.resource_version = read
+        .and_then(|s| s["metadata"]["resourceVersion"].as_str())
+        .map(str::to_owned);
     pin(service, selected.service.as_deref());
     let Some(at) = switched_at else { return };
     let at = serde_json::to_value(at)
@@ -318,15 +317,6 @@ fn freeze_template(desired: &mut StatefulSet, live: Option<&Value>) {
         Some(hash) => annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), hash.into()),
         None => annotations.remove(TEMPLATE_HASH_ANNOTATION),
     };
-}
-
-/// Selects only the pods of `revision`, or all the app's when it is unknown
-/// (one StatefulSet, before its controller named a revision).
-fn pin(service: &mut Service, revision: Option<&str>) {
-    let Some(revision) = revision else { return };
-    if let Some(selector) = service.spec.as_mut().and_then(|s| s.selector.as_mut()) {
-        selector.insert(REVISION_LABEL.into(), revision.into());
-    }
 }
 
 fn switched_at(service: Option<&Value>) -> Option<Time> {

@@ -35,6 +35,17 @@ use serde_json::Value;
 use super::observe::pods::{REVISION_LABEL, is_ready, ready_condition};
 use crate::resource::{BlueGreenStatus, StepStatus, TrafficStatus, UpdateStrategyType, VisitCounterApp};
 
+/// Pins a Service's selector to the pods of `revision`
+/// (`controller-revision-hash`); leaves it selecting all the app's pods
+/// while the revision is unknown (a StatefulSet its controller has not
+/// seen yet). Blue/green's Services and a route's Services per version.
+fn pin(service: &mut k8s_openapi::api::core::v1::Service, revision: Option<&str>) {
+    let Some(revision) = revision else { return };
+    if let Some(selector) = service.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+        selector.insert(REVISION_LABEL.into(), revision.into());
+    }
+}
+
 /// A pod of the app, as a strategy sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodView {

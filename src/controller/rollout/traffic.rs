@@ -12,13 +12,11 @@
 //! behind it (the last old pod gone before the StatefulSet's current
 //! revision moves on, say). Pure: the reconcile writes what this pins.
 
-use k8s_openapi::api::core::v1::Service;
 use serde_json::Value;
 
-use super::PodView;
+use super::{PodView, pin};
 use crate::{
     children::{Backend, Children, canary_service_name, set_backends, stable_service_name},
-    controller::observe::pods::REVISION_LABEL,
     resource::{TrafficBackend, TrafficStatus, VisitCounterApp},
 };
 
@@ -114,14 +112,6 @@ impl Revisions {
     }
 }
 
-/// Selects only the pods of `revision`; all the app's while it is unknown.
-fn pin(service: &mut Service, revision: Option<&str>) {
-    let Some(revision) = revision else { return };
-    if let Some(selector) = service.spec.as_mut().and_then(|s| s.selector.as_mut()) {
-        selector.insert(REVISION_LABEL.into(), revision.into());
-    }
-}
-
 fn backends_of(route: &Value) -> Vec<Backend> {
     let refs = route["spec"]["rules"][0]["backendRefs"]
         .as_array()
@@ -140,8 +130,11 @@ fn backends_of(route: &Value) -> Vec<Backend> {
 mod tests {
     use serde_json::json;
 
+    use k8s_openapi::api::core::v1::Service;
+
     use super::*;
     use crate::children::{BuildSettings, desired_children, tests::app};
+    use crate::controller::observe::pods::REVISION_LABEL;
 
     fn web(weight: Option<i32>) -> VisitCounterApp {
         let mut traffic = json!({"parentRef": {"name": "edge"}});

@@ -81,6 +81,13 @@ pub struct BlueGreen {
     pub scale_down_delay_seconds: i32,
 }
 
+impl UpdateStrategy {
+    /// The blue/green settings, with their defaults when unset.
+    pub fn blue_green_settings(&self) -> BlueGreen {
+        self.blue_green.clone().unwrap_or_default()
+    }
+}
+
 impl Default for BlueGreen {
     fn default() -> Self {
         Self {
