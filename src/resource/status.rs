@@ -71,6 +71,10 @@ pub struct TrafficBackend {
     pub service: String,
     /// Its share of the requests, in percent.
     pub weight: i32,
+    /// Under an A/B test, the requests it answers (`header X-Variant: b`);
+    /// unset for those that match nothing else.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
 }
 
 /// The app's visits, summed over its pods.
@@ -91,6 +95,24 @@ pub struct VisitsStatus {
     /// counts stay the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Time>,
+    /// While the pods run two revisions (an A/B test's variants, a held
+    /// canary): the counts of the pods of each, summed by the revision each
+    /// pod runs now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_revision: Vec<RevisionVisits>,
+}
+
+/// The visits of the pods that run one revision.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionVisits {
+    /// The StatefulSet revision (`controller-revision-hash`).
+    pub revision: String,
+    /// The sum of the counts of its pods that answered. A pod keeps its
+    /// claim, and so its count, when it moves to a new revision.
+    pub visits: i64,
+    /// Its pods.
+    pub pods: i32,
 }
 
 /// One pod's visits.

@@ -6,7 +6,7 @@
 //! `visits_status` is pure; `poll_once` does the I/O.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -27,13 +27,13 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    pods::{is_ready, ordinal_of},
+    pods::{REVISION_LABEL, is_ready, ordinal_of},
     retained::keep_retained,
 };
 use crate::{
     children::INSTANCE_LABEL,
     controller::runtime::{cache::SlimPod, metrics::Metrics},
-    resource::{API_VERSION, KIND, PodVisits, VisitCounterApp, VisitsStatus},
+    resource::{API_VERSION, KIND, PodVisits, RevisionVisits, VisitCounterApp, VisitsStatus},
 };
 
 /// The field manager of `status.visits`, apart from the reconcile's, so the
@@ -115,12 +115,34 @@ pub fn summed(pods: Vec<PodVisits>, observed_at: Option<Time>) -> VisitsStatus {
         complete: pods.iter().all(|p| p.visits.is_some()),
         pods,
         observed_at,
+        by_revision: Vec::new(),
+    }
+}
+
+/// Sums the counts by the revision each pod runs (`revision_of`, by pod
+/// name), while the pods run more than one.
+pub fn by_revision(status: &VisitsStatus, revision_of: &HashMap<String, String>) -> Vec<RevisionVisits> {
+    let mut sums: BTreeMap<&str, RevisionVisits> = BTreeMap::new();
+    for pod in status.pods.iter().filter(|p| !p.retained) {
+        let Some(revision) = revision_of.get(&pod.name) else {
+            continue;
+        };
+        let sum = sums.entry(revision).or_insert_with(|| RevisionVisits {
+            revision: revision.clone(),
+            ..RevisionVisits::default()
+        });
+        sum.visits += pod.visits.unwrap_or_default();
+        sum.pods += 1;
+    }
+    match sums.len() {
+        0 | 1 => Vec::new(),
+        _ => sums.into_values().collect(),
     }
 }
 
 /// Whether two visit statuses give the same counts (their times aside).
 pub fn same_counts(a: &VisitsStatus, b: &VisitsStatus) -> bool {
-    a.total == b.total && a.complete == b.complete && a.pods == b.pods
+    a.total == b.total && a.complete == b.complete && a.pods == b.pods && a.by_revision == b.by_revision
 }
 
 /// Whether `new` is worth a status write: it says something `previous` did
@@ -270,6 +292,15 @@ impl Poller {
                     .map(move |target| (i, app.spec.port, target))
             })
             .collect();
+        let revisions_of: Vec<HashMap<String, String>> = apps
+            .iter()
+            .map(|app| {
+                let name = app.name_any();
+                let own = pods_of.get(&(app.namespace(), name.as_str())).into_iter().flatten();
+                own.filter_map(|p| Some((p.name_any(), p.labels().get(REVISION_LABEL)?.clone())))
+                    .collect()
+            })
+            .collect();
         let mut addresses_of: Vec<HashMap<String, String>> = vec![HashMap::new(); apps.len()];
         for (i, _, target) in &asks {
             if let Some(address) = &target.address {
@@ -297,9 +328,10 @@ impl Poller {
             self.carry(app, answers, addresses).await;
         }
         let asked_at = Time(Timestamp::now());
-        for ((app, answers), asked_any) in apps.iter().zip(answers_of).zip(asked_any) {
+        for (((app, answers), asked_any), revisions) in apps.iter().zip(answers_of).zip(asked_any).zip(&revisions_of) {
             let previous = app.status.as_ref().and_then(|s| s.visits.as_ref());
-            let status = keep_retained(visits_status(answers, asked_at.clone()), previous, app);
+            let mut status = keep_retained(visits_status(answers, asked_at.clone()), previous, app);
+            status.by_revision = by_revision(&status, revisions);
             self.metrics.set_visits(
                 &app.namespace().unwrap_or_default(),
                 &app.name_any(),
@@ -531,6 +563,39 @@ mod tests {
             "a count that went away is news"
         );
         assert!(!worth_writing(Some(&counted), &counted.clone(), true));
+    }
+
+    #[test]
+    fn counts_are_summed_by_revision_only_while_two_run() {
+        let status = summed(
+            vec![
+                PodVisits {
+                    name: "web-0".into(),
+                    visits: Some(4),
+                    ..PodVisits::default()
+                },
+                PodVisits {
+                    name: "web-1".into(),
+                    visits: Some(6),
+                    ..PodVisits::default()
+                },
+                PodVisits {
+                    name: "web-2".into(),
+                    error: Some("not ready".into()),
+                    ..PodVisits::default()
+                },
+            ],
+            None,
+        );
+        let revisions = |of: &[(&str, &str)]| -> HashMap<String, String> {
+            of.iter().map(|(p, r)| (p.to_string(), r.to_string())).collect()
+        };
+        let two = revisions(&[("web-0", "web-a"), ("web-1", "web-b"), ("web-2", "web-b")]);
+        let sums = by_revision(&status, &two);
+        let sums: Vec<(&str, i64, i32)> = sums.iter().map(|r| (r.revision.as_str(), r.visits, r.pods)).collect();
+        assert_eq!(sums, [("web-a", 4, 1), ("web-b", 6, 2)]);
+        let one = revisions(&[("web-0", "web-a"), ("web-1", "web-a"), ("web-2", "web-a")]);
+        assert_eq!(by_revision(&status, &one), []);
     }
 
     #[test]
