@@ -206,3 +206,22 @@ fn refuses_a_canary_weight_under_blue_green_and_out_of_range() {
     let relative = format!("{HEAD}spec:\n  traffic:\n    parentRef: {{name: edge}}\n    path: shop\n");
     assert!(refused(&relative).contains("traffic.path"));
 }
+
+#[test]
+fn refuses_an_ab_test_with_two_matches_and_says_where() {
+    let both = format!(
+        "{HEAD}spec:\n  traffic:\n    parentRef: {{name: edge}}\n    abTest:\n      match:\n        header: {{name: X-Variant, value: b}}\n        cookie: {{name: variant, value: b}}\n"
+    );
+    let stderr = refused(&both);
+    assert!(stderr.contains("spec.traffic.abTest.match"), "{stderr}");
+    assert!(stderr.contains("exactly one of header and cookie"), "{stderr}");
+    let one = format!(
+        "{HEAD}spec:\n  traffic:\n    parentRef: {{name: edge}}\n    abTest:\n      match:\n        header: {{name: X-Variant, value: b}}\n"
+    );
+    let output = render_stdin(&one);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    for service in ["name: web-stable", "name: web-canary", "kind: HTTPRoute"] {
+        assert!(text.contains(service), "an A/B app renders {service}:\n{text}");
+    }
+}

@@ -428,6 +428,42 @@ mod tests {
     }
 
     #[test]
+    fn an_ab_test_takes_one_match_and_a_rolling_update_without_a_weight() {
+        let ab = |matched: serde_json::Value| json!({"parentRef": {"name": "edge"}, "abTest": {"match": matched}});
+        let header = json!({"header": {"name": "X-Variant", "value": "b"}});
+        assert!(admit(json!({"traffic": ab(header.clone())})).is_ok());
+        let both = json!({"header": {"name": "X-Variant", "value": "b"}, "cookie": {"name": "v", "value": "b"}});
+        assert_eq!(
+            problems(json!({"traffic": ab(both)})),
+            ["spec.traffic.abTest.match: traffic.abTest.match takes exactly one of header and cookie"]
+        );
+        assert_eq!(
+            problems(json!({"traffic": ab(json!({}))})),
+            ["spec.traffic.abTest.match: traffic.abTest.match takes exactly one of header and cookie"]
+        );
+        let mut weighted = ab(header.clone());
+        weighted["canaryWeight"] = json!(10);
+        assert_eq!(
+            problems(json!({"traffic": weighted})),
+            [
+                "spec.traffic.abTest: traffic.abTest and traffic.canaryWeight each decide where requests go during a rolling update; set one of them"
+            ]
+        );
+        assert_eq!(
+            problems(json!({"updateStrategy": {"type": "BlueGreen"}, "traffic": ab(header)})),
+            [
+                "spec.traffic.abTest: traffic.abTest splits requests between the pods of a rolling update held by rollingUpdate.partition or canaryReplicas; updateStrategy.type must be RollingUpdate"
+            ]
+        );
+        let cookie = json!({"cookie": {"name": "variant", "value": "b;x"}});
+        assert_eq!(
+            problems(json!({"traffic": ab(cookie)})).len(),
+            1,
+            "a cookie value with ';' is refused"
+        );
+    }
+
+    #[test]
     fn rolling_update_needs_the_rolling_update_type() {
         assert_eq!(
             problems(json!({"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 0}}})),

@@ -23,8 +23,8 @@ use crate::resource::{UpdateStrategyType, VisitCounterApp};
 
 pub use configmap::{CONFIG_JSON_KEY, desired_config_map, is_config_map_of};
 pub use route::{
-    Backend, ROUTE_API_VERSION, ROUTE_KIND, Traffic, Versions, canary_service_name, desired_traffic, set_backends,
-    stable_service_name,
+    Backend, ROUTE_API_VERSION, ROUTE_KIND, Traffic, Versions, ab_header_match, canary_service_name, desired_traffic,
+    set_ab_rules, set_backends, stable_service_name,
 };
 pub use service::{desired_headless_service, desired_preview_service, desired_service, preview_service_name};
 pub use serviceaccount::{desired_service_account, service_account_name};

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use serde_json::{Value, json};
 
 use super::{BuildError, app_name, child_meta, selector_labels, service::http_port};
-use crate::resource::VisitCounterApp;
+use crate::resource::{AbMatch, VisitCounterApp};
 
 /// The Gateway API version of the routes the operator writes.
 pub const ROUTE_API_VERSION: &str = "gateway.networking.k8s.io/v1";
@@ -47,12 +47,12 @@ pub fn desired_traffic(app: &VisitCounterApp) -> Result<Option<Traffic>, BuildEr
         return Ok(None);
     };
     let name = app_name(app)?;
-    let versions = match traffic.canary_weight {
-        Some(_) => Some(Versions {
+    let versions = match traffic.canary_weight.is_some() || traffic.ab_test.is_some() {
+        true => Some(Versions {
             stable: version_service(app, stable_service_name(name))?,
             canary: version_service(app, canary_service_name(name))?,
         }),
-        None => None,
+        false => None,
     };
     // Until the rollout splits it (`rollout::traffic`): the app's Service.
     let backend = Backend {
@@ -87,10 +87,49 @@ pub fn desired_traffic(app: &VisitCounterApp) -> Result<Option<Traffic>, BuildEr
 
 /// Sets the route's backends (its one rule's).
 pub fn set_backends(route: &mut Value, backends: &[Backend]) {
-    route["spec"]["rules"][0]["backendRefs"] = backends
+    route["spec"]["rules"][0]["backendRefs"] = backend_refs(backends);
+}
+
+/// Splits the route's one rule in two for an A/B test: requests that carry
+/// `header` (a Gateway API `HTTPHeaderMatch`) go to `b`, all others to `a`.
+/// Gateway API prefers the rule with more header matches, whatever the
+/// order; B's comes first to read.
+pub fn set_ab_rules(route: &mut Value, header: Value, a: Backend, b: Backend) {
+    let rule = route["spec"]["rules"][0].clone();
+    let mut matched = rule.clone();
+    matched["matches"][0]["headers"] = json!([header]);
+    matched["backendRefs"] = backend_refs(&[b]);
+    let mut others = rule;
+    others["backendRefs"] = backend_refs(&[a]);
+    route["spec"]["rules"] = json!([matched, others]);
+}
+
+/// The `HTTPHeaderMatch` of an A/B test's B: the header's exact value, or
+/// the cookie found in the `Cookie` header by a regular expression.
+pub fn ab_header_match(ab: &AbMatch) -> Value {
+    match (&ab.header, &ab.cookie) {
+        (Some(header), _) => json!({"type": "Exact", "name": header.name, "value": header.value}),
+        (None, Some(cookie)) => json!({
+            "type": "RegularExpression",
+            "name": "Cookie",
+            "value": format!(r"(^|;\s*){}={}(;|$)", regex_literal(&cookie.name), regex_literal(&cookie.value)),
+        }),
+        // The schema asks for one of them.
+        (None, None) => json!({"type": "Exact", "name": "X-Visitcounter-Variant", "value": "b"}),
+    }
+}
+
+/// A cookie name or value (letters, digits, `.`, `_`, `-`) as a regular
+/// expression that matches it and nothing else.
+fn regex_literal(text: &str) -> String {
+    text.replace('.', r"\.")
+}
+
+fn backend_refs(backends: &[Backend]) -> Value {
+    backends
         .iter()
         .map(|b| json!({"group": "", "kind": "Service", "name": b.service, "port": b.port, "weight": b.weight}))
-        .collect();
+        .collect()
 }
 
 /// A ClusterIP Service on the app's port, for one version; the rollout
@@ -163,6 +202,45 @@ mod tests {
         assert_eq!(backends(route), [("web".to_owned(), 100)]);
         assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["port"], 80);
         assert_eq!(traffic.versions, None);
+    }
+
+    #[test]
+    fn an_ab_test_splits_the_rule_by_the_header() {
+        let mut route = json!({"spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]}});
+        let side = |service: &str| Backend {
+            service: service.into(),
+            port: 80,
+            weight: 100,
+        };
+        let header = json!({"type": "Exact", "name": "X-Variant", "value": "b"});
+        set_ab_rules(&mut route, header.clone(), side("web-stable"), side("web-canary"));
+        let rules = route["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["matches"][0]["headers"], json!([header]));
+        assert_eq!(rules[0]["matches"][0]["path"]["value"], "/");
+        assert_eq!(rules[0]["backendRefs"][0]["name"], "web-canary");
+        assert_eq!(rules[1]["matches"][0].get("headers"), None);
+        assert_eq!(rules[1]["backendRefs"][0]["name"], "web-stable");
+    }
+
+    #[test]
+    fn a_cookie_is_matched_inside_the_cookie_header_and_nothing_else() {
+        let ab: AbMatch = serde_json::from_value(json!({"cookie": {"name": "variant", "value": "b.2"}})).unwrap();
+        let header = ab_header_match(&ab);
+        assert_eq!(header["name"], "Cookie");
+        assert_eq!(header["type"], "RegularExpression");
+        let pattern = regex::Regex::new(header["value"].as_str().unwrap()).unwrap();
+        for yes in ["variant=b.2", "a=1; variant=b.2", "variant=b.2; a=1", "a=1;variant=b.2"] {
+            assert!(pattern.is_match(yes), "{yes}");
+        }
+        for no in ["variant=bx2", "myvariant=b.2", "variant=b.23", "a=variant=b.2"] {
+            assert!(!pattern.is_match(no), "{no}");
+        }
+        let ab: AbMatch = serde_json::from_value(json!({"header": {"name": "X-Variant", "value": "b"}})).unwrap();
+        assert_eq!(
+            ab_header_match(&ab),
+            json!({"type": "Exact", "name": "X-Variant", "value": "b"})
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub struct Found {
 /// Which of `found` the spec no longer asks for. Pure.
 pub fn unwanted(app: &VisitCounterApp, found: &Found) -> Vec<Leftover> {
     let traffic = app.spec.traffic.as_ref();
-    let weighted = traffic.is_some_and(|t| t.canary_weight.is_some());
+    let versions = traffic.is_some_and(|t| t.canary_weight.is_some() || t.ab_test.is_some());
     // The route first: it may still send requests to the Services.
     let candidates = [
         (ROUTE_KIND, &found.route, traffic.is_none(), "spec.traffic is not set"),
@@ -48,14 +48,14 @@ pub fn unwanted(app: &VisitCounterApp, found: &Found) -> Vec<Leftover> {
         (
             "Service",
             &found.stable,
-            !weighted,
-            "spec.traffic.canaryWeight is not set",
+            !versions,
+            "neither spec.traffic.canaryWeight nor spec.traffic.abTest is set",
         ),
         (
             "Service",
             &found.canary,
-            !weighted,
-            "spec.traffic.canaryWeight is not set",
+            !versions,
+            "neither spec.traffic.canaryWeight nor spec.traffic.abTest is set",
         ),
     ];
     candidates

@@ -16,25 +16,36 @@ use serde_json::Value;
 
 use super::{PodView, pin};
 use crate::{
-    children::{Backend, Children, canary_service_name, set_backends, stable_service_name},
-    resource::{TrafficBackend, TrafficStatus, VisitCounterApp},
+    children::{
+        Backend, Children, ab_header_match, canary_service_name, set_ab_rules, set_backends, stable_service_name,
+    },
+    resource::{AbMatch, TrafficBackend, TrafficStatus, VisitCounterApp},
 };
 
-/// Pins the version Services and sets the route's weights in `children`,
-/// from the serving StatefulSet as it is live and the app's pods; says
-/// where requests go. `None` without `spec.traffic`.
+/// Pins the version Services and sets the route's weights or A/B rules in
+/// `children`, from the serving StatefulSet as it is live and the app's
+/// pods; says where requests go. `None` without `spec.traffic`.
 pub fn decide(
     app: &VisitCounterApp,
     children: &mut Children,
     serving: Option<&Value>,
     pods: &[PodView],
 ) -> Option<TrafficStatus> {
+    let spec = app.spec.traffic.as_ref()?;
     let traffic = children.traffic.as_mut()?;
     let route = traffic.route["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    if let (Some(versions), Some(weight)) = (traffic.versions.as_mut(), app.spec.traffic.as_ref()?.canary_weight) {
+    // The version Services listen on the app's port.
+    let port = app.spec.port;
+    // At rest, and until both sides can answer: the app's own Service.
+    let mut backends = vec![TrafficBackend {
+        service: route.clone(),
+        weight: 100,
+        matches: None,
+    }];
+    if let Some(versions) = traffic.versions.as_mut() {
         let revisions = Revisions::of(serving);
         pin(&mut versions.stable, revisions.current.as_deref());
         pin(&mut versions.canary, revisions.update.as_deref());
@@ -47,22 +58,45 @@ pub fn decide(
             stable: answers(&revisions.current),
             canary: answers(&revisions.update),
         };
-        if let Some(split) = split(&route, app.spec.port, weight, &sides) {
+        if let Some(weight) = spec.canary_weight
+            && let Some(split) = split(&route, port, weight, &sides)
+        {
             set_backends(&mut traffic.route, &split);
+            backends = split.into_iter().map(|b| status_of(b, None)).collect();
+        }
+        if let Some(ab) = &spec.ab_test
+            && sides.rolling
+            && sides.stable
+            && sides.canary
+        {
+            let side = |service| Backend {
+                service,
+                port,
+                weight: 100,
+            };
+            let (a, b) = (side(stable_service_name(&route)), side(canary_service_name(&route)));
+            set_ab_rules(&mut traffic.route, ab_header_match(&ab.match_), a.clone(), b.clone());
+            backends = vec![status_of(b, Some(described(&ab.match_))), status_of(a, None)];
         }
     }
-    // Otherwise the route's one backend as built: the app's Service.
-    let backends = backends_of(&traffic.route);
-    Some(TrafficStatus {
-        route,
-        backends: backends
-            .into_iter()
-            .map(|b| TrafficBackend {
-                service: b.service,
-                weight: b.weight,
-            })
-            .collect(),
-    })
+    Some(TrafficStatus { route, backends })
+}
+
+fn status_of(backend: Backend, matches: Option<String>) -> TrafficBackend {
+    TrafficBackend {
+        service: backend.service,
+        weight: backend.weight,
+        matches,
+    }
+}
+
+/// An A/B match as the status says it: `header X-Variant: b`, `cookie variant=b`.
+fn described(ab: &AbMatch) -> String {
+    match (&ab.header, &ab.cookie) {
+        (Some(h), _) => format!("header {}: {}", h.name, h.value),
+        (None, Some(c)) => format!("cookie {}={}", c.name, c.value),
+        (None, None) => String::new(),
+    }
 }
 
 /// Where a rolling update stands, for the split: whether one is under
@@ -110,20 +144,6 @@ impl Revisions {
     fn rolling(&self) -> bool {
         self.current.is_some() && self.update.is_some() && self.current != self.update
     }
-}
-
-fn backends_of(route: &Value) -> Vec<Backend> {
-    let refs = route["spec"]["rules"][0]["backendRefs"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    refs.iter()
-        .map(|b| Backend {
-            service: b["name"].as_str().unwrap_or_default().to_owned(),
-            port: b["port"].as_i64().unwrap_or_default() as i32,
-            weight: b["weight"].as_i64().unwrap_or(1) as i32,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -240,6 +260,53 @@ mod tests {
         let live = sts("web-1", "web-2");
         let (_, status) = run(&web(Some(100)), Some(&live), &[pod("web-2", true)]);
         assert_eq!(shares(&status.unwrap()), [("web-canary", 100)]);
+    }
+
+    fn ab(matched: Value) -> VisitCounterApp {
+        app(
+            "web",
+            json!({"replicas": 4, "traffic": {"parentRef": {"name": "edge"}, "abTest": {"match": matched}}}),
+        )
+    }
+
+    #[test]
+    fn an_ab_test_sends_the_matching_requests_to_b_and_the_rest_to_a() {
+        let web = ab(json!({"header": {"name": "X-Variant", "value": "b"}}));
+        let live = sts("web-1", "web-2");
+        let (children, status) = run(&web, Some(&live), &[pod("web-1", true), pod("web-2", true)]);
+        let status = status.unwrap();
+        assert_eq!(shares(&status), [("web-canary", 100), ("web-stable", 100)]);
+        assert_eq!(status.backends[0].matches.as_deref(), Some("header X-Variant: b"));
+        assert_eq!(status.backends[1].matches, None);
+        let traffic = children.traffic.unwrap();
+        let rules = traffic.route["spec"]["rules"].as_array().unwrap();
+        assert_eq!(
+            rules[0]["matches"][0]["headers"],
+            json!([{"type": "Exact", "name": "X-Variant", "value": "b"}])
+        );
+        assert_eq!(rules[0]["backendRefs"][0]["name"], "web-canary");
+        assert_eq!(rules[1]["backendRefs"][0]["name"], "web-stable");
+        let versions = traffic.versions.unwrap();
+        assert_eq!(selector(&versions.canary)[REVISION_LABEL], "web-2");
+    }
+
+    #[test]
+    fn an_ab_test_routes_by_the_apps_service_until_both_variants_answer() {
+        let web = ab(json!({"cookie": {"name": "variant", "value": "b"}}));
+        let live = sts("web-1", "web-2");
+        let (children, status) = run(&web, Some(&live), &[pod("web-1", true), pod("web-2", false)]);
+        assert_eq!(shares(&status.unwrap()), [("web", 100)]);
+        assert_eq!(
+            children.traffic.unwrap().route["spec"]["rules"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        // Promoted: one revision left, the test is over.
+        let live = sts("web-2", "web-2");
+        let (_, status) = run(&web, Some(&live), &[pod("web-2", true)]);
+        assert_eq!(shares(&status.unwrap()), [("web", 100)]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use storage::{AccessMode, PvcRetentionPolicy, RetentionPolicy, Storage};
 pub use strategy::{
     AbortAction, BlueGreen, PodManagementPolicy, RollingUpdate, Step, UpdateStrategy, UpdateStrategyType,
 };
-pub use traffic::{ParentRef, Traffic};
+pub use traffic::{AbMatch, AbTest, CookieMatch, HeaderMatch, ParentRef, Traffic};
 
 /// A visit-counter web app, run as a StatefulSet with one volume per pod.
 ///
@@ -113,7 +113,13 @@ pub use traffic::{ParentRef, Traffic};
         "!has(self.traffic) || !has(self.traffic.canaryWeight) || self.updateStrategy.type != 'BlueGreen'"
     )
     .message("traffic.canaryWeight splits requests during a rolling update; under BlueGreen every request goes to the serving pods until the Service switches")
-    .field_path(".traffic.canaryWeight")
+    .field_path(".traffic.canaryWeight"),
+    validation = Rule::new("!has(self.traffic) || !has(self.traffic.abTest) || self.updateStrategy.type == 'RollingUpdate'")
+        .message("traffic.abTest splits requests between the pods of a rolling update held by rollingUpdate.partition or canaryReplicas; updateStrategy.type must be RollingUpdate")
+        .field_path(".traffic.abTest"),
+    validation = Rule::new("!has(self.traffic) || !has(self.traffic.abTest) || !has(self.traffic.canaryWeight)")
+        .message("traffic.abTest and traffic.canaryWeight each decide where requests go during a rolling update; set one of them")
+        .field_path(".traffic.abTest")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VisitCounterAppSpec {

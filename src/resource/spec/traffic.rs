@@ -1,6 +1,7 @@
 //! `spec.traffic`: requests reach the app through a Gateway API `HTTPRoute`
 //! the operator keeps, attached to a Gateway someone else runs.
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,64 @@ pub struct Traffic {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub canary_weight: Option<i32>,
+
+    /// An A/B test: while a rolling update is held with pods of both
+    /// templates (`rollingUpdate.partition` or `canaryReplicas`), requests
+    /// that match go to the new template's pods (B) and all others to the
+    /// current ones (A). Promoting the rollout ends the test with B.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab_test: Option<AbTest>,
+}
+
+/// Which requests an A/B test sends to B.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AbTest {
+    /// The requests B answers: those with this header, or this cookie.
+    #[serde(rename = "match")]
+    pub match_: AbMatch,
+}
+
+/// A header or a cookie a request must carry to reach B; exactly one.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("has(self.header) != has(self.cookie)")
+        .message("traffic.abTest.match takes exactly one of header and cookie")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AbMatch {
+    /// A request header and its exact value (`X-Variant: b`); the name is
+    /// matched whatever its case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderMatch>,
+    /// A cookie and its exact value (`variant=b`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<CookieMatch>,
+}
+
+/// A header name and value, as Gateway API's `HTTPHeaderMatch` takes them.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMatch {
+    /// The header's name (`X-Variant`).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"))]
+    pub name: String,
+    /// The value that sends a request to B, compared exactly.
+    #[schemars(length(min = 1, max = 4096))]
+    pub value: String,
+}
+
+/// A cookie name and value: letters, digits, `.`, `_` and `-`, so the
+/// route can match them inside the `Cookie` header.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CookieMatch {
+    /// The cookie's name (`variant`).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub name: String,
+    /// The value that sends a request to B, compared exactly.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub value: String,
 }
 
 /// A Gateway (and optionally one of its listeners) that a route attaches to.
