@@ -68,7 +68,7 @@ elif [ -n "$kubernetes" ]; then
 elif [ -n "$real_pods" ]; then
   state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster-real}"
   # The node is stopped first (last here), so its pods end before the API server.
-  components=(etcd kube-apiserver kube-controller-manager kube-scheduler volumes node)
+  components=(etcd kube-apiserver kube-controller-manager kube-scheduler volumes node gateway)
 else
   state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster}"
   components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok volumes)
@@ -107,6 +107,22 @@ build() {
       cd ../helm &&
       GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" helm.sh/helm/v4/cmd/helm
   ) || die "building the control plane failed (output above)"
+  echo "$want" >"$stamp"
+}
+
+# The tests' Gateway API implementation, Traefik, built from its Go module
+# (tests/cluster/gateway/build.sh) for the cluster whose pods run.
+traefik_version=v3.7.13
+build_gateway() {
+  local want stamp="$bin/.traefik-built"
+  want="$traefik_version $(sha256sum "$module/gateway/build.sh" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$bin/traefik" ]; then
+    return 0
+  fi
+  log "building Traefik $traefik_version, the gateway (the first build takes a few minutes)"
+  mkdir -p "$bin"
+  "$module/gateway/build.sh" "$traefik_version" "$bin/traefik" "$root/target/traefik-build" ||
+    die "building Traefik failed (output above)"
   echo "$want" >"$stamp"
 }
 
@@ -309,12 +325,70 @@ start_node() {
     --api-server="127.0.0.1:$api_port"
 }
 
+# Gateway API on the node: the standard CRDs, a GatewayClass for Traefik,
+# the Gateway `gateway/edge` (listener `web`, HTTP on port 8000, routes from
+# every namespace) and Traefik serving it from the node's network namespace,
+# where pod addresses answer, as a gateway on the node's host network would.
+# Its port answers on 127.0.0.1 as a NodePort, through the Service
+# `gateway/edge` whose one endpoint is the node's address.
+start_gateway() {
+  kubectl_ apply --server-side -f "$("$root/scripts/gateway-api.sh")" >/dev/null
+  wait_for "the Gateway API CRDs are established" 60 \
+    kubectl_ wait --for=condition=Established crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io --timeout=1s
+  local node_ip=10.244.0.1
+  sed "s#server: .*#server: https://$node_ip:443#" "$state/admin.kubeconfig" >"$state/gateway.kubeconfig"
+  kubectl_ apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: gateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: traefik}
+spec: {controllerName: traefik.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: gateway}
+spec:
+  gatewayClassName: traefik
+  listeners:
+  - {name: web, protocol: HTTP, port: 8000, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: edge, namespace: gateway}
+spec:
+  type: NodePort
+  ports: [{name: web, port: 8000, targetPort: 8000}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: edge-node
+  namespace: gateway
+  labels: {kubernetes.io/service-name: edge}
+addressType: IPv4
+ports: [{name: web, port: 8000}]
+endpoints: [{addresses: ["$node_ip"], conditions: {ready: true}}]
+EOF
+  KUBECONFIG="$state/gateway.kubeconfig" start gateway ip netns exec "vcn-$node_name-node" "$bin/traefik" \
+    --global.checknewversion=false --global.sendanonymoususage=false \
+    --entrypoints.web.address=:8000 --providers.kubernetesgateway=true --log.level=INFO --log.nocolor=true
+  wait_for "the Gateway is programmed" 120 \
+    kubectl_ -n gateway wait --for=condition=Programmed gateway/edge --timeout=1s
+  kubectl_ -n gateway get service edge -o jsonpath='{.spec.ports[0].nodePort}' >"$state/gateway-port"
+}
+
 up() {
   if alive kube-apiserver && kubectl_ get --raw /readyz >/dev/null 2>&1; then
     log "already running (state in $state)"
     return 0
   fi
   build
+  if [ -n "$real_pods" ]; then
+    build_gateway
+  fi
   down >/dev/null 2>&1 || true
   rm -rf "$state"
   mkdir -p "$state/pids" "$state/logs" "$state/volumes"
@@ -383,6 +457,7 @@ EOF
   if [ -n "$real_pods" ]; then
     start_node
     wait_for "the node is Ready" 120 kubectl_ wait --for=condition=Ready "node/$node_name" --timeout=1s
+    start_gateway
   elif [ "${VISITCOUNTER_CLUSTER_NODES:-3}" != 0 ]; then
     wait_for "the simulated nodes are Ready" 120 kubectl_ wait --for=condition=Ready node --all --timeout=1s
   fi
@@ -424,6 +499,8 @@ env_() {
   if [ -n "$real_pods" ]; then
     # Each pod's directory (its container's log, <uid>/<container>.log).
     echo "export VISITCOUNTER_NODE_PODS=$state/node/pods"
+    # The Gateway gateway/edge (Traefik), listener web, on 127.0.0.1.
+    echo "export VISITCOUNTER_GATEWAY_URL=http://127.0.0.1:$(cat "$state/gateway-port")"
   fi
 }
 
@@ -431,7 +508,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   env) env_ ;;
-  build) build ;;
+  build) build && if [ -n "$real_pods" ]; then build_gateway; fi ;;
   restart) restart "${2:-}" ;;
   *) die "usage: scripts/cluster.sh up | env | down | build | restart COMPONENT [--kubernetes=1.34] [--real-pods]" ;;
 esac
