@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 
+import journey_gateway
 import journey_helm
 from checks import Checks
 
@@ -424,6 +425,7 @@ def journey(checks, helm):
     checks.check(visits_on_disk(app) == before, f"{app}: the counts survive the rollout: {before} -> {visits_on_disk(app)}")
 
     canary(checks)
+    journey_gateway.routes(checks)
 
     # kubectl delete pod: the pod comes back, with its count.
     uid = get("pod", f"{app}-1")["metadata"]["uid"]
