@@ -73,6 +73,7 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         TheOperator: blue_green::switches_in_one_write_and_rolls_back,
         TheOperator: blue_green::waits_for_promotion,
         TheOperator: traffic::routes_through_an_httproute,
+        TheOperator: traffic::splits_an_ab_test_by_cookie,
         TheOperator: storage::storage_growth,
         TheOperator: storage::deletion_keeps_claims,
         TheOperator: storage::class_without_expansion,

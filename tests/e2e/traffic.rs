@@ -146,3 +146,59 @@ pub async fn routes_through_an_httproute(env: &Env) {
         .unwrap();
     gateway_api(env, false);
 }
+
+/// An A/B test by cookie: while a partition holds pods of both templates
+/// and each side has a Ready pod, the route has two rules, the cookie's
+/// (a regular expression on the `Cookie` header, which the Gateway API's
+/// CRD accepts) to the new pods and the rest to the current ones; promoted,
+/// one rule to the app's Service again.
+pub async fn splits_an_ab_test_by_cookie(env: &Env) {
+    gateway_api(env, true);
+    let ab = json!({"parentRef": {"name": "edge", "namespace": "gateways"},
+                    "abTest": {"match": {"cookie": {"name": "variant", "value": "b"}}}});
+    env.apply_app("ab", spec(Some(ab.clone()), "a", 0)).await;
+    eventually("ab is Ready with 3 pods", || env.ready_with_pods("ab", 3)).await;
+    assert_eq!(rules(&route(env, "ab").expect("the HTTPRoute ab")).len(), 1);
+
+    env.apply_app("ab", spec(Some(ab.clone()), "b", 2)).await;
+    eventually("the route sends the cookie to B", || async {
+        route(env, "ab").is_some_and(|r| rules(&r).len() == 2)
+    })
+    .await;
+    let live = route(env, "ab").unwrap();
+    let split = rules(&live);
+    assert_eq!(
+        split[0]["matches"][0]["headers"],
+        json!([{"type": "RegularExpression", "name": "Cookie", "value": r"(^|;\s*)variant=b(;|$)"}])
+    );
+    assert_eq!(split[0]["backendRefs"][0]["name"], "ab-canary");
+    assert_eq!(split[1]["matches"][0].get("headers"), None);
+    assert_eq!(split[1]["backendRefs"][0]["name"], "ab-stable");
+    let sts = env.api::<StatefulSet>().get("ab").await.unwrap().status.unwrap();
+    assert_eq!(selected(env, "ab-canary").await, sts.update_revision);
+    assert_eq!(selected(env, "ab-stable").await, sts.current_revision);
+    let app = env.api::<VisitCounterApp>().get("ab").await.unwrap();
+    let status = serde_json::to_value(app.status.unwrap().traffic).unwrap();
+    assert_eq!(
+        status,
+        json!({"route": "ab", "backends": [
+            {"service": "ab-canary", "weight": 100, "match": "cookie variant=b"},
+            {"service": "ab-stable", "weight": 100}]})
+    );
+
+    env.apply_app("ab", spec(Some(ab), "b", 0)).await;
+    eventually("promoted, one rule to the app's Service", || async {
+        env.ready_with_pods("ab", 3).await
+            && route(env, "ab").is_some_and(|r| rules(&r).len() == 1 && backends(&r) == [("ab".to_owned(), 100)])
+    })
+    .await;
+    env.api::<VisitCounterApp>()
+        .delete("ab", &DeleteParams::default())
+        .await
+        .unwrap();
+    gateway_api(env, false);
+}
+
+fn rules(route: &Value) -> Vec<Value> {
+    route["spec"]["rules"].as_array().cloned().unwrap_or_default()
+}
