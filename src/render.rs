@@ -81,8 +81,8 @@ pub fn to_yaml_stream(all: &[Children]) -> Result<String, RenderError> {
         documents.push(serde_saphyr::to_string(&children.config_map)?);
         documents.push(serde_saphyr::to_string(&children.headless_service)?);
         documents.push(serde_saphyr::to_string(&children.service)?);
-        if let Some(preview) = &children.preview {
-            documents.push(serde_saphyr::to_string(&preview.service)?);
+        for second in [&children.preview, &children.shadow].into_iter().flatten() {
+            documents.push(serde_saphyr::to_string(&second.service)?);
         }
         if let Some(traffic) = &children.traffic {
             if let Some(versions) = &traffic.versions {

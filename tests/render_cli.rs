@@ -225,3 +225,20 @@ fn refuses_an_ab_test_with_two_matches_and_says_where() {
         assert!(text.contains(service), "an A/B app renders {service}:\n{text}");
     }
 }
+
+#[test]
+fn prints_the_shadow_service_and_refuses_a_shadow_without_a_route() {
+    let shadow =
+        format!("{HEAD}spec:\n  updateStrategy: {{type: Shadow}}\n  traffic:\n    parentRef: {{name: edge}}\n");
+    let output = render_stdin(&shadow);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let service = text
+        .split("---\n")
+        .find(|d| d.contains("name: web-shadow"))
+        .expect("the shadow Service");
+    assert!(service.contains("app.kubernetes.io/instance: web-shadow"), "{service}");
+    let stderr = refused(&format!("{HEAD}spec:\n  updateStrategy: {{type: Shadow}}\n"));
+    assert!(stderr.contains("spec.updateStrategy.type"), "{stderr}");
+    assert!(stderr.contains("set spec.traffic"), "{stderr}");
+}

@@ -464,6 +464,26 @@ mod tests {
     }
 
     #[test]
+    fn a_shadow_needs_a_route_and_takes_no_canary_weight() {
+        assert_eq!(
+            problems(json!({"updateStrategy": {"type": "Shadow"}})),
+            [
+                "spec.updateStrategy.type: updateStrategy.type Shadow sends a copy of every request to the new template's pods through the app's HTTPRoute: set spec.traffic"
+            ]
+        );
+        let traffic = json!({"parentRef": {"name": "edge"}, "canaryWeight": 10});
+        assert_eq!(
+            problems(json!({"updateStrategy": {"type": "Shadow"}, "traffic": traffic})),
+            [
+                "spec.traffic.canaryWeight: traffic.canaryWeight splits requests during a rolling update; under Shadow every answer comes from the current pods"
+            ]
+        );
+        assert!(
+            admit(json!({"updateStrategy": {"type": "Shadow"}, "traffic": {"parentRef": {"name": "edge"}}})).is_ok()
+        );
+    }
+
+    #[test]
     fn rolling_update_needs_the_rolling_update_type() {
         assert_eq!(
             problems(json!({"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 0}}})),

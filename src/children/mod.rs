@@ -6,6 +6,7 @@ mod configmap;
 mod route;
 mod service;
 mod serviceaccount;
+mod shadow;
 mod statefulset;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use route::{
 };
 pub use service::{desired_headless_service, desired_preview_service, desired_service, preview_service_name};
 pub use serviceaccount::{desired_service_account, service_account_name};
+pub use shadow::{desired_shadow_service, shadow_name, shadow_statefulset};
 pub use statefulset::{CONFIG_MOUNT_PATH, desired_statefulset};
 
 /// Image of the apps whose spec names none: this operator's own image, which
@@ -76,13 +78,17 @@ pub struct Children {
     /// Under `BlueGreen`, the StatefulSet of the new template beside the
     /// serving one, and the Service that reaches it (`rollout::blue_green`).
     pub preview: Option<Preview>,
+    /// Under `Shadow`, the shadow's Service and, while a new template waits
+    /// for promotion, its StatefulSet (`rollout::shadow`).
+    pub shadow: Option<Preview>,
     /// With `spec.traffic`, the HTTPRoute and the Services per version.
     pub traffic: Option<Traffic>,
     pub stateful_set: StatefulSet,
 }
 
-/// A blue/green app's preview: its Service, and the StatefulSet of the new
-/// template while a rollout is under way.
+/// A second StatefulSet of the new template (a blue/green app's preview, or
+/// a shadow) and its Service; the StatefulSet only while a rollout is under
+/// way.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preview {
     pub service: Service,
@@ -100,6 +106,13 @@ pub fn desired_children(app: &VisitCounterApp, settings: &BuildSettings) -> Resu
         preview: match app.spec.update_strategy.type_ {
             UpdateStrategyType::BlueGreen => Some(Preview {
                 service: desired_preview_service(app)?,
+                stateful_set: None,
+            }),
+            _ => None,
+        },
+        shadow: match app.spec.update_strategy.type_ {
+            UpdateStrategyType::Shadow => Some(Preview {
+                service: desired_shadow_service(app)?,
                 stateful_set: None,
             }),
             _ => None,

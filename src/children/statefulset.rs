@@ -49,7 +49,10 @@ pub fn desired_statefulset(
     let update_strategy = StatefulSetUpdateStrategy {
         type_: Some(spec.update_strategy.type_.statefulset_type().into()),
         rolling_update: match spec.update_strategy.type_ {
-            UpdateStrategyType::OnDelete | UpdateStrategyType::Recreate | UpdateStrategyType::BlueGreen => None,
+            UpdateStrategyType::OnDelete
+            | UpdateStrategyType::Recreate
+            | UpdateStrategyType::BlueGreen
+            | UpdateStrategyType::Shadow => None,
             // A partition the spec leaves unset is not written, so the operator
             // does not own it and another rollout tool may drive it.
             UpdateStrategyType::RollingUpdate => rolling_update

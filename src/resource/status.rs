@@ -100,6 +100,23 @@ pub struct VisitsStatus {
     /// pod runs now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by_revision: Vec<RevisionVisits>,
+    /// Under `Shadow`, while the shadow runs: its pods' visits (the copies of
+    /// requests it was sent), never part of `total`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowVisits>,
+}
+
+/// The visits of a shadow's pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowVisits {
+    /// The sum over its pods that answered.
+    pub total: i64,
+    /// Whether every one of its pods answered.
+    pub complete: bool,
+    /// Each of its pods: its count, or why it has none.
+    #[serde(default)]
+    pub pods: Vec<PodVisits>,
 }
 
 /// The visits of the pods that run one revision.

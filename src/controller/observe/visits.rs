@@ -31,9 +31,9 @@ use super::{
     retained::keep_retained,
 };
 use crate::{
-    children::INSTANCE_LABEL,
+    children::{INSTANCE_LABEL, shadow_name},
     controller::runtime::{cache::SlimPod, metrics::Metrics},
-    resource::{API_VERSION, KIND, PodVisits, RevisionVisits, VisitCounterApp, VisitsStatus},
+    resource::{API_VERSION, KIND, PodVisits, RevisionVisits, ShadowVisits, VisitCounterApp, VisitsStatus},
 };
 
 /// The field manager of `status.visits`, apart from the reconcile's, so the
@@ -55,13 +55,13 @@ pub struct PodTarget {
     pub address: Option<String>,
 }
 
-/// The app's pods, sorted by name, with the address of each ready one.
-pub fn pod_targets<'a>(app: &VisitCounterApp, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<PodTarget> {
-    let name = app.name_any();
+/// The app's pods (or its shadow's: those of instance `name`), sorted by
+/// name, with the address of each ready one.
+pub fn pod_targets<'a>(app: &VisitCounterApp, name: &str, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<PodTarget> {
     let namespace = app.namespace();
     let mut targets: Vec<PodTarget> = pods
         .into_iter()
-        .filter(|p| p.namespace() == namespace && p.labels().get(INSTANCE_LABEL) == Some(&name))
+        .filter(|p| p.namespace() == namespace && p.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name))
         .map(|pod| {
             let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
             PodTarget {
@@ -116,7 +116,21 @@ pub fn summed(pods: Vec<PodVisits>, observed_at: Option<Time>) -> VisitsStatus {
         pods,
         observed_at,
         by_revision: Vec::new(),
+        shadow: None,
     }
+}
+
+/// A shadow's visits from its pods' answers; `None` without shadow pods.
+pub fn shadow_visits(answers: Vec<(String, Answer)>) -> Option<ShadowVisits> {
+    if answers.is_empty() {
+        return None;
+    }
+    let status = visits_status(answers, Time(Timestamp::now()));
+    Some(ShadowVisits {
+        total: status.total,
+        complete: status.complete,
+        pods: status.pods,
+    })
 }
 
 /// Sums the counts by the revision each pod runs (`revision_of`, by pod
@@ -142,7 +156,11 @@ pub fn by_revision(status: &VisitsStatus, revision_of: &HashMap<String, String>)
 
 /// Whether two visit statuses give the same counts (their times aside).
 pub fn same_counts(a: &VisitsStatus, b: &VisitsStatus) -> bool {
-    a.total == b.total && a.complete == b.complete && a.pods == b.pods && a.by_revision == b.by_revision
+    a.total == b.total
+        && a.complete == b.complete
+        && a.pods == b.pods
+        && a.by_revision == b.by_revision
+        && a.shadow == b.shadow
 }
 
 /// Whether `new` is worth a status write: it says something `previous` did
@@ -281,15 +299,22 @@ impl Poller {
                 pods_of.entry((pod.namespace(), instance)).or_default().push(pod);
             }
         }
-        let asks: Vec<(usize, i32, PodTarget)> = apps
+        // The app's pods, then its shadow's (`shadow_name`), which count apart.
+        let pods_of = &pods_of;
+        let asks: Vec<(usize, i32, PodTarget, bool)> = apps
             .iter()
             .enumerate()
             .flat_map(|(i, app)| {
                 let name = app.name_any();
-                let own = pods_of.get(&(app.namespace(), name.as_str())).into_iter().flatten();
-                pod_targets(app, own.copied())
+                let shadow = shadow_name(&name);
+                [(name, false), (shadow, true)]
                     .into_iter()
-                    .map(move |target| (i, app.spec.port, target))
+                    .flat_map(move |(instance, shadow)| {
+                        let own = pods_of.get(&(app.namespace(), instance.as_str())).into_iter().flatten();
+                        pod_targets(app, &instance, own.copied())
+                            .into_iter()
+                            .map(move |target| (i, app.spec.port, target, shadow))
+                    })
             })
             .collect();
         let revisions_of: Vec<HashMap<String, String>> = apps
@@ -302,36 +327,47 @@ impl Poller {
             })
             .collect();
         let mut addresses_of: Vec<HashMap<String, String>> = vec![HashMap::new(); apps.len()];
-        for (i, _, target) in &asks {
+        for (i, _, target, _) in asks.iter().filter(|a| !a.3) {
             if let Some(address) = &target.address {
                 addresses_of[*i].insert(target.name.clone(), address.clone());
             }
         }
-        let answers: Vec<(usize, String, Answer, bool)> = stream::iter(asks)
-            .map(|(i, port, target)| async move {
+        let answers: Vec<(usize, String, Answer, bool, bool)> = stream::iter(asks)
+            .map(|(i, port, target, shadow)| async move {
                 let answer = match &target.address {
                     None => Err("not ready or no IP yet, not asked".to_owned()),
                     Some(ip) => self.ask_one(ip, port).await,
                 };
-                (i, target.name, answer, target.address.is_some())
+                (i, target.name, answer, target.address.is_some(), shadow)
             })
             .buffered(PARALLEL_ASKS)
             .collect()
             .await;
         let mut answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
+        let mut shadow_answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
         let mut asked_any = vec![false; apps.len()];
-        for (i, name, answer, asked) in answers {
-            answers_of[i].push((name, answer));
+        for (i, name, answer, asked, shadow) in answers {
+            match shadow {
+                true => shadow_answers_of[i].push((name, answer)),
+                false => answers_of[i].push((name, answer)),
+            }
             asked_any[i] |= asked;
         }
         for ((app, answers), addresses) in apps.iter().zip(answers_of.iter_mut()).zip(&addresses_of) {
             self.carry(app, answers, addresses).await;
         }
         let asked_at = Time(Timestamp::now());
-        for (((app, answers), asked_any), revisions) in apps.iter().zip(answers_of).zip(asked_any).zip(&revisions_of) {
+        let each = apps
+            .iter()
+            .zip(answers_of)
+            .zip(asked_any)
+            .zip(&revisions_of)
+            .enumerate();
+        for (i, (((app, answers), asked_any), revisions)) in each {
             let previous = app.status.as_ref().and_then(|s| s.visits.as_ref());
             let mut status = keep_retained(visits_status(answers, asked_at.clone()), previous, app);
             status.by_revision = by_revision(&status, revisions);
+            status.shadow = shadow_visits(std::mem::take(&mut shadow_answers_of[i]));
             self.metrics.set_visits(
                 &app.namespace().unwrap_or_default(),
                 &app.name_any(),
@@ -465,7 +501,7 @@ mod tests {
             pod("web-3", "web", None, true),
             pod("other-0", "other", Some("10.0.0.9"), true),
         ];
-        let targets = pod_targets(&web, pods.iter());
+        let targets = pod_targets(&web, "web", pods.iter());
         let got: Vec<(&str, Option<&str>)> = targets
             .iter()
             .map(|t| (t.name.as_str(), t.address.as_deref()))
@@ -596,6 +632,17 @@ mod tests {
         assert_eq!(sums, [("web-a", 4, 1), ("web-b", 6, 2)]);
         let one = revisions(&[("web-0", "web-a"), ("web-1", "web-a"), ("web-2", "web-a")]);
         assert_eq!(by_revision(&status, &one), []);
+    }
+
+    #[test]
+    fn a_shadow_counts_apart_and_only_while_it_has_pods() {
+        assert_eq!(shadow_visits(Vec::new()), None);
+        let shadow = shadow_visits(vec![
+            ("web-shadow-0".into(), Ok(5)),
+            ("web-shadow-1".into(), Err("not ready".into())),
+        ])
+        .unwrap();
+        assert_eq!((shadow.total, shadow.complete, shadow.pods.len()), (5, false, 2));
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub fn validate(app: &VisitCounterApp, admission: &Admission) -> Result<(), Erro
 /// function alone sets: the user-facing Service, the Services per version
 /// of a weighted route and the HTTPRoute (with `spec.traffic`), the
 /// headless Service, the ServiceAccount (when the operator owns one), the
-/// ConfigMap, a blue/green app's preview Service and StatefulSet, and the
-/// serving StatefulSet last.
+/// ConfigMap, a blue/green app's preview Service and StatefulSet (or a
+/// shadow app's), and the serving StatefulSet last.
 ///
 /// The order keeps a refused write harmless without a dry run of each: a
 /// node port another Service holds (the refusal a valid spec meets) is
@@ -64,9 +64,9 @@ pub fn desired(children: Children) -> Result<Vec<DesiredChild>, Error> {
         desired.push(child("ServiceAccount", account)?);
     }
     desired.push(child("ConfigMap", children.config_map)?);
-    if let Some(preview) = children.preview {
-        desired.push(child("Service", preview.service)?);
-        if let Some(stateful_set) = preview.stateful_set {
+    for second in [children.preview, children.shadow].into_iter().flatten() {
+        desired.push(child("Service", second.service)?);
+        if let Some(stateful_set) = second.stateful_set {
             desired.push(child("StatefulSet", stateful_set)?);
         }
     }

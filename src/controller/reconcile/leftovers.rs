@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use super::{Context, apply::delete_child, desired::controlled_by};
 use crate::{
-    children::{ROUTE_API_VERSION, ROUTE_KIND, canary_service_name, preview_service_name, stable_service_name},
+    children::{
+        ROUTE_API_VERSION, ROUTE_KIND, canary_service_name, preview_service_name, shadow_name, stable_service_name,
+    },
     controller::Error,
     resource::{UpdateStrategyType, VisitCounterApp},
 };
@@ -29,6 +31,7 @@ pub struct Found {
     pub preview: Option<Value>,
     pub stable: Option<Value>,
     pub canary: Option<Value>,
+    pub shadow: Option<Value>,
     pub route: Option<Value>,
 }
 
@@ -44,6 +47,12 @@ pub fn unwanted(app: &VisitCounterApp, found: &Found) -> Vec<Leftover> {
             &found.preview,
             app.spec.update_strategy.type_ != UpdateStrategyType::BlueGreen,
             "updateStrategy.type is no longer BlueGreen",
+        ),
+        (
+            "Service",
+            &found.shadow,
+            app.spec.update_strategy.type_ != UpdateStrategyType::Shadow,
+            "updateStrategy.type is no longer Shadow",
         ),
         (
             "Service",
@@ -93,6 +102,7 @@ pub async fn remove(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Re
         preview: service(preview_service_name(&name)),
         stable: service(stable_service_name(&name)),
         canary: service(canary_service_name(&name)),
+        shadow: service(shadow_name(&name)),
         route,
     };
     for leftover in unwanted(app, &found) {
@@ -147,6 +157,7 @@ mod tests {
             preview: live("web-preview"),
             stable: live("web-stable"),
             canary: live("web-canary"),
+            shadow: live("web-shadow"),
             route: live("web"),
         }
     }
@@ -163,13 +174,24 @@ mod tests {
         );
         assert_eq!(
             names(&unwanted(&web, &all())),
-            ["Service web-stable", "Service web-canary"]
+            ["Service web-shadow", "Service web-stable", "Service web-canary"]
         );
         let weighted = app(
             "web",
             json!({"traffic": {"parentRef": {"name": "edge"}, "canaryWeight": 5}}),
         );
-        assert_eq!(names(&unwanted(&weighted, &all())), ["Service web-preview"]);
+        assert_eq!(
+            names(&unwanted(&weighted, &all())),
+            ["Service web-preview", "Service web-shadow"]
+        );
+        let shadow = app(
+            "web",
+            json!({"updateStrategy": {"type": "Shadow"}, "traffic": {"parentRef": {"name": "edge"}}}),
+        );
+        assert_eq!(
+            names(&unwanted(&shadow, &all())),
+            ["Service web-preview", "Service web-stable", "Service web-canary"]
+        );
     }
 
     #[test]
@@ -180,6 +202,7 @@ mod tests {
             [
                 "HTTPRoute web",
                 "Service web-preview",
+                "Service web-shadow",
                 "Service web-stable",
                 "Service web-canary"
             ]

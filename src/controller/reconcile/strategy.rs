@@ -13,10 +13,10 @@ use super::{
     write::refused_or_failed,
 };
 use crate::{
-    children::{Children, green_statefulset_name},
+    children::{Children, green_statefulset_name, shadow_name},
     controller::{
         Error,
-        rollout::{Cluster, Decision, PodView, blue_green, decide, traffic, uses_max_unavailable, uses_steps},
+        rollout::{Cluster, Decision, PodView, blue_green, decide, shadow, traffic, uses_max_unavailable, uses_steps},
     },
     resource::{TrafficStatus, UpdateStrategyType, VisitCounterApp},
 };
@@ -77,6 +77,15 @@ async fn decide_strategy(
     if app.spec.update_strategy.type_ == UpdateStrategyType::BlueGreen {
         return Ok(slots);
     }
+    let shadow = shadow_decision(app, ctx, namespace, children, now);
+    if app.spec.update_strategy.type_ == UpdateStrategyType::Shadow {
+        return Ok(shadow);
+    }
+    // A shadow left behind by a change of strategy goes.
+    let slots = match shadow.delete_statefulset {
+        Some(_) => slots.with_slots(shadow),
+        None => slots,
+    };
     let operator_driven = app.spec.update_strategy.type_ == UpdateStrategyType::Recreate
         || uses_steps(app)
         || (uses_max_unavailable(app) && !cluster.keeps_max_unavailable);
@@ -133,8 +142,31 @@ fn blue_green_slots(
     blue_green::decide(app, children, live, visits, now)
 }
 
+/// The shadow's decision (`rollout::shadow`), for a shadow app or one whose
+/// shadow StatefulSet is still there. Otherwise nothing.
+fn shadow_decision(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    children: &mut Children,
+    now: &Time,
+) -> Decision {
+    let name = app.name_any();
+    let serving = ctx.caches.get("StatefulSet", namespace, &name);
+    // Only the app's own: another app may be named `<name>-shadow`.
+    let shadow = ctx
+        .caches
+        .get("StatefulSet", namespace, &shadow_name(&name))
+        .filter(|shadow| desired::controlled_by(shadow, app));
+    if !shadow::applies(app, shadow.as_ref()) {
+        return Decision::default();
+    }
+    shadow::decide(app, children, serving.as_ref(), shadow.as_ref(), now)
+}
+
 /// Deletes the StatefulSet the strategy decided to (blue/green's previous
-/// one, past its delay), by its uid, with an Event.
+/// one, past its delay; a shadow no longer wanted), by its uid, with an
+/// Event.
 async fn delete_statefulset(
     app: &VisitCounterApp,
     ctx: &Context,
@@ -150,11 +182,13 @@ async fn delete_statefulset(
             name: name.clone(),
             source: Box::new(source),
         })?;
-    let delay = app.spec.update_strategy.blue_green_settings().scale_down_delay_seconds;
-    let message = format!(
-        "deleted StatefulSet {name}, which served before the last switch: {delay} s have passed (scaleDownDelaySeconds) and the new pods hold its pods' counts; its claims follow the retention policy"
-    );
-    ctx.event(app, EventType::Normal, "PreviousDeleted", message).await;
+    let (reason, message) = decision.deleted_because.clone().unwrap_or_else(|| {
+        let delay = app.spec.update_strategy.blue_green_settings().scale_down_delay_seconds;
+        ("PreviousDeleted", format!(
+            "deleted StatefulSet {name}, which served before the last switch: {delay} s have passed (scaleDownDelaySeconds) and the new pods hold its pods' counts; its claims follow the retention policy"
+        ))
+    });
+    ctx.event(app, EventType::Normal, reason, message).await;
     Ok(())
 }
 

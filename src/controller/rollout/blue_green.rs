@@ -303,7 +303,7 @@ fn mark(service: &mut Service, read: Option<&Value>, selected: &Selected, switch
 
 /// Keeps the serving StatefulSet's template as it is live, with the hash it
 /// was written with: under blue/green it changes by a switch, not in place.
-fn freeze_template(desired: &mut StatefulSet, live: Option<&Value>) {
+pub(super) fn freeze_template(desired: &mut StatefulSet, live: Option<&Value>) {
     let Some(live) = live else { return };
     let (Ok(template), Some(spec)) = (
         serde_json::from_value(live["spec"]["template"].clone()),

@@ -22,6 +22,7 @@ pub mod max_unavailable;
 pub mod ramped;
 pub mod recreate;
 pub mod rolling;
+pub mod shadow;
 mod template;
 pub mod traffic;
 
@@ -100,8 +101,10 @@ pub struct Decision {
     /// Under blue/green, where the app stands.
     pub blue_green: Option<BlueGreenStatus>,
     /// A StatefulSet of the app to delete (name, uid): blue/green's previous
-    /// one, past its delay.
+    /// one, past its delay, or a shadow no longer wanted.
     pub delete_statefulset: Option<(String, String)>,
+    /// The Event of that delete (reason, message), when not blue/green's.
+    pub deleted_because: Option<(&'static str, String)>,
     /// With `spec.traffic`, where the app's HTTPRoute sends requests.
     pub traffic: Option<TrafficStatus>,
 }
@@ -113,6 +116,7 @@ impl Decision {
     pub fn with_slots(mut self, slots: Decision) -> Self {
         self.blue_green = slots.blue_green;
         self.delete_statefulset = slots.delete_statefulset;
+        self.deleted_because = slots.deleted_because;
         self.look_again_in = match (self.look_again_in, slots.look_again_in) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -170,9 +174,13 @@ pub fn decide(
             pods,
             now,
         ),
-        (UpdateStrategyType::RollingUpdate | UpdateStrategyType::OnDelete | UpdateStrategyType::BlueGreen, _) => {
-            Decision::default()
-        }
+        (
+            UpdateStrategyType::RollingUpdate
+            | UpdateStrategyType::OnDelete
+            | UpdateStrategyType::BlueGreen
+            | UpdateStrategyType::Shadow,
+            _,
+        ) => Decision::default(),
     }
 }
 

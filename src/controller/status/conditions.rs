@@ -26,6 +26,9 @@ pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
 /// (`rollout::blue_green`, which says it).
 pub const PREVIEW_STARTING: &str = "PreviewStarting";
 
+/// `Progressing`'s reason while a shadow's pods start (`rollout::shadow`).
+pub const SHADOW_STARTING: &str = "ShadowStarting";
+
 /// `Progressing` reasons of a rollout under way, which its progress
 /// deadline applies to.
 pub const PROGRESS_REASONS: &[&str] = &[
@@ -34,6 +37,7 @@ pub const PROGRESS_REASONS: &[&str] = &[
     "WaitingForPods",
     "Recreating",
     PREVIEW_STARTING,
+    SHADOW_STARTING,
 ];
 
 /// Every condition of the status, in the order they are written, around

@@ -131,7 +131,7 @@ impl Counts {
         let rolling = app.spec.update_strategy.rolling_update.as_ref();
         let partition = match app.spec.update_strategy.type_ {
             UpdateStrategyType::OnDelete => wanted,
-            UpdateStrategyType::Recreate | UpdateStrategyType::BlueGreen => 0,
+            UpdateStrategyType::Recreate | UpdateStrategyType::BlueGreen | UpdateStrategyType::Shadow => 0,
             UpdateStrategyType::RollingUpdate => rolling.and_then(|r| r.partition_for(wanted)).unwrap_or(0),
         };
         let mut counts = Self {

@@ -114,6 +114,12 @@ pub use traffic::{AbMatch, AbTest, CookieMatch, HeaderMatch, ParentRef, Traffic}
     )
     .message("traffic.canaryWeight splits requests during a rolling update; under BlueGreen every request goes to the serving pods until the Service switches")
     .field_path(".traffic.canaryWeight"),
+    validation = Rule::new("self.updateStrategy.type != 'Shadow' || has(self.traffic)")
+        .message("updateStrategy.type Shadow sends a copy of every request to the new template's pods through the app's HTTPRoute: set spec.traffic")
+        .field_path(".updateStrategy.type"),
+    validation = Rule::new("!has(self.traffic) || !has(self.traffic.canaryWeight) || self.updateStrategy.type != 'Shadow'")
+        .message("traffic.canaryWeight splits requests during a rolling update; under Shadow every answer comes from the current pods")
+        .field_path(".traffic.canaryWeight"),
     validation = Rule::new("!has(self.traffic) || !has(self.traffic.abTest) || self.updateStrategy.type == 'RollingUpdate'")
         .message("traffic.abTest splits requests between the pods of a rolling update held by rollingUpdate.partition or canaryReplicas; updateStrategy.type must be RollingUpdate")
         .field_path(".traffic.abTest"),

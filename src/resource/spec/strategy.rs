@@ -46,7 +46,11 @@ pub struct UpdateStrategy {
     /// app has no ready pod meanwhile; the volume claims are kept, so counts
     /// continue); `BlueGreen` starts a second StatefulSet of the new
     /// template beside the serving one and switches the Service to it in one
-    /// write (see `blueGreen`).
+    /// write (see `blueGreen`); `Shadow` runs the new template in a
+    /// StatefulSet of its own, `<app>-shadow`, that gets a copy of every
+    /// request through `spec.traffic`'s route and whose answers nobody sees,
+    /// until the app's `visitcounter.dev/promote` annotation names its
+    /// revision: then the app's StatefulSet rolls to it and the shadow goes.
     #[serde(default, rename = "type")]
     pub type_: UpdateStrategyType,
     /// Parameters of a rolling update.
@@ -121,6 +125,7 @@ pub enum UpdateStrategyType {
     OnDelete,
     Recreate,
     BlueGreen,
+    Shadow,
 }
 
 impl UpdateStrategyType {
@@ -130,6 +135,7 @@ impl UpdateStrategyType {
             Self::OnDelete => "OnDelete",
             Self::Recreate => "Recreate",
             Self::BlueGreen => "BlueGreen",
+            Self::Shadow => "Shadow",
         }
     }
 
@@ -139,7 +145,7 @@ impl UpdateStrategyType {
     /// preview's rolls to a template newer than its own.
     pub fn statefulset_type(self) -> &'static str {
         match self {
-            Self::RollingUpdate | Self::BlueGreen => "RollingUpdate",
+            Self::RollingUpdate | Self::BlueGreen | Self::Shadow => "RollingUpdate",
             Self::OnDelete | Self::Recreate => "OnDelete",
         }
     }
