@@ -32,6 +32,7 @@ mod kstatus;
 mod leadership;
 mod ramped;
 mod rollouts;
+mod shadow;
 mod storage;
 mod strategies;
 #[path = "../support/mod.rs"]
@@ -74,6 +75,7 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         TheOperator: blue_green::waits_for_promotion,
         TheOperator: traffic::routes_through_an_httproute,
         TheOperator: traffic::splits_an_ab_test_by_cookie,
+        TheOperator: shadow::mirrors_to_a_shadow_until_promoted,
         TheOperator: storage::storage_growth,
         TheOperator: storage::deletion_keeps_claims,
         TheOperator: storage::class_without_expansion,

@@ -15,7 +15,7 @@ use crate::env::{Env, eventually, image};
 const REVISION: &str = "controller-revision-hash";
 
 /// The Gateway API's standard CRDs installed, or removed.
-fn gateway_api(env: &Env, installed: bool) {
+pub fn gateway_api(env: &Env, installed: bool) {
     let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gateway-api.sh"))
         .output()
         .expect("scripts/gateway-api.sh runs");
@@ -49,7 +49,7 @@ fn weighted() -> Value {
 }
 
 /// The app's route as the API server holds it, if any.
-fn route(env: &Env, name: &str) -> Option<Value> {
+pub fn route(env: &Env, name: &str) -> Option<Value> {
     let out = env.kubectl(&["get", "httproute", name, "--ignore-not-found", "-o", "json"]);
     (!out.trim().is_empty()).then(|| serde_json::from_str(&out).unwrap())
 }
