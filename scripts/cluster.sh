@@ -333,8 +333,15 @@ start_node() {
 # `gateway/edge` whose one endpoint is the node's address.
 start_gateway() {
   kubectl_ apply --server-side -f "$("$root/scripts/gateway-api.sh")" >/dev/null
+  # Traefik's own CRDs (traefik.io), from its module: a TraefikService of
+  # type mirroring is its way to copy requests (it has no RequestMirror).
+  local traefik_dir
+  traefik_dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/traefik/traefik/v3@$traefik_version" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  kubectl_ apply --server-side -f "$traefik_dir/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" >/dev/null
   wait_for "the Gateway API CRDs are established" 60 \
-    kubectl_ wait --for=condition=Established crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io --timeout=1s
+    kubectl_ wait --for=condition=Established crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
+    crd/traefikservices.traefik.io --timeout=1s
   local node_ip=10.244.0.1
   sed "s#server: .*#server: https://$node_ip:443#" "$state/admin.kubeconfig" >"$state/gateway.kubeconfig"
   kubectl_ apply -f - >/dev/null <<EOF
@@ -374,7 +381,8 @@ endpoints: [{addresses: ["$node_ip"], conditions: {ready: true}}]
 EOF
   KUBECONFIG="$state/gateway.kubeconfig" start gateway ip netns exec "vcn-$node_name-node" "$bin/traefik" \
     --global.checknewversion=false --global.sendanonymoususage=false \
-    --entrypoints.web.address=:8000 --providers.kubernetesgateway=true --log.level=INFO --log.nocolor=true
+    --entrypoints.web.address=:8000 --providers.kubernetesgateway=true --providers.kubernetescrd=true \
+    --log.level=INFO --log.nocolor=true
   wait_for "the Gateway is programmed" 120 \
     kubectl_ -n gateway wait --for=condition=Programmed gateway/edge --timeout=1s
   kubectl_ -n gateway get service edge -o jsonpath='{.spec.ports[0].nodePort}' >"$state/gateway-port"

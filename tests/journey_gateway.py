@@ -181,14 +181,93 @@ def ab_test(checks):
     run("kubectl", "-n", NS, "delete", "vca", name, "--wait=false")
 
 
+def shadow(checks):
+    """A shadow through the gateway: every request copied to the shadow,
+    counted there once and never in the app's count; promoted, the app runs
+    the shadow's template with every count it had.
+
+    Traefik has no `RequestMirror` (its conformance report lists it as
+    unsupported, and it answers 500 to a route that uses it), so the copy is
+    made its own way, which the test writes: a TraefikService of type
+    mirroring, the app's Service with the operator's `<app>-shadow` as its
+    mirror, and an HTTPRoute to it."""
+    name, host, mirrored = "sh", "shadow.journey.test", "shadow-mirror.journey.test"
+
+    def spec(color):
+        return {"apiVersion": "visitcounter.dev/v1alpha1", "kind": "VisitCounterApp", "metadata": {"name": name},
+                "spec": {"replicas": 2, "podManagementPolicy": "Parallel",
+                         "probes": {"readiness": {"periodSeconds": 1}}, "config": {"json": {"color": color}},
+                         "updateStrategy": {"type": "Shadow"},
+                         "traffic": {"parentRef": GATEWAY, "hostnames": [host]}}}
+
+    def visits():
+        status = get("vca", name).get("status", {}).get("visits") or {}
+        shadow_status = status.get("shadow") or {}
+        return status.get("total"), status.get("complete"), shadow_status.get("total"), shadow_status.get("complete")
+
+    def shadow_ready():
+        sts = get("sts", f"{name}-shadow")
+        return sts["status"].get("availableReplicas") == 2 and visits()[3] is True
+
+    apply(spec("red"))
+    wait_until(f"{name} is Ready and routed", lambda: len(ready_pods(name)) == 2 and routed(name, [name]), 180)
+    apply({"apiVersion": "traefik.io/v1alpha1", "kind": "TraefikService", "metadata": {"name": f"{name}-mirror"},
+           "spec": {"mirroring": {"name": name, "port": 8080,
+                                  "mirrors": [{"name": f"{name}-shadow", "port": 8080, "percent": 100}]}}})
+    apply({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": f"{name}-mirrored"},
+           "spec": {"parentRefs": [GATEWAY], "hostnames": [mirrored],
+                    "rules": [{"backendRefs": [{"group": "traefik.io", "kind": "TraefikService",
+                                                "name": f"{name}-mirror"}]}]}})
+    apply(spec("blue"))
+    wait_until("the shadow runs and is counted", shadow_ready, 180)
+    serving = {p["metadata"]["name"] for p in ready_pods(name)}
+    wait_until("the gateway answers through the mirroring route", lambda: visit(mirrored) in serving, 60)
+    def settled():
+        # Two polls of the pods apart (the journey's operator asks every 2
+        # s), the same complete counts: a copy is sent after its answer.
+        first = visits()
+        time.sleep(5)
+        return first[1] is True and first[3] is True and visits() == first
+
+    wait_until("the counts settle", settled, 60)
+    app_before, _, shadow_before, _ = visits()
+    answers = [visit(mirrored) for _ in range(100)]
+    checks.check(all(a in serving for a in answers),
+                 f"gateway: under shadow every answer comes from the serving pods {sorted(serving)}: "
+                 f"{sorted(set(answers), key=str)}")
+    wait_until("the shadow counts every copy", lambda: visits()[2] == shadow_before + 100
+               and visits()[0] == app_before + 100, 60)
+    app_after, _, shadow_after, _ = visits()
+    checks.check(shadow_after == shadow_before + 100,
+                 f"gateway: every mirrored request raised the shadow's count by one: {shadow_before} -> {shadow_after}")
+    checks.check(app_after == app_before + 100,
+                 f"gateway: the app's count holds the answered requests only, none of the shadow's: "
+                 f"{app_before} -> {app_after}")
+
+    revision = get("sts", f"{name}-shadow")["status"]["updateRevision"]
+    run("kubectl", "-n", NS, "annotate", "vca", name, f"visitcounter.dev/promote={revision}", "--overwrite")
+    wait_until(f"{name} runs the promoted template and the shadow is gone",
+               lambda: not run("kubectl", "-n", NS, "get", "sts", f"{name}-shadow", "--ignore-not-found").strip()
+               and len(set(revisions(name)[0].values())) == 1 and len(ready_pods(name)) == 2
+               and revisions(name)[1] in revisions(name)[0].values(), 180)
+    wait_until("the counts are asked again", lambda: visits()[1] is True and visits()[2] is None, 60)
+    checks.check(visits()[0] == app_after,
+                 f"gateway: promoted, the app's count is every answered request: {visits()[0]} for {app_after}")
+    print(f"gateway: shadow: 100 requests answered by {sorted(serving)}, the shadow counted "
+          f"{shadow_after - shadow_before} copies; the app counts {visits()[0]} after promotion")
+    run("kubectl", "-n", NS, "delete", "httproute", f"{name}-mirrored", "--wait=false")
+    run("kubectl", "-n", NS, "delete", "vca", name, "--wait=false")
+
+
 def routes(checks):
-    """Both scenarios, in a namespace of their own."""
+    """The three scenarios, in a namespace of their own."""
     if not os.environ.get("VISITCOUNTER_GATEWAY_URL"):
         raise RuntimeError('no gateway: eval "$(scripts/cluster.sh env --real-pods)" names it')
     run("kubectl", "create", "namespace", NS)
     try:
         weighted(checks)
         ab_test(checks)
+        shadow(checks)
     finally:
         run("kubectl", "delete", "namespace", NS, "--wait=false")
 
