@@ -435,7 +435,12 @@ EOF
   cm_port=$(free_port)
   sched_port=$(free_port)
   local cm="$state/controller-manager.kubeconfig"
+  # A node heard from within 5 minutes counts as alive: kwok resumes its
+  # nodes' leases only some tens of seconds after a kube-apiserver restart
+  # (the chaos test's fault), and past the default 50 s grace the node
+  # controller marks every pod NotReady, which no simulated kubelet undoes.
   start kube-controller-manager supervised "$kube_bin/kube-controller-manager" \
+    --node-monitor-grace-period=5m \
     --kubeconfig="$cm" --authentication-kubeconfig="$cm" --authorization-kubeconfig="$cm" \
     --bind-address=127.0.0.1 --secure-port="$cm_port" --leader-elect=false \
     --use-service-account-credentials=true \
