@@ -8,7 +8,7 @@
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{PersistentVolumeClaim, Service},
+    core::v1::{ConfigMap, PersistentVolumeClaim, Service},
 };
 use kube::api::{DeleteParams, ListParams};
 use serde_json::{Value, json};
@@ -26,15 +26,14 @@ fn spec(mode: &str) -> Value {
            "config": {"env": [{"name": "MODE", "value": mode}]}})
 }
 
-/// The MODE the StatefulSet's pods get, if it exists.
+/// The MODE the StatefulSet's pods get, if it exists: the key of the
+/// ConfigMap its template names.
 async fn mode(env: &Env, name: &str) -> Option<String> {
     let sts = env.api::<StatefulSet>().get_opt(name).await.unwrap()?;
-    let container = sts.spec?.template.spec?.containers.into_iter().next()?;
-    container
-        .env?
-        .into_iter()
-        .find(|e| e.name == "MODE")
-        .and_then(|e| e.value)
+    let volumes = sts.spec?.template.spec?.volumes?;
+    let config = volumes.into_iter().find_map(|v| v.config_map)?.name;
+    let map = env.api::<ConfigMap>().get(&config).await.unwrap();
+    map.data?.get("MODE").cloned()
 }
 
 fn mirrors(route: &Value) -> Option<String> {
@@ -117,8 +116,11 @@ pub async fn mirrors_to_a_shadow_until_promoted(env: &Env) {
             && route(env, "sh").is_some_and(|r| mirrors(&r).is_none())
     })
     .await;
-    let events = env.event_messages("reason=ShadowDeleted,involvedObject.name=sh");
-    assert!(events.iter().any(|m| m.contains("was promoted")), "{events:?}");
+    eventually("the Event says the shadow was promoted", || async {
+        let events = env.event_messages("reason=ShadowPromoted,involvedObject.name=sh");
+        events.iter().any(|m| m.contains("was promoted"))
+    })
+    .await;
     let kept = env
         .api::<PersistentVolumeClaim>()
         .get_opt("data-sh-shadow-0")
@@ -135,8 +137,12 @@ pub async fn mirrors_to_a_shadow_until_promoted(env: &Env) {
     })
     .await;
     assert_eq!(mode(env, "sh").await.as_deref(), Some("b"));
-    let events = env.event_messages("reason=ShadowDeleted,involvedObject.name=sh");
-    assert!(events.iter().any(|m| m.contains("no longer differs")), "{events:?}");
+    // The Event follows the delete.
+    eventually("the Event says the shadow was dropped", || async {
+        let events = env.event_messages("reason=ShadowDropped,involvedObject.name=sh");
+        events.iter().any(|m| m.contains("no longer differs"))
+    })
+    .await;
     env.api::<VisitCounterApp>()
         .delete("sh", &DeleteParams::default())
         .await

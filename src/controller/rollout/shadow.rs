@@ -60,19 +60,24 @@ pub fn decide(
         if let Some(live) = shadow {
             let uid = live["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
             decision.delete_statefulset = Some((shadow_name(&name), uid));
-            decision.deleted_because = Some((
-                "ShadowDeleted",
-                match promoted(app, revision) {
-                    true => format!(
+            // Reasons of their own: Events of one reason are one series,
+            // which keeps its first message.
+            decision.deleted_because = Some(match promoted(app, revision) {
+                true => (
+                    "ShadowPromoted",
+                    format!(
                         "deleted StatefulSet {}: its template was promoted and the app's StatefulSet rolls to it; its claims follow the retention policy",
                         shadow_name(&name)
                     ),
-                    false => format!(
-                        "deleted StatefulSet {}: the app's template no longer differs from the serving one; its claims follow the retention policy",
+                ),
+                false => (
+                    "ShadowDropped",
+                    format!(
+                        "deleted StatefulSet {}: the app's template no longer differs from the serving one, or the app is no longer under Shadow; its claims follow the retention policy",
                         shadow_name(&name)
                     ),
-                },
-            ));
+                ),
+            });
         }
         return decision;
     }
@@ -231,7 +236,7 @@ mod tests {
             decision.delete_statefulset,
             Some(("web-shadow".into(), "uid-web-shadow".into()))
         );
-        assert_eq!(decision.deleted_because.unwrap().0, "ShadowDeleted");
+        assert_eq!(decision.deleted_because.unwrap().0, "ShadowPromoted");
         // An annotation naming another revision promotes nothing.
         let (children, _) = run(&web("v2", Some("web-shadow-6")), Some(&serving), Some(&shadow));
         assert_eq!(image(&children.stateful_set), "v1");
@@ -244,7 +249,7 @@ mod tests {
         let (children, decision) = run(&web("v1", None), Some(&serving), Some(&shadow));
         assert_eq!(children.shadow.unwrap().stateful_set, None);
         assert_eq!(decision.delete_statefulset.unwrap().0, "web-shadow");
-        assert!(decision.deleted_because.unwrap().1.contains("no longer differs"));
+        assert_eq!(decision.deleted_because.unwrap().0, "ShadowDropped");
         let rolling = app("web", json!({"replicas": 2, "image": "v2"}));
         assert!(applies(&rolling, Some(&shadow)));
         let (children, decision) = run(&rolling, Some(&serving), Some(&shadow));
