@@ -131,6 +131,54 @@ def weighted(checks):
     run("kubectl", "-n", NS, "delete", "vca", name, "--wait=false")
 
 
+def blue_green_weighted(checks):
+    """A blue/green rollout whose preview gets 20% of the requests before
+    the switch: every answered request counted once, across the switch and
+    the previous StatefulSet's delete."""
+    name, host = "bgw", "bgw.journey.test"
+
+    def spec(color):
+        return {"apiVersion": "visitcounter.dev/v1alpha1", "kind": "VisitCounterApp", "metadata": {"name": name},
+                "spec": {"replicas": 2, "podManagementPolicy": "Parallel",
+                         "probes": {"readiness": {"periodSeconds": 1}}, "config": {"json": {"color": color}},
+                         "updateStrategy": {"type": "BlueGreen",
+                                            "blueGreen": {"autoPromote": False, "scaleDownDelaySeconds": 5}},
+                         "traffic": {"parentRef": GATEWAY, "hostnames": [host], "canaryWeight": 20}}}
+
+    apply(spec("red"))
+    wait_until(f"{name} is Ready and routed", lambda: len(ready_pods(name)) == 2 and routed(name, [name]), 180)
+    answered = len([a for a in (visit(host) for _ in range(20)) if a])
+    apply(spec("blue"))
+    wait_until("the preview takes its share once its pods hold the counts",
+               lambda: routed(name, [name, f"{name}-preview"]), 180)
+    time.sleep(2)  # the gateway's configuration reload after the route's status
+    answers = [visit(host) for _ in range(500)]
+    on_preview = sum(1 for a in answers if a and a.startswith(f"{name}-green-"))
+    answered += len([a for a in answers if a])
+    share = on_preview / 500
+    checks.check(all(answers), f"gateway: under blue/green every request answered ({answers.count(None)} not)")
+    checks.check(0.15 <= share <= 0.25,
+                 f"gateway: canaryWeight 20 sends 20% ± 5% to the blue/green preview before the switch: {share:.1%}")
+    revision = get("sts", f"{name}-green")["status"]["updateRevision"]
+    run("kubectl", "-n", NS, "annotate", "vca", name, f"visitcounter.dev/promote={revision}", "--overwrite")
+    wait_until("the Service switches and the route sends everything to it",
+               lambda: get("svc", name)["spec"]["selector"].get("controller-revision-hash") == revision
+               and routed(name, [name]), 120)
+    time.sleep(2)
+    after = [visit(host) for _ in range(20)]
+    answered += len([a for a in after if a])
+    checks.check(all(a and a.startswith(f"{name}-green-") for a in after),
+                 f"gateway: after the switch only the new pods answer: {sorted(set(after), key=str)}")
+    wait_until("the previous StatefulSet is deleted",
+               lambda: not run("kubectl", "-n", NS, "get", "sts", name, "--ignore-not-found").strip(), 120)
+    wait_until(f"{name} counts every answered request", lambda: counted(name, answered), 60)
+    checks.check(counted(name, answered),
+                 f"gateway: no visit lost across a weighted blue/green rollout: {answered} answered, all counted")
+    print(f"gateway: blue/green at canaryWeight 20: {on_preview} of 500 on the preview ({share:.1%}); "
+          f"{answered} answered and counted across the switch")
+    run("kubectl", "-n", NS, "delete", "vca", name, "--wait=false")
+
+
 def ab_test(checks):
     """An A/B test through the gateway: the header sends a user to B."""
     name, host = "ab", "ab.journey.test"
@@ -260,12 +308,13 @@ def shadow(checks):
 
 
 def routes(checks):
-    """The three scenarios, in a namespace of their own."""
+    """The scenarios, in a namespace of their own."""
     if not os.environ.get("VISITCOUNTER_GATEWAY_URL"):
         raise RuntimeError('no gateway: eval "$(scripts/cluster.sh env --real-pods)" names it')
     run("kubectl", "create", "namespace", NS)
     try:
         weighted(checks)
+        blue_green_weighted(checks)
         ab_test(checks)
         shadow(checks)
     finally:

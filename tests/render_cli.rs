@@ -194,13 +194,19 @@ fn prints_the_route_and_the_services_per_version_of_a_weighted_app() {
 }
 
 #[test]
-fn refuses_a_canary_weight_under_blue_green_and_out_of_range() {
+fn refuses_a_canary_weight_under_shadow_and_out_of_range() {
+    let shadow = format!(
+        "{HEAD}spec:\n  updateStrategy: {{type: Shadow}}\n  traffic:\n    parentRef: {{name: edge}}\n    canaryWeight: 10\n"
+    );
+    let stderr = refused(&shadow);
+    assert!(stderr.contains("spec.traffic.canaryWeight"), "{stderr}");
+    assert!(stderr.contains("under Shadow"), "{stderr}");
+    // Under BlueGreen it is the preview's share before the switch.
     let blue_green = format!(
         "{HEAD}spec:\n  updateStrategy: {{type: BlueGreen}}\n  traffic:\n    parentRef: {{name: edge}}\n    canaryWeight: 10\n"
     );
-    let stderr = refused(&blue_green);
-    assert!(stderr.contains("spec.traffic.canaryWeight"), "{stderr}");
-    assert!(stderr.contains("under BlueGreen"), "{stderr}");
+    let output = render_stdin(&blue_green);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let too_much = format!("{HEAD}spec:\n  traffic:\n    parentRef: {{name: edge}}\n    canaryWeight: 101\n");
     assert!(refused(&too_much).contains("canaryWeight"));
     let relative = format!("{HEAD}spec:\n  traffic:\n    parentRef: {{name: edge}}\n    path: shop\n");

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use serde_json::{Value, json};
 
 use super::{BuildError, app_name, child_meta, selector_labels, service::http_port};
-use crate::resource::{AbMatch, VisitCounterApp};
+use crate::resource::{AbMatch, UpdateStrategyType, VisitCounterApp};
 
 /// The Gateway API version of the routes the operator writes.
 pub const ROUTE_API_VERSION: &str = "gateway.networking.k8s.io/v1";
@@ -47,7 +47,9 @@ pub fn desired_traffic(app: &VisitCounterApp) -> Result<Option<Traffic>, BuildEr
         return Ok(None);
     };
     let name = app_name(app)?;
-    let versions = match traffic.canary_weight.is_some() || traffic.ab_test.is_some() {
+    // Under BlueGreen the app's Service and the preview's are the two sides.
+    let blue_green = app.spec.update_strategy.type_ == UpdateStrategyType::BlueGreen;
+    let versions = match (traffic.canary_weight.is_some() || traffic.ab_test.is_some()) && !blue_green {
         true => Some(Versions {
             stable: version_service(app, stable_service_name(name))?,
             canary: version_service(app, canary_service_name(name))?,

@@ -38,7 +38,8 @@ pub struct Found {
 /// Which of `found` the spec no longer asks for. Pure.
 pub fn unwanted(app: &VisitCounterApp, found: &Found) -> Vec<Leftover> {
     let traffic = app.spec.traffic.as_ref();
-    let versions = traffic.is_some_and(|t| t.canary_weight.is_some() || t.ab_test.is_some());
+    let versions = traffic.is_some_and(|t| t.canary_weight.is_some() || t.ab_test.is_some())
+        && app.spec.update_strategy.type_ != UpdateStrategyType::BlueGreen;
     // The route first: it may still send requests to the Services.
     let candidates = [
         (ROUTE_KIND, &found.route, traffic.is_none(), "spec.traffic is not set"),
@@ -58,13 +59,13 @@ pub fn unwanted(app: &VisitCounterApp, found: &Found) -> Vec<Leftover> {
             "Service",
             &found.stable,
             !versions,
-            "neither spec.traffic.canaryWeight nor spec.traffic.abTest is set",
+            "neither spec.traffic.canaryWeight nor spec.traffic.abTest is set, or the app is under BlueGreen",
         ),
         (
             "Service",
             &found.canary,
             !versions,
-            "neither spec.traffic.canaryWeight nor spec.traffic.abTest is set",
+            "neither spec.traffic.canaryWeight nor spec.traffic.abTest is set, or the app is under BlueGreen",
         ),
     ];
     candidates

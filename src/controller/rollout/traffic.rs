@@ -14,7 +14,8 @@
 
 use serde_json::Value;
 
-use super::{PodView, pin};
+use super::{PodView, blue_green::carried, pin};
+use crate::controller::observe::pods::REVISION_LABEL;
 use crate::{
     children::{
         Backend, Children, ab_header_match, canary_service_name, set_ab_rules, set_backends, stable_service_name,
@@ -79,7 +80,67 @@ pub fn decide(
             backends = vec![status_of(b, Some(described(&ab.match_))), status_of(a, None)];
         }
     }
+    if let Some(weight) = spec.canary_weight
+        && let Some(split) = blue_green_split(app, children, pods, weight)
+    {
+        if let Some(traffic) = children.traffic.as_mut() {
+            set_backends(&mut traffic.route, &split);
+        }
+        backends = split.into_iter().map(|b| status_of(b, None)).collect();
+    }
     Some(TrafficStatus { route, backends })
+}
+
+/// Under blue/green, before the switch: `weight` percent to the preview's
+/// Service, the rest to the app's (pinned to the serving pods), once each
+/// side has a Ready pod and every preview pod holds its serving pod's
+/// count. The preview's first carry takes the larger count; a preview pod
+/// that answered visits before it would lose them. After it, the poller
+/// adds the serving pods' new visits to the preview pods', whose own add
+/// up on top, and the app's count (each ordinal once, by the larger) holds
+/// both.
+fn blue_green_split(app: &VisitCounterApp, children: &Children, pods: &[PodView], weight: i32) -> Option<Vec<Backend>> {
+    let preview = children.preview.as_ref()?;
+    let preview_set = preview.stateful_set.as_ref()?;
+    let revision_of = |service: &k8s_openapi::api::core::v1::Service| {
+        service.spec.as_ref()?.selector.as_ref()?.get(REVISION_LABEL).cloned()
+    };
+    let (serving, new) = (revision_of(&children.service)?, revision_of(&preview.service)?);
+    let answers = |revision: &str| {
+        pods.iter()
+            .any(|p| p.ready && !p.terminating && p.revision.as_deref() == Some(revision))
+    };
+    let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
+    let counted = visits.is_some_and(|v| v.pods.iter().any(|p| p.visits.is_some()));
+    let serving_set = children.stateful_set.metadata.name.as_deref()?;
+    let carried = counted
+        && carried(
+            visits,
+            serving_set,
+            preview_set.metadata.name.as_deref()?,
+            app.spec.replicas,
+        );
+    if serving == new || !answers(&serving) || !answers(&new) || !carried {
+        return None;
+    }
+    let app_name = children.service.metadata.name.clone()?;
+    let preview_name = preview.service.metadata.name.clone()?;
+    // The app's Service on its own port; the preview's on the app's.
+    let current = Backend {
+        service: app_name,
+        port: app.spec.service.port.unwrap_or(app.spec.port),
+        weight: 100 - weight,
+    };
+    let preview = Backend {
+        service: preview_name,
+        port: app.spec.port,
+        weight,
+    };
+    Some(match weight {
+        0 => vec![current],
+        100 => vec![preview],
+        _ => vec![current, preview],
+    })
 }
 
 fn status_of(backend: Backend, matches: Option<String>) -> TrafficBackend {
@@ -307,6 +368,67 @@ mod tests {
         let live = sts("web-2", "web-2");
         let (_, status) = run(&web, Some(&live), &[pod("web-2", true)]);
         assert_eq!(shares(&status.unwrap()), [("web", 100)]);
+    }
+
+    /// A blue/green app mid-rollout, as `blue_green::decide` leaves its
+    /// children: the preview `web-green` running `web-green-2`, the app's
+    /// Service pinned to `web-1`; and the counts of pod 0 of each.
+    fn blue_green(weight: i32, counts: (i64, i64)) -> (VisitCounterApp, Children) {
+        let mut web = app(
+            "web",
+            json!({"replicas": 1, "updateStrategy": {"type": "BlueGreen", "blueGreen": {"autoPromote": false}},
+                   "service": {"port": 80}, "traffic": {"parentRef": {"name": "edge"}, "canaryWeight": weight}}),
+        );
+        web.status = Some(
+            serde_json::from_value(json!({"visits": {"total": counts.0, "complete": true, "pods": [
+            {"name": "web-0", "visits": counts.0}, {"name": "web-green-0", "visits": counts.1}]}}))
+            .unwrap(),
+        );
+        let mut children = desired_children(&web, &BuildSettings::default()).unwrap();
+        assert_eq!(
+            children.traffic.as_ref().unwrap().versions,
+            None,
+            "the app's and the preview's Services"
+        );
+        let preview = children.preview.as_mut().unwrap();
+        let mut green = children.stateful_set.clone();
+        green.metadata.name = Some("web-green".into());
+        preview.stateful_set = Some(green);
+        pin(&mut preview.service, Some("web-green-2"));
+        pin(&mut children.service, Some("web-1"));
+        (web, children)
+    }
+
+    #[test]
+    fn under_blue_green_the_preview_gets_its_weight_once_it_holds_the_counts() {
+        let pods = [pod("web-1", true), pod("web-green-2", true)];
+        let (web, mut children) = blue_green(10, (7, 7));
+        let status = decide(&web, &mut children, None, &pods).unwrap();
+        assert_eq!(shares(&status), [("web", 90), ("web-preview", 10)]);
+        let refs = &children.traffic.unwrap().route["spec"]["rules"][0]["backendRefs"];
+        assert_eq!(
+            (refs[0]["port"].as_i64(), refs[1]["port"].as_i64()),
+            (Some(80), Some(8080))
+        );
+        // Before the first carry, a preview pod that answered would lose
+        // its visits to it: every request stays on the serving pods.
+        let (web, mut children) = blue_green(10, (7, 0));
+        assert_eq!(
+            shares(&decide(&web, &mut children, None, &pods).unwrap()),
+            [("web", 100)]
+        );
+        // No Ready preview pod: nothing to send.
+        let (web, mut children) = blue_green(10, (7, 7));
+        let unready = [pod("web-1", true), pod("web-green-2", false)];
+        assert_eq!(
+            shares(&decide(&web, &mut children, None, &unready).unwrap()),
+            [("web", 100)]
+        );
+        let (web, mut children) = blue_green(100, (7, 9));
+        assert_eq!(
+            shares(&decide(&web, &mut children, None, &pods).unwrap()),
+            [("web-preview", 100)]
+        );
     }
 
     #[test]

@@ -109,11 +109,6 @@ pub use traffic::{AbMatch, AbTest, CookieMatch, HeaderMatch, ParentRef, Traffic}
         "'a step asks for more pods than spec.replicas (%d)'.format([self.replicas])".into()
     ))
     .field_path(".updateStrategy.rollingUpdate.steps"),
-    validation = Rule::new(
-        "!has(self.traffic) || !has(self.traffic.canaryWeight) || self.updateStrategy.type != 'BlueGreen'"
-    )
-    .message("traffic.canaryWeight splits requests during a rolling update; under BlueGreen every request goes to the serving pods until the Service switches")
-    .field_path(".traffic.canaryWeight"),
     validation = Rule::new("self.updateStrategy.type != 'Shadow' || has(self.traffic)")
         .message("updateStrategy.type Shadow sends a copy of every request to the new template's pods through the app's HTTPRoute: set spec.traffic")
         .field_path(".updateStrategy.type"),

@@ -35,8 +35,11 @@ pub struct Traffic {
 
     /// The percentage of requests sent to the pods of the new template while
     /// a rolling update is under way (a canary held by `partition`,
-    /// `canaryReplicas` or `steps`), whatever the number of pods on each
-    /// side. Unset, requests spread over the ready pods, old and new.
+    /// `canaryReplicas` or `steps`), or, under `BlueGreen`, to the preview
+    /// before the switch (once its pods hold the serving pods' counts),
+    /// whatever the number of pods on each side. Unset, requests spread over
+    /// the ready pods of a rolling update, and go to the serving pods of a
+    /// blue/green one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub canary_weight: Option<i32>,
