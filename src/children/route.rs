@@ -107,14 +107,16 @@ pub fn set_ab_rules(route: &mut Value, header: Value, a: Backend, b: Backend) {
 }
 
 /// The `HTTPHeaderMatch` of an A/B test's B: the header's exact value, or
-/// the cookie found in the `Cookie` header by a regular expression.
+/// the cookie found in the `Cookie` header by a regular expression that
+/// spans the whole header, so it means the same to a gateway that searches
+/// (Traefik) and to one that matches whole values (Envoy's).
 pub fn ab_header_match(ab: &AbMatch) -> Value {
     match (&ab.header, &ab.cookie) {
         (Some(header), _) => json!({"type": "Exact", "name": header.name, "value": header.value}),
         (None, Some(cookie)) => json!({
             "type": "RegularExpression",
             "name": "Cookie",
-            "value": format!(r"(^|;\s*){}={}(;|$)", regex_literal(&cookie.name), regex_literal(&cookie.value)),
+            "value": format!(r"^(.*;\s*)?{}={}(\s*;.*)?$", regex_literal(&cookie.name), regex_literal(&cookie.value)),
         }),
         // The schema asks for one of them.
         (None, None) => json!({"type": "Exact", "name": "X-Visitcounter-Variant", "value": "b"}),
@@ -231,12 +233,27 @@ mod tests {
         let header = ab_header_match(&ab);
         assert_eq!(header["name"], "Cookie");
         assert_eq!(header["type"], "RegularExpression");
-        let pattern = regex::Regex::new(header["value"].as_str().unwrap()).unwrap();
-        for yes in ["variant=b.2", "a=1; variant=b.2", "variant=b.2; a=1", "a=1;variant=b.2"] {
-            assert!(pattern.is_match(yes), "{yes}");
+        let value = header["value"].as_str().unwrap();
+        let searched = regex::Regex::new(value).unwrap();
+        // Matched whole, as Envoy does.
+        let whole = regex::Regex::new(&format!("^(?:{value})$")).unwrap();
+        for yes in [
+            "variant=b.2",
+            "a=1; variant=b.2",
+            "variant=b.2; a=1",
+            "a=1;variant=b.2",
+            "a=1; variant=b.2; c=3",
+        ] {
+            assert!(searched.is_match(yes) && whole.is_match(yes), "{yes}");
         }
-        for no in ["variant=bx2", "myvariant=b.2", "variant=b.23", "a=variant=b.2"] {
-            assert!(!pattern.is_match(no), "{no}");
+        for no in [
+            "variant=bx2",
+            "myvariant=b.2",
+            "variant=b.23",
+            "a=variant=b.2",
+            "a=1; variant=b",
+        ] {
+            assert!(!searched.is_match(no) && !whole.is_match(no), "{no}");
         }
         let ab: AbMatch = serde_json::from_value(json!({"header": {"name": "X-Variant", "value": "b"}})).unwrap();
         assert_eq!(

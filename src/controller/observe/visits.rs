@@ -33,7 +33,9 @@ use super::{
 use crate::{
     children::{INSTANCE_LABEL, shadow_name},
     controller::runtime::{cache::SlimPod, metrics::Metrics},
-    resource::{API_VERSION, KIND, PodVisits, RevisionVisits, ShadowVisits, VisitCounterApp, VisitsStatus},
+    resource::{
+        API_VERSION, KIND, PodVisits, RevisionVisits, ShadowVisits, UpdateStrategyType, VisitCounterApp, VisitsStatus,
+    },
 };
 
 /// The field manager of `status.visits`, apart from the reconcile's, so the
@@ -306,9 +308,10 @@ impl Poller {
             .enumerate()
             .flat_map(|(i, app)| {
                 let name = app.name_any();
-                let shadow = shadow_name(&name);
-                [(name, false), (shadow, true)]
-                    .into_iter()
+                // Only under Shadow: another app may be named `<name>-shadow`.
+                let shadow = (app.spec.update_strategy.type_ == UpdateStrategyType::Shadow).then(|| shadow_name(&name));
+                std::iter::once((name, false))
+                    .chain(shadow.map(|s| (s, true)))
                     .flat_map(move |(instance, shadow)| {
                         let own = pods_of.get(&(app.namespace(), instance.as_str())).into_iter().flatten();
                         pod_targets(app, &instance, own.copied())

@@ -74,18 +74,15 @@ async fn decide_strategy(
         Cluster::default()
     };
     let slots = blue_green_slots(app, ctx, namespace, children, now);
-    if app.spec.update_strategy.type_ == UpdateStrategyType::BlueGreen {
-        return Ok(slots);
-    }
+    // After blue/green named the serving StatefulSet.
     let shadow = shadow_decision(app, ctx, namespace, children, now);
-    if app.spec.update_strategy.type_ == UpdateStrategyType::Shadow {
-        return Ok(shadow);
+    match app.spec.update_strategy.type_ {
+        UpdateStrategyType::BlueGreen => return Ok(slots.or_delete(shadow)),
+        UpdateStrategyType::Shadow => return Ok(shadow.with_slots(slots)),
+        _ => {}
     }
     // A shadow left behind by a change of strategy goes.
-    let slots = match shadow.delete_statefulset {
-        Some(_) => slots.with_slots(shadow),
-        None => slots,
-    };
+    let slots = slots.or_delete(shadow);
     let operator_driven = app.spec.update_strategy.type_ == UpdateStrategyType::Recreate
         || uses_steps(app)
         || (uses_max_unavailable(app) && !cluster.keeps_max_unavailable);
@@ -152,7 +149,8 @@ fn shadow_decision(
     now: &Time,
 ) -> Decision {
     let name = app.name_any();
-    let serving = ctx.caches.get("StatefulSet", namespace, &name);
+    let serving_name = children.stateful_set.metadata.name.clone().unwrap_or_default();
+    let serving = ctx.caches.get("StatefulSet", namespace, &serving_name);
     // Only the app's own: another app may be named `<name>-shadow`.
     let shadow = ctx
         .caches

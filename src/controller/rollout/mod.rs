@@ -115,12 +115,27 @@ impl Decision {
     /// for).
     pub fn with_slots(mut self, slots: Decision) -> Self {
         self.blue_green = slots.blue_green;
-        self.delete_statefulset = slots.delete_statefulset;
-        self.deleted_because = slots.deleted_because;
+        if slots.delete_statefulset.is_some() {
+            self.delete_statefulset = slots.delete_statefulset;
+            self.deleted_because = slots.deleted_because;
+        }
         self.look_again_in = match (self.look_again_in, slots.look_again_in) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self
+    }
+}
+
+impl Decision {
+    /// This decision, deleting `other`'s StatefulSet when it deletes none
+    /// itself (a shadow left by a change of strategy; the other one goes at
+    /// the next reconcile).
+    pub fn or_delete(mut self, other: Decision) -> Self {
+        if self.delete_statefulset.is_none() {
+            self.delete_statefulset = other.delete_statefulset;
+            self.deleted_because = other.deleted_because;
+        }
         self
     }
 }

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::{
     Decision,
     blue_green::{PROMOTE_ANNOTATION, freeze_template},
+    seen_by_its_controller,
     template::Template,
 };
 use crate::{
@@ -50,19 +51,21 @@ pub fn decide(
     _now: &Time,
 ) -> Decision {
     let name = app.metadata.name.clone().unwrap_or_default();
-    let template = Template::stamp(&mut children.stateful_set);
-    let revision = shadow.and_then(|s| s["status"]["updateRevision"].as_str());
-    let wanted = app.spec.update_strategy.type_ == UpdateStrategyType::Shadow
-        && serving.is_some_and(|s| template.is_new_to(s))
-        && !promoted(app, revision);
+    // Only a shadow app's template is stamped here: blue/green stamps and
+    // freezes its own, and a stamp after its freeze would rewrite the hash.
+    let template = (app.spec.update_strategy.type_ == UpdateStrategyType::Shadow)
+        .then(|| Template::stamp(&mut children.stateful_set));
+    let promoted = template
+        .as_ref()
+        .is_some_and(|t| promoted(app, settled_revision(shadow, t)));
     let mut decision = Decision::default();
-    if !wanted {
+    let Some(template) = template.filter(|t| serving.is_some_and(|s| t.is_new_to(s)) && !promoted) else {
         if let Some(live) = shadow {
             let uid = live["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
             decision.delete_statefulset = Some((shadow_name(&name), uid));
             // Reasons of their own: Events of one reason are one series,
             // which keeps its first message.
-            decision.deleted_because = Some(match promoted(app, revision) {
+            decision.deleted_because = Some(match promoted {
                 true => (
                     "ShadowPromoted",
                     format!(
@@ -80,7 +83,7 @@ pub fn decide(
             });
         }
         return decision;
-    }
+    };
     let new = shadow_statefulset(&children.stateful_set, &name);
     freeze_template(&mut children.stateful_set, serving);
     if let Some(second) = children.shadow.as_mut() {
@@ -105,16 +108,28 @@ pub fn mirror(route: &mut Value, service: &str, port: i32) {
     }
 }
 
+/// The shadow's revision once it runs `template` on every pod, as its
+/// controller has seen it: the one a promotion may name. A promotion of a
+/// revision the shadow has since moved on from (the spec changed again)
+/// promotes nothing.
+fn settled_revision<'a>(shadow: Option<&'a Value>, template: &Template) -> Option<&'a str> {
+    let shadow = shadow?;
+    let status = &shadow["status"];
+    let settled = !template.is_new_to(shadow)
+        && seen_by_its_controller(shadow)
+        && status["currentRevision"] == status["updateRevision"];
+    status["updateRevision"].as_str().filter(|_| settled)
+}
+
 fn progress(app: &VisitCounterApp, name: &str, shadow: Option<&Value>, template: &Template) -> (&'static str, String) {
     let shadow_name = shadow_name(name);
-    let up_to_date = shadow.is_some_and(|s| !template.is_new_to(s));
+    let revision = settled_revision(shadow, template);
     let available = shadow
-        .filter(|_| up_to_date)
+        .filter(|_| revision.is_some())
         .and_then(|s| s["status"]["availableReplicas"].as_i64())
         .unwrap_or(0);
-    let revision = shadow.and_then(|s| s["status"]["updateRevision"].as_str());
     match revision {
-        Some(revision) if up_to_date && available >= i64::from(app.spec.replicas) => (
+        Some(revision) if available >= i64::from(app.spec.replicas) => (
             SHADOW_RUNNING,
             format!(
                 "the new template runs in StatefulSet {shadow_name}, every pod Ready, and gets a copy of every request; users get the answers of StatefulSet {name}: to promote it, annotate the app {PROMOTE_ANNOTATION}={revision} --overwrite"
@@ -166,8 +181,9 @@ mod tests {
         let mut live = serde_json::to_value(&children.stateful_set).unwrap();
         live["metadata"]["name"] = json!(name);
         live["metadata"]["uid"] = json!(format!("uid-{name}"));
-        live["status"] =
-            json!({"availableReplicas": available, "updateRevision": revision, "currentRevision": revision});
+        live["metadata"]["generation"] = json!(1);
+        live["status"] = json!({"observedGeneration": 1, "availableReplicas": available,
+                                "updateRevision": revision, "currentRevision": revision});
         live
     }
 
@@ -240,6 +256,18 @@ mod tests {
         // An annotation naming another revision promotes nothing.
         let (children, _) = run(&web("v2", Some("web-shadow-6")), Some(&serving), Some(&shadow));
         assert_eq!(image(&children.stateful_set), "v1");
+        // Nor one naming the shadow's revision once the spec moved on: the
+        // shadow gets the newer template first.
+        let (children, decision) = run(&web("v3", Some("web-shadow-7")), Some(&serving), Some(&shadow));
+        assert_eq!(image(&children.stateful_set), "v1");
+        assert_eq!(image(&children.shadow.unwrap().stateful_set.unwrap()), "v3");
+        assert_eq!(decision.delete_statefulset, None);
+        // Nor while the shadow's controller has not seen its template.
+        let mut rolling = shadow.clone();
+        rolling["status"]["currentRevision"] = json!("web-shadow-6");
+        let (children, decision) = run(&web("v2", Some("web-shadow-7")), Some(&serving), Some(&rolling));
+        assert_eq!(image(&children.stateful_set), "v1");
+        assert_eq!(decision.progress.unwrap().0, SHADOW_STARTING);
     }
 
     #[test]
