@@ -102,10 +102,10 @@ def scenarios():
     wait_until("web is Ready", lambda: ready("web"))
     kubectl("-n", APPS, "scale", "vca/web", "--replicas=3")
     wait_until("web is scaled", lambda: ready("web") and "3" == kubectl(
-        "-n", APPS, "get", "sts", "web", "-o", "jsonpath={.status.readyReplicas}"))
+        "-n", APPS, "get", "sts", "web", "-o", "jsonpath={.status.readyReplicas}", check=False))
     apply([app("web", {"replicas": 3, "createServiceAccount": True, "podManagementPolicy": "Parallel"})])
     wait_until("web is re-created", lambda: ready("web") and "Parallel" == kubectl(
-        "-n", APPS, "get", "sts", "web", "-o", "jsonpath={.spec.podManagementPolicy}"))
+        "-n", APPS, "get", "sts", "web", "-o", "jsonpath={.spec.podManagementPolicy}", check=False))
     grown = {"replicas": 3, "createServiceAccount": True, "podManagementPolicy": "Parallel",
              "storage": {"size": "2Gi"}}
     apply([app("web", grown)])
@@ -145,7 +145,7 @@ def scenarios():
          "spec": {"selector": chart, "ports": [{"port": 8080}]}},
     ])
     wait_until("the chart's pod runs", lambda: "1" == kubectl(
-        "-n", APPS, "get", "sts", "chart", "-o", "jsonpath={.status.readyReplicas}"))
+        "-n", APPS, "get", "sts", "chart", "-o", "jsonpath={.status.readyReplicas}", check=False))
     adopting = app("chart", {})
     adopting["metadata"]["annotations"] = {"visitcounter.dev/adopt": "true"}
     apply([adopting])
