@@ -99,6 +99,13 @@ fn without_cel_rules(crd: CustomResourceDefinition) -> Value {
 /// builds no child.
 pub async fn invalid_stored_spec(env: &Env) {
     let bad = json!({"replicas": 1, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 5}}});
+    // The operator compares the stored CRD with its own once, as it starts:
+    // it must be past that before the CRD is loosened, or it refuses to run.
+    env.apply_app("first", json!({"replicas": 0})).await;
+    eventually("the operator has started and reconciles", || async {
+        env.condition("first", "Ready").await.is_some()
+    })
+    .await;
     install_crd(&env.client, without_cel_rules(crd::definition())).await;
     // The API server serves the new schema within a moment.
     eventually("the loosened CRD admits partition 5 of 1", || async {
