@@ -465,7 +465,7 @@ fn seconds_between(from: &Time, to: &Time) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
 
@@ -498,7 +498,12 @@ mod tests {
 
     /// The StatefulSet `name` as the operator writes it for `app`, live: its
     /// controller has seen it and `available` of its 2 pods are available.
-    fn live_sts(app: &VisitCounterApp, name: &str, revision: &str, available: i64) -> Value {
+    pub(in crate::controller::rollout) fn live_sts(
+        app: &VisitCounterApp,
+        name: &str,
+        revision: &str,
+        available: i64,
+    ) -> Value {
         let mut children = desired_children(app, &BuildSettings::default()).unwrap();
         Template::stamp(&mut children.stateful_set);
         let mut live = serde_json::to_value(&children.stateful_set).unwrap();
@@ -539,7 +544,7 @@ mod tests {
         service.spec.as_ref()?.selector.as_ref()?.get(REVISION_LABEL).cloned()
     }
 
-    fn image(sts: &StatefulSet) -> String {
+    pub(in crate::controller::rollout) fn image(sts: &StatefulSet) -> String {
         sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
             .image
             .clone()

@@ -156,10 +156,13 @@ fn promoted(app: &VisitCounterApp, revision: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::{api::apps::v1::StatefulSet, jiff::Timestamp};
+    use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::children::{BuildSettings, INSTANCE_LABEL, desired_children, tests::app};
+    use crate::{
+        children::{BuildSettings, INSTANCE_LABEL, desired_children, tests::app},
+        controller::rollout::blue_green::tests::{image, live_sts},
+    };
 
     fn web(image: &str, promote: Option<&str>) -> VisitCounterApp {
         let mut web = app(
@@ -173,32 +176,11 @@ mod tests {
         web
     }
 
-    /// The StatefulSet `name` of `app`'s template, live, with `available`
-    /// of its 2 pods available.
-    fn live_sts(app: &VisitCounterApp, name: &str, revision: &str, available: i64) -> Value {
-        let mut children = desired_children(app, &BuildSettings::default()).unwrap();
-        Template::stamp(&mut children.stateful_set);
-        let mut live = serde_json::to_value(&children.stateful_set).unwrap();
-        live["metadata"]["name"] = json!(name);
-        live["metadata"]["uid"] = json!(format!("uid-{name}"));
-        live["metadata"]["generation"] = json!(1);
-        live["status"] = json!({"observedGeneration": 1, "availableReplicas": available,
-                                "updateRevision": revision, "currentRevision": revision});
-        live
-    }
-
     fn run(app: &VisitCounterApp, serving: Option<&Value>, shadow: Option<&Value>) -> (Children, Decision) {
         let mut children = desired_children(app, &BuildSettings::default()).unwrap();
         let now = Time(Timestamp::from_second(1_800_000_000).unwrap());
         let decision = decide(app, &mut children, serving, shadow, &now);
         (children, decision)
-    }
-
-    fn image(sts: &StatefulSet) -> String {
-        sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
-            .image
-            .clone()
-            .unwrap()
     }
 
     #[test]
