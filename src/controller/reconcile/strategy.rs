@@ -121,11 +121,7 @@ fn blue_green_slots(
 ) -> Decision {
     let name = app.name_any();
     let blue = ctx.caches.get("StatefulSet", namespace, &name);
-    // Only the app's own: another app may be named `<name>-green`.
-    let green = ctx
-        .caches
-        .get("StatefulSet", namespace, &green_statefulset_name(&name))
-        .filter(|green| desired::controlled_by(green, app));
+    let green = own_statefulset(app, ctx, namespace, &green_statefulset_name(&name));
     let service = ctx.caches.get("Service", namespace, &name);
     let live = blue_green::Live {
         blue: blue.as_ref(),
@@ -137,6 +133,14 @@ fn blue_green_slots(
     }
     let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
     blue_green::decide(app, children, live, visits, now)
+}
+
+/// The app's second StatefulSet of this name (`<name>-green`, `<name>-shadow`)
+/// as cached, if the app controls it: another app may have that name.
+fn own_statefulset(app: &VisitCounterApp, ctx: &Context, namespace: &str, name: &str) -> Option<serde_json::Value> {
+    ctx.caches
+        .get("StatefulSet", namespace, name)
+        .filter(|live| desired::controlled_by(live, app))
 }
 
 /// The shadow's decision (`rollout::shadow`), for a shadow app or one whose
@@ -151,11 +155,7 @@ fn shadow_decision(
     let name = app.name_any();
     let serving_name = children.stateful_set.metadata.name.clone().unwrap_or_default();
     let serving = ctx.caches.get("StatefulSet", namespace, &serving_name);
-    // Only the app's own: another app may be named `<name>-shadow`.
-    let shadow = ctx
-        .caches
-        .get("StatefulSet", namespace, &shadow_name(&name))
-        .filter(|shadow| desired::controlled_by(shadow, app));
+    let shadow = own_statefulset(app, ctx, namespace, &shadow_name(&name));
     if !shadow::applies(app, shadow.as_ref()) {
         return Decision::default();
     }
