@@ -122,6 +122,52 @@ pub fn summed(pods: Vec<PodVisits>, observed_at: Option<Time>) -> VisitsStatus {
     }
 }
 
+/// The pods of each app instance label, by (namespace, instance).
+type PodsOf<'a> = HashMap<(Option<String>, &'a str), Vec<&'a Pod>>;
+
+fn pods_by_instance<'a>(pods: impl Iterator<Item = &'a Pod>) -> PodsOf<'a> {
+    let mut pods_of: PodsOf<'a> = HashMap::new();
+    for pod in pods {
+        if let Some(instance) = pod.labels().get(INSTANCE_LABEL) {
+            pods_of.entry((pod.namespace(), instance)).or_default().push(pod);
+        }
+    }
+    pods_of
+}
+
+/// What to ask, over all apps: (app's index, port, pod, a shadow's pod).
+/// The app's pods, then its shadow's (`shadow_name`), which count apart.
+fn asks_of(apps: &[Arc<VisitCounterApp>], pods_of: &PodsOf<'_>) -> Vec<(usize, i32, PodTarget, bool)> {
+    apps.iter()
+        .enumerate()
+        .flat_map(|(i, app)| {
+            let name = app.name_any();
+            // Only under Shadow: another app may be named `<name>-shadow`.
+            let shadow = (app.spec.update_strategy.type_ == UpdateStrategyType::Shadow).then(|| shadow_name(&name));
+            std::iter::once((name, false))
+                .chain(shadow.map(|s| (s, true)))
+                .flat_map(move |(instance, shadow)| {
+                    let own = pods_of.get(&(app.namespace(), instance.as_str())).into_iter().flatten();
+                    pod_targets(app, &instance, own.copied())
+                        .into_iter()
+                        .map(move |target| (i, app.spec.port, target, shadow))
+                })
+        })
+        .collect()
+}
+
+/// Each app's pods' revisions, by pod name.
+fn revisions_of(apps: &[Arc<VisitCounterApp>], pods_of: &PodsOf<'_>) -> Vec<HashMap<String, String>> {
+    apps.iter()
+        .map(|app| {
+            let name = app.name_any();
+            let own = pods_of.get(&(app.namespace(), name.as_str())).into_iter().flatten();
+            own.filter_map(|p| Some((p.name_any(), p.labels().get(REVISION_LABEL)?.clone())))
+                .collect()
+        })
+        .collect()
+}
+
 /// A shadow's visits from its pods' answers; `None` without shadow pods.
 pub fn shadow_visits(answers: Vec<(String, Answer)>) -> Option<ShadowVisits> {
     if answers.is_empty() {
@@ -295,40 +341,9 @@ impl Poller {
         }
         // Every pod of every app in one stream, so at most PARALLEL_ASKS are
         // asked at once overall and a slow app does not hold up the others.
-        let mut pods_of: HashMap<(Option<String>, &str), Vec<&Pod>> = HashMap::new();
-        for pod in pods.iter().map(|p| &p.0) {
-            if let Some(instance) = pod.labels().get(INSTANCE_LABEL) {
-                pods_of.entry((pod.namespace(), instance)).or_default().push(pod);
-            }
-        }
-        // The app's pods, then its shadow's (`shadow_name`), which count apart.
-        let pods_of = &pods_of;
-        let asks: Vec<(usize, i32, PodTarget, bool)> = apps
-            .iter()
-            .enumerate()
-            .flat_map(|(i, app)| {
-                let name = app.name_any();
-                // Only under Shadow: another app may be named `<name>-shadow`.
-                let shadow = (app.spec.update_strategy.type_ == UpdateStrategyType::Shadow).then(|| shadow_name(&name));
-                std::iter::once((name, false))
-                    .chain(shadow.map(|s| (s, true)))
-                    .flat_map(move |(instance, shadow)| {
-                        let own = pods_of.get(&(app.namespace(), instance.as_str())).into_iter().flatten();
-                        pod_targets(app, &instance, own.copied())
-                            .into_iter()
-                            .map(move |target| (i, app.spec.port, target, shadow))
-                    })
-            })
-            .collect();
-        let revisions_of: Vec<HashMap<String, String>> = apps
-            .iter()
-            .map(|app| {
-                let name = app.name_any();
-                let own = pods_of.get(&(app.namespace(), name.as_str())).into_iter().flatten();
-                own.filter_map(|p| Some((p.name_any(), p.labels().get(REVISION_LABEL)?.clone())))
-                    .collect()
-            })
-            .collect();
+        let pods_of = pods_by_instance(pods.iter().map(|p| &p.0));
+        let asks = asks_of(&apps, &pods_of);
+        let revisions_of = revisions_of(&apps, &pods_of);
         let mut addresses_of: Vec<HashMap<String, String>> = vec![HashMap::new(); apps.len()];
         for (i, _, target, _) in asks.iter().filter(|a| !a.3) {
             if let Some(address) = &target.address {
