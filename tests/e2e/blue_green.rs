@@ -21,7 +21,7 @@ use kube::{
 use serde_json::json;
 use visitcounter::resource::VisitCounterApp;
 
-use crate::env::{AuditLog, Env, eventually, image, pod_ready};
+use crate::env::{AuditLog, Env, OperatorProcess, eventually, image, pod_ready};
 
 const REVISION: &str = "controller-revision-hash";
 
@@ -301,4 +301,61 @@ pub async fn waits_for_promotion(env: &Env) {
         .delete("bgm", &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// The operator stops between the two writes of a re-create of the serving
+/// `bgr-green` (its orphaning delete done, the create not yet). The next
+/// operator creates `bgr-green` again, which takes back the same pods and
+/// claims; it never creates `bgr`, whose new claims would hold no count.
+pub async fn a_recreate_cut_short_keeps_the_serving_slot(env: &Env) {
+    let operator = OperatorProcess::start(env);
+    env.apply_app("bgr", spec("a", true, 0)).await;
+    eventually("bgr is Ready with 2 pods", || env.ready_with_pods("bgr", 2)).await;
+    env.apply_app("bgr", spec("b", true, 0)).await;
+    eventually("bgr-green serves and bgr is gone", || async {
+        serving(env, "bgr").await.as_deref() == Some("bgr-green")
+            && !exists(env, "bgr").await
+            && env.ready_with_pods("bgr", 2).await
+    })
+    .await;
+    let log = operator.stop();
+    let (pods, claims) = (env.pod_uids("bgr").await, env.claim_uids("bgr").await);
+    let green = selected(env, "bgr")
+        .await
+        .expect("the Service selects bgr-green's pods");
+    env.api::<StatefulSet>()
+        .delete("bgr-green", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    eventually("bgr-green is deleted, its pods orphaned", || async {
+        !exists(env, "bgr-green").await
+    })
+    .await;
+
+    let operator = OperatorProcess::start(env);
+    eventually("bgr-green is created again and owns its pods", || async {
+        let owner = env.api::<StatefulSet>().get_opt("bgr-green").await.unwrap();
+        let uid = owner.and_then(|s| s.metadata.uid);
+        let pods = env.api::<Pod>().list(&Default::default()).await.unwrap();
+        uid.is_some()
+            && !pods.items.is_empty()
+            && pods.items.iter().all(|p| {
+                p.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| Some(&o.uid) == uid.as_ref())
+            })
+    })
+    .await;
+    eventually("bgr is Ready", || env.ready_with_pods("bgr", 2)).await;
+    let log = format!("{log}{}", operator.stop());
+    assert!(!exists(env, "bgr").await, "no StatefulSet bgr was created: {log}");
+    assert_eq!(env.pod_uids("bgr").await, pods, "the same pods serve");
+    assert_eq!(env.claim_uids("bgr").await, claims, "the same claims");
+    assert_eq!(
+        selected(env, "bgr").await,
+        Some(green),
+        "the Service selects the same revision"
+    );
 }

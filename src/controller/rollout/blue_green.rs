@@ -79,13 +79,17 @@ pub fn applies(app: &VisitCounterApp, live: &Live<'_>) -> bool {
 
 /// The serving slot: the StatefulSet whose revision the Service selects,
 /// else the one that exists (the app's own name first).
+///
+/// The selected slot serves even while its StatefulSet is missing: a
+/// re-create (a new `podManagementPolicy`) orphaned its pods a moment, and
+/// the operator may have stopped right then. Created again under the same
+/// name, it takes its pods and claims, and their counts, back; the other
+/// slot holds older counts or none.
 pub fn slots(app: &str, live: &Live<'_>) -> Slots {
     let green = green_statefulset_name(app);
-    let pinned = live
-        .service
-        .and_then(|s| s["spec"]["selector"][REVISION_LABEL].as_str());
-    let serving_green = match pinned {
-        Some(revision) if live.green.is_some() && revision.starts_with(&format!("{green}-")) => true,
+    let serving_green = match pinned(live.service) {
+        Some(revision) if revision.starts_with(&format!("{green}-")) => true,
+        Some(revision) if revision.starts_with(&format!("{app}-")) => false,
         _ => live.blue.is_none() && live.green.is_some(),
     };
     if serving_green {
@@ -130,7 +134,12 @@ pub fn decide(
         switched_at: switched_at.clone(),
         ..BlueGreenStatus::default()
     };
-    let serving_revision = pinned_revision(serving_live, other_live.is_some());
+    let serving_revision = pinned_revision(serving_live, other_live.is_some()).or_else(|| {
+        // Missing a moment (see `slots`): its pods stay selected.
+        pinned(live.service)
+            .filter(|r| serving_live.is_none() && r.starts_with(&format!("{}-", slots.serving)))
+            .map(str::to_owned)
+    });
     let mut selected = Selected {
         service: serving_revision.clone(),
         preview: serving_revision.clone(),
@@ -175,6 +184,8 @@ pub fn decide(
             now,
         ));
         match previous_left(app, switched_at.as_ref(), &slots, visits, now) {
+            // Not while the serving one is missing a moment (see `slots`).
+            None if serving_live.is_none() => decision.look_again_in = Some(std::time::Duration::from_secs(5)),
             None => decision.delete_statefulset = Some((slots.other.clone(), uid(other))),
             left => decision.look_again_in = left,
         }
@@ -317,6 +328,11 @@ pub(super) fn freeze_template(desired: &mut StatefulSet, live: Option<&Value>) {
         Some(hash) => annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), hash.into()),
         None => annotations.remove(TEMPLATE_HASH_ANNOTATION),
     };
+}
+
+/// The revision the user-facing Service's selector names, if any.
+fn pinned(service: Option<&Value>) -> Option<&str> {
+    service?["spec"]["selector"][REVISION_LABEL].as_str()
 }
 
 fn switched_at(service: Option<&Value>) -> Option<Time> {
@@ -887,8 +903,40 @@ pub(super) mod tests {
         let pinned = service("web-green-2", None);
         let slots_of = |service, blue, green| slots("web", &Live { blue, green, service }).serving;
         assert_eq!(slots_of(Some(&pinned), Some(&blue), Some(&green)), "web-green");
-        assert_eq!(slots_of(Some(&pinned), Some(&blue), None), "web", "web-green is gone");
         assert_eq!(slots_of(None, Some(&blue), Some(&green)), "web");
         assert_eq!(slots_of(None, None, Some(&green)), "web-green");
+        let blue_pinned = service("web-2", None);
+        assert_eq!(slots_of(Some(&blue_pinned), Some(&blue), Some(&green)), "web");
+        assert_eq!(
+            slots_of(Some(&blue_pinned), None, Some(&green)),
+            "web",
+            "web is re-created"
+        );
+    }
+
+    /// A re-create of the serving `web-green` orphans its pods; the
+    /// operator stops before creating it again. The next one creates
+    /// `web-green` (which takes its pods and claims back), not `web`, and
+    /// the Service keeps selecting the pods that hold the counts.
+    #[test]
+    fn a_serving_slot_missing_a_moment_still_serves() {
+        let app = web("v2", AUTO);
+        let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
+        let pinned = service("web-green-2", Some(&at(0)));
+        for previous in [None, Some(&blue)] {
+            let live = Live {
+                blue: previous,
+                green: None,
+                service: Some(&pinned),
+            };
+            let (children, decision) = run(&app, live, None, &at(600));
+            assert_eq!(children.stateful_set.metadata.name.as_deref(), Some("web-green"));
+            assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
+            assert_eq!(decision.blue_green.unwrap().serving, "web-green");
+            assert_eq!(
+                decision.delete_statefulset, None,
+                "web goes only once its counts are carried"
+            );
+        }
     }
 }
