@@ -21,7 +21,10 @@ use kube::{
 use serde_json::json;
 use visitcounter::resource::VisitCounterApp;
 
-use crate::env::{AuditLog, Env, OperatorProcess, eventually, image, pod_ready};
+use crate::{
+    env::{AuditLog, Env, OperatorProcess, eventually, image, pod_ready},
+    shadow::mode,
+};
 
 const REVISION: &str = "controller-revision-hash";
 
@@ -323,29 +326,11 @@ pub async fn a_recreate_cut_short_keeps_the_serving_slot(env: &Env) {
     let green = selected(env, "bgr")
         .await
         .expect("the Service selects bgr-green's pods");
-    env.api::<StatefulSet>()
-        .delete("bgr-green", &DeleteParams::orphan())
-        .await
-        .unwrap();
-    eventually("bgr-green is deleted, its pods orphaned", || async {
-        !exists(env, "bgr-green").await
-    })
-    .await;
+    orphan(env, "bgr-green").await;
 
     let operator = OperatorProcess::start(env);
-    eventually("bgr-green is created again and owns its pods", || async {
-        let owner = env.api::<StatefulSet>().get_opt("bgr-green").await.unwrap();
-        let uid = owner.and_then(|s| s.metadata.uid);
-        let pods = env.api::<Pod>().list(&Default::default()).await.unwrap();
-        uid.is_some()
-            && !pods.items.is_empty()
-            && pods.items.iter().all(|p| {
-                p.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| Some(&o.uid) == uid.as_ref())
-            })
+    eventually("bgr-green is created again and owns its pods", || {
+        owns_its_pods(env, "bgr-green")
     })
     .await;
     eventually("bgr is Ready", || env.ready_with_pods("bgr", 2)).await;
@@ -358,4 +343,83 @@ pub async fn a_recreate_cut_short_keeps_the_serving_slot(env: &Env) {
         Some(green),
         "the Service selects the same revision"
     );
+}
+
+/// The same cut, with a new template applied while the operator is
+/// stopped: `bgt` is created again with the template its pods run (read
+/// from their ControllerRevision), not the new one, which goes to the
+/// preview and waits for its promotion. The pods users reach are not
+/// replaced.
+pub async fn a_recreate_cut_short_keeps_the_serving_template(env: &Env) {
+    let operator = OperatorProcess::start(env);
+    env.apply_app("bgt", spec("a", false, 0)).await;
+    eventually("bgt is Ready with 2 pods", || env.ready_with_pods("bgt", 2)).await;
+    let log = operator.stop();
+    let pods = env.pod_uids("bgt").await;
+    let serving = selected(env, "bgt").await.expect("the Service selects bgt's pods");
+    orphan(env, "bgt").await;
+    env.apply_app("bgt", spec("b", false, 0)).await;
+
+    let operator = OperatorProcess::start(env);
+    eventually("bgt is created again and owns its pods", || owns_its_pods(env, "bgt")).await;
+    eventually("bgt awaits the promotion of bgt-green", || async {
+        env.condition("bgt", "Progressing").await == Some(("True".into(), "AwaitingPromotion".into()))
+    })
+    .await;
+    let log = format!("{log}{}", operator.stop());
+    assert_eq!(
+        mode(env, "bgt").await.as_deref(),
+        Some("a"),
+        "bgt keeps its template: {log}"
+    );
+    assert_eq!(
+        mode(env, "bgt-green").await.as_deref(),
+        Some("b"),
+        "the preview runs the new one"
+    );
+    let now = env.pod_uids("bgt").await;
+    for (name, uid) in &pods {
+        assert_eq!(now.get(name), Some(uid), "{name} was not replaced: {log}");
+    }
+    assert_eq!(
+        selected(env, "bgt").await,
+        Some(serving),
+        "the Service still selects them"
+    );
+}
+
+/// Deletes the StatefulSet with its pods and claims orphaned, as a
+/// re-create's first write does, and waits until it is gone.
+async fn orphan(env: &Env, statefulset: &str) {
+    env.api::<StatefulSet>()
+        .delete(statefulset, &DeleteParams::orphan())
+        .await
+        .unwrap();
+    eventually(&format!("{statefulset} is deleted, its pods orphaned"), || async {
+        !exists(env, statefulset).await
+    })
+    .await;
+}
+
+/// Whether the StatefulSet exists and owns every pod of its name.
+async fn owns_its_pods(env: &Env, statefulset: &str) -> bool {
+    let owner = env.api::<StatefulSet>().get_opt(statefulset).await.unwrap();
+    let Some(uid) = owner.and_then(|s| s.metadata.uid) else {
+        return false;
+    };
+    let pods = env.api::<Pod>().list(&Default::default()).await.unwrap().items;
+    let prefix = format!("{statefulset}-");
+    let own: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.strip_prefix(&prefix).is_some_and(|o| o.parse::<u32>().is_ok()))
+        })
+        .collect();
+    !own.is_empty()
+        && own
+            .iter()
+            .all(|p| p.metadata.owner_references.iter().flatten().any(|o| o.uid == uid))
 }

@@ -28,7 +28,7 @@ fn spec(mode: &str) -> Value {
 
 /// The MODE the StatefulSet's pods get, if it exists: the key of the
 /// ConfigMap its template names.
-async fn mode(env: &Env, name: &str) -> Option<String> {
+pub async fn mode(env: &Env, name: &str) -> Option<String> {
     let sts = env.api::<StatefulSet>().get_opt(name).await.unwrap()?;
     let volumes = sts.spec?.template.spec?.volumes?;
     let config = volumes.into_iter().find_map(|v| v.config_map)?.name;

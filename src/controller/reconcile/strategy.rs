@@ -2,8 +2,9 @@
 //! the fields a strategy uses, `rollout::decide` before the StatefulSet is
 //! planned, and the pods it deletes once the StatefulSet is written.
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{ResourceExt, runtime::events::EventType};
+use kube::{Api, ResourceExt, api::ListParams, runtime::events::EventType};
 
 use super::{
     Context,
@@ -13,10 +14,12 @@ use super::{
     write::refused_or_failed,
 };
 use crate::{
-    children::{Children, green_statefulset_name, shadow_name},
+    children::{Children, green_statefulset_name, selector_string, shadow_name},
     controller::{
         Error,
-        rollout::{Cluster, Decision, PodView, blue_green, decide, shadow, traffic, uses_max_unavailable, uses_steps},
+        rollout::{
+            Cluster, Decision, PodView, blue_green, decide, shadow, stand_in, traffic, uses_max_unavailable, uses_steps,
+        },
     },
     resource::{TrafficStatus, UpdateStrategyType, VisitCounterApp},
 };
@@ -73,9 +76,9 @@ async fn decide_strategy(
     } else {
         Cluster::default()
     };
-    let slots = blue_green_slots(app, ctx, namespace, children, now);
+    let slots = blue_green_slots(app, ctx, namespace, children, now).await?;
     // After blue/green named the serving StatefulSet.
-    let shadow = shadow_decision(app, ctx, namespace, children, now);
+    let shadow = shadow_decision(app, ctx, namespace, children, now).await?;
     match app.spec.update_strategy.type_ {
         UpdateStrategyType::BlueGreen => return Ok(slots.or_delete(shadow)),
         UpdateStrategyType::Shadow => return Ok(shadow.with_slots(slots)),
@@ -112,16 +115,16 @@ async fn decide_strategy(
 /// Blue/green's decision (`rollout::blue_green`), for a blue/green app or
 /// one whose second StatefulSet is still there; it names the StatefulSet
 /// that serves. Otherwise nothing.
-fn blue_green_slots(
+async fn blue_green_slots(
     app: &VisitCounterApp,
     ctx: &Context,
     namespace: &str,
     children: &mut Children,
     now: &Time,
-) -> Decision {
+) -> Result<Decision, Error> {
     let name = app.name_any();
-    let blue = ctx.caches.get("StatefulSet", namespace, &name);
-    let green = own_statefulset(app, ctx, namespace, &green_statefulset_name(&name));
+    let mut blue = ctx.caches.get("StatefulSet", namespace, &name);
+    let mut green = own_statefulset(app, ctx, namespace, &green_statefulset_name(&name));
     let service = ctx.caches.get("Service", namespace, &name);
     let live = blue_green::Live {
         blue: blue.as_ref(),
@@ -129,10 +132,56 @@ fn blue_green_slots(
         service: service.as_ref(),
     };
     if !blue_green::applies(app, &live) {
-        return Decision::default();
+        return Ok(Decision::default());
     }
+    let serving = blue_green::slots(&name, &live).serving;
+    let missing = if serving == name { &mut blue } else { &mut green };
+    if missing.is_none() {
+        *missing = stand_in(app, ctx, namespace, &serving).await?;
+    }
+    let live = blue_green::Live {
+        blue: blue.as_ref(),
+        green: green.as_ref(),
+        service: service.as_ref(),
+    };
     let visits = app.status.as_ref().and_then(|s| s.visits.as_ref());
-    blue_green::decide(app, children, live, visits, now)
+    Ok(blue_green::decide(app, children, live, visits, now))
+}
+
+/// The serving StatefulSet `serving`, missing from the caches, as it was
+/// (`rollout::stand_in`): read from the ControllerRevision its pods run,
+/// when pods of it are left. One read, only while it is missing.
+async fn stand_in(
+    app: &VisitCounterApp,
+    ctx: &Context,
+    namespace: &str,
+    serving: &str,
+) -> Result<Option<serde_json::Value>, Error> {
+    let pods: Vec<PodView> = ctx
+        .caches
+        .pods_of_app(namespace, &app.name_any())
+        .iter()
+        .map(|p| PodView::of(&p.0))
+        .collect();
+    let Some(revision) = stand_in::pods_revision(serving, &pods) else {
+        return Ok(None);
+    };
+    let params = ListParams::default()
+        .labels(&selector_string(&app.name_any()))
+        .fields(&format!("metadata.name={revision}"));
+    let found = Api::<ControllerRevision>::namespaced(ctx.client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|source| Error::Read {
+            kind: "ControllerRevision",
+            name: revision.clone(),
+            source: Box::new(source),
+        })?;
+    Ok(found
+        .items
+        .first()
+        .and_then(|r| serde_json::to_value(r).ok())
+        .and_then(|r| stand_in::from_revision(serving, &r)))
 }
 
 /// The app's second StatefulSet of this name (`<name>-green`, `<name>-shadow`)
@@ -145,21 +194,24 @@ fn own_statefulset(app: &VisitCounterApp, ctx: &Context, namespace: &str, name: 
 
 /// The shadow's decision (`rollout::shadow`), for a shadow app or one whose
 /// shadow StatefulSet is still there. Otherwise nothing.
-fn shadow_decision(
+async fn shadow_decision(
     app: &VisitCounterApp,
     ctx: &Context,
     namespace: &str,
     children: &mut Children,
     now: &Time,
-) -> Decision {
+) -> Result<Decision, Error> {
     let name = app.name_any();
     let serving_name = children.stateful_set.metadata.name.clone().unwrap_or_default();
-    let serving = ctx.caches.get("StatefulSet", namespace, &serving_name);
     let shadow = own_statefulset(app, ctx, namespace, &shadow_name(&name));
     if !shadow::applies(app, shadow.as_ref()) {
-        return Decision::default();
+        return Ok(Decision::default());
     }
-    shadow::decide(app, children, serving.as_ref(), shadow.as_ref(), now)
+    let serving = match ctx.caches.get("StatefulSet", namespace, &serving_name) {
+        Some(live) => Some(live),
+        None => stand_in(app, ctx, namespace, &serving_name).await?,
+    };
+    Ok(shadow::decide(app, children, serving.as_ref(), shadow.as_ref(), now))
 }
 
 /// Deletes the StatefulSet the strategy decided to (blue/green's previous

@@ -23,6 +23,7 @@ pub mod ramped;
 pub mod recreate;
 pub mod rolling;
 pub mod shadow;
+pub mod stand_in;
 mod template;
 pub mod traffic;
 

@@ -183,6 +183,22 @@ mod tests {
         (children, decision)
     }
 
+    /// The serving StatefulSet missing a moment (a re-create cut short):
+    /// its stand-in, read from its pods' ControllerRevision, keeps the
+    /// template users get and the shadow running.
+    #[test]
+    fn a_missing_serving_statefulset_is_stood_in_for() {
+        let serving = live_sts(&web("v1", None), "web", "web-1", 2);
+        let revision = json!({"metadata": {"name": "web-1"},
+                              "data": {"spec": {"template": serving["spec"]["template"].clone()}}});
+        let stand_in = super::super::stand_in::from_revision("web", &revision).unwrap();
+        let shadow = live_sts(&web("v2", None), "web-shadow", "web-shadow-2", 2);
+        let (children, decision) = run(&web("v2", None), Some(&stand_in), Some(&shadow));
+        assert_eq!(image(&children.stateful_set), "v1", "the serving template is kept");
+        assert_eq!(decision.delete_statefulset, None, "the shadow stays");
+        assert_eq!(decision.progress.map(|p| p.0), Some(SHADOW_RUNNING));
+    }
+
     #[test]
     fn a_new_template_runs_in_the_shadow_and_the_route_mirrors_to_it() {
         let serving = live_sts(&web("v1", None), "web", "web-1", 2);
