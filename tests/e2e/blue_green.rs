@@ -312,15 +312,7 @@ pub async fn waits_for_promotion(env: &Env) {
 /// claims; it never creates `bgr`, whose new claims would hold no count.
 pub async fn a_recreate_cut_short_keeps_the_serving_slot(env: &Env) {
     let operator = OperatorProcess::start(env);
-    env.apply_app("bgr", spec("a", true, 0)).await;
-    eventually("bgr is Ready with 2 pods", || env.ready_with_pods("bgr", 2)).await;
-    env.apply_app("bgr", spec("b", true, 0)).await;
-    eventually("bgr-green serves and bgr is gone", || async {
-        serving(env, "bgr").await.as_deref() == Some("bgr-green")
-            && !exists(env, "bgr").await
-            && env.ready_with_pods("bgr", 2).await
-    })
-    .await;
+    served_by_green(env, "bgr").await;
     let log = operator.stop();
     let (pods, claims) = (env.pod_uids("bgr").await, env.claim_uids("bgr").await);
     let green = selected(env, "bgr")
@@ -343,6 +335,47 @@ pub async fn a_recreate_cut_short_keeps_the_serving_slot(env: &Env) {
         Some(green),
         "the Service selects the same revision"
     );
+}
+
+/// The same cut, for an app that left blue/green while `bgl-green`
+/// served: no strategy of its own and no Service selector tell which slot
+/// served, its orphaned pods do. `bgl-green` is created again with them.
+pub async fn a_recreate_cut_short_after_blue_green_keeps_the_serving_slot(env: &Env) {
+    let operator = OperatorProcess::start(env);
+    served_by_green(env, "bgl").await;
+    let mut rolling = spec("b", true, 0);
+    rolling["updateStrategy"] = json!({"type": "RollingUpdate"});
+    env.apply_app("bgl", rolling).await;
+    eventually("the Service selects every pod of bgl", || async {
+        selected(env, "bgl").await.is_none()
+    })
+    .await;
+    let log = operator.stop();
+    let pods = env.pod_uids("bgl").await;
+    orphan(env, "bgl-green").await;
+
+    let operator = OperatorProcess::start(env);
+    eventually("bgl-green is created again and owns its pods", || {
+        owns_its_pods(env, "bgl-green")
+    })
+    .await;
+    eventually("bgl is Ready", || env.ready_with_pods("bgl", 2)).await;
+    let log = format!("{log}{}", operator.stop());
+    assert!(!exists(env, "bgl").await, "no StatefulSet bgl was created: {log}");
+    assert_eq!(env.pod_uids("bgl").await, pods, "the same pods serve");
+}
+
+/// Brings `app` to blue/green served by its second slot: created, a new
+/// template switched to, the first StatefulSet gone.
+async fn served_by_green(env: &Env, app: &str) {
+    env.apply_app(app, spec("a", true, 0)).await;
+    eventually(&format!("{app} is Ready with 2 pods"), || env.ready_with_pods(app, 2)).await;
+    env.apply_app(app, spec("b", true, 0)).await;
+    let green = format!("{app}-green");
+    eventually(&format!("{green} serves and {app} is gone"), || async {
+        serving(env, app).await.as_ref() == Some(&green) && !exists(env, app).await && env.ready_with_pods(app, 2).await
+    })
+    .await;
 }
 
 /// The same cut, with a new template applied while the operator is

@@ -53,13 +53,7 @@ fn traffic_from_caches(
     children.traffic.as_ref()?;
     let serving = children.stateful_set.metadata.name.clone().unwrap_or_default();
     let live = ctx.caches.get("StatefulSet", namespace, &serving);
-    let pods: Vec<PodView> = ctx
-        .caches
-        .pods_of_app(namespace, &app.name_any())
-        .iter()
-        .map(|p| PodView::of(&p.0))
-        .collect();
-    traffic::decide(app, children, live.as_ref(), &pods)
+    traffic::decide(app, children, live.as_ref(), &pod_views(app, ctx, namespace))
 }
 
 async fn decide_strategy(
@@ -123,9 +117,18 @@ async fn blue_green_slots(
     now: &Time,
 ) -> Result<Decision, Error> {
     let name = app.name_any();
+    let green_name = green_statefulset_name(&name);
     let mut blue = ctx.caches.get("StatefulSet", namespace, &name);
-    let mut green = own_statefulset(app, ctx, namespace, &green_statefulset_name(&name));
+    let mut green = own_statefulset(app, ctx, namespace, &green_name);
     let service = ctx.caches.get("Service", namespace, &name);
+    if blue.is_none() && green.is_none() {
+        // A re-create of the second slot cut short, whatever the strategy
+        // now: its pods are left, and it served.
+        let pods = pod_views(app, ctx, namespace);
+        if stand_in::only_second_slot_pods(&name, &green_name, &pods) {
+            green = stand_in(app, ctx, namespace, &green_name, &pods).await?;
+        }
+    }
     let live = blue_green::Live {
         blue: blue.as_ref(),
         green: green.as_ref(),
@@ -137,7 +140,7 @@ async fn blue_green_slots(
     let serving = blue_green::slots(&name, &live).serving;
     let missing = if serving == name { &mut blue } else { &mut green };
     if missing.is_none() {
-        *missing = stand_in(app, ctx, namespace, &serving).await?;
+        *missing = stand_in(app, ctx, namespace, &serving, &pod_views(app, ctx, namespace)).await?;
     }
     let live = blue_green::Live {
         blue: blue.as_ref(),
@@ -149,21 +152,17 @@ async fn blue_green_slots(
 }
 
 /// The serving StatefulSet `serving`, missing from the caches, as it was
-/// (`rollout::stand_in`): read from the ControllerRevision its pods run,
-/// when pods of it are left. One read, only while it is missing.
+/// (`rollout::stand_in`): at rest on the revision its pods run, with the
+/// template read from that ControllerRevision. One read, only while it is
+/// missing and pods of it are left.
 async fn stand_in(
     app: &VisitCounterApp,
     ctx: &Context,
     namespace: &str,
     serving: &str,
+    pods: &[PodView],
 ) -> Result<Option<serde_json::Value>, Error> {
-    let pods: Vec<PodView> = ctx
-        .caches
-        .pods_of_app(namespace, &app.name_any())
-        .iter()
-        .map(|p| PodView::of(&p.0))
-        .collect();
-    let Some(revision) = stand_in::pods_revision(serving, &pods) else {
+    let Some(revision) = stand_in::pods_revision(serving, pods) else {
         return Ok(None);
     };
     let params = ListParams::default()
@@ -177,11 +176,21 @@ async fn stand_in(
             name: revision.clone(),
             source: Box::new(source),
         })?;
-    Ok(found
-        .items
-        .first()
-        .and_then(|r| serde_json::to_value(r).ok())
-        .and_then(|r| stand_in::from_revision(serving, &r)))
+    let controller_revision = found.items.first().and_then(|r| serde_json::to_value(r).ok());
+    Ok(Some(stand_in::at_rest(
+        serving,
+        &revision,
+        controller_revision.as_ref(),
+    )))
+}
+
+/// The app's pods as the cache holds them.
+fn pod_views(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Vec<PodView> {
+    ctx.caches
+        .pods_of_app(namespace, &app.name_any())
+        .iter()
+        .map(|p| PodView::of(&p.0))
+        .collect()
 }
 
 /// The app's second StatefulSet of this name (`<name>-green`, `<name>-shadow`)
@@ -209,7 +218,7 @@ async fn shadow_decision(
     }
     let serving = match ctx.caches.get("StatefulSet", namespace, &serving_name) {
         Some(live) => Some(live),
-        None => stand_in(app, ctx, namespace, &serving_name).await?,
+        None => stand_in(app, ctx, namespace, &serving_name, &pod_views(app, ctx, namespace)).await?,
     };
     Ok(shadow::decide(app, children, serving.as_ref(), shadow.as_ref(), now))
 }

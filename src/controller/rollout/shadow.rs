@@ -191,7 +191,7 @@ mod tests {
         let serving = live_sts(&web("v1", None), "web", "web-1", 2);
         let revision = json!({"metadata": {"name": "web-1"},
                               "data": {"spec": {"template": serving["spec"]["template"].clone()}}});
-        let stand_in = super::super::stand_in::from_revision("web", &revision).unwrap();
+        let stand_in = super::super::stand_in::at_rest("web", "web-1", Some(&revision));
         let shadow = live_sts(&web("v2", None), "web-shadow", "web-shadow-2", 2);
         let (children, decision) = run(&web("v2", None), Some(&stand_in), Some(&shadow));
         assert_eq!(image(&children.stateful_set), "v1", "the serving template is kept");

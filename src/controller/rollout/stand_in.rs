@@ -35,20 +35,35 @@ fn is_ordinal(rest: &str) -> bool {
     !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The StatefulSet `serving` at rest on `revision` (a ControllerRevision as
-/// JSON): its template, that revision as current and update revision, no
-/// template hash (what the template was written from is not known, so it
-/// is compared by content).
-pub fn from_revision(serving: &str, revision: &Value) -> Option<Value> {
-    let name = revision["metadata"]["name"].as_str()?;
-    let mut template = revision["data"]["spec"]["template"].clone();
-    let fields = template.as_object_mut()?;
-    fields.remove("$patch");
-    Some(json!({
+/// The StatefulSet `serving` at rest on `revision`, which its pods run:
+/// that revision as current and update revision, and the template of its
+/// ControllerRevision (as JSON) when it was found. No template hash: what
+/// the template was written from is not known, so it is compared by
+/// content.
+pub fn at_rest(serving: &str, revision: &str, controller_revision: Option<&Value>) -> Value {
+    let mut live = json!({
         "metadata": {"name": serving},
-        "spec": {"template": template},
-        "status": {"currentRevision": name, "updateRevision": name},
-    }))
+        "status": {"currentRevision": revision, "updateRevision": revision},
+    });
+    if let Some(template) = controller_revision.and_then(template_of) {
+        live["spec"] = json!({"template": template});
+    }
+    live
+}
+
+/// The pod template a StatefulSet's ControllerRevision holds.
+fn template_of(controller_revision: &Value) -> Option<Value> {
+    let mut template = controller_revision["data"]["spec"]["template"].clone();
+    template.as_object_mut()?.remove("$patch");
+    Some(template)
+}
+
+/// Whether pods of the app's second slot (`green`) are left and none of
+/// its own name's: with both StatefulSets missing, the second one served
+/// (an app that left blue/green keeps being served by it).
+pub fn only_second_slot_pods(app: &str, green: &str, pods: &[PodView]) -> bool {
+    let left = |slot: &str| pods_revision(slot, pods).is_some();
+    left(green) && !left(app)
 }
 
 #[cfg(test)]
@@ -89,13 +104,24 @@ mod tests {
             "metadata": {"name": "web-green-7f"},
             "data": {"spec": {"template": {"$patch": "replace", "spec": {"containers": [{"image": "v1"}]}}}},
         });
-        let live = from_revision("web-green", &revision).unwrap();
+        let live = at_rest("web-green", "web-green-7f", Some(&revision));
         assert_eq!(
             live["spec"]["template"],
             json!({"spec": {"containers": [{"image": "v1"}]}})
         );
         assert_eq!(live["status"]["updateRevision"], "web-green-7f");
         assert_eq!(live["status"]["currentRevision"], "web-green-7f");
-        assert_eq!(from_revision("web-green", &json!({"metadata": {"name": "x"}})), None);
+        let unknown = at_rest("web-green", "web-green-7f", None);
+        assert_eq!(unknown["spec"], Value::Null, "no template when its revision is gone");
+        assert_eq!(unknown["status"]["updateRevision"], "web-green-7f");
+    }
+
+    #[test]
+    fn only_the_second_slot_left() {
+        let green = [pod("web-green-0", "web-green-7f", false)];
+        assert!(only_second_slot_pods("web", "web-green", &green));
+        let both = [pod("web-green-0", "web-green-7f", false), pod("web-0", "web-9a", false)];
+        assert!(!only_second_slot_pods("web", "web-green", &both));
+        assert!(!only_second_slot_pods("web", "web-green", &[]));
     }
 }
