@@ -163,13 +163,12 @@ pub fn decide(
             }
         }
         status.preview = Some(slots.other.clone());
-        status.carry = Some(carry(
-            &slots.serving,
-            &slots.other,
-            previous_carry(app),
-            &template.hash,
-            now,
-        ));
+        status.carry = Some(match previous_carry(app) {
+            Some(back) if still_to_finish(back, &slots, visits, switched_at.as_ref(), app.spec.replicas) => {
+                back.clone()
+            }
+            previous => carry(&slots.serving, &slots.other, previous, &template.hash, now),
+        });
         if let Some(preview) = children.preview.as_mut() {
             preview.stateful_set = Some(wanted);
         }
@@ -414,9 +413,15 @@ fn waiting(
 /// side of it is counted once), and is new when it starts: with a new
 /// template, or the other way after a revert (the other pod's count then
 /// holds this one's, as it took them in).
+/// The carry between `from` and `to`: the previous one's key while it goes
+/// the same way, so each pod adds only the visits since its last carry;
+/// else a new key, whose first carry takes the larger count. The key stays
+/// when the template changes again mid-rollout: the new pods keep their
+/// claims, and with them every visit carried so far, so a first carry
+/// there would drop the visits either side counted since the last one.
 fn carry(from: &str, to: &str, previous: Option<&Carry>, hash: &str, now: &Time) -> Carry {
     let key = match previous {
-        Some(p) if p.from == from && p.to == to && p.key.starts_with(&format!("{hash}-")) => p.key.clone(),
+        Some(p) if p.from == from && p.to == to => p.key.clone(),
         _ => format!("{hash}-{}", now.0.as_second()),
     };
     Carry {
@@ -424,6 +429,23 @@ fn carry(from: &str, to: &str, previous: Option<&Carry>, hash: &str, now: &Time)
         to: to.to_owned(),
         key,
     }
+}
+
+/// Whether the last carry went the other way (`other` into `serving`: a
+/// revert, or a new template, soon after a switch) and has yet to take in
+/// the last visits of `other`'s pods, which stopped at the switch. Until
+/// then it goes on: the first carry the new way takes the larger count,
+/// which loses nothing only once one side holds every visit of the other.
+fn still_to_finish(
+    back: &Carry,
+    slots: &Slots,
+    visits: Option<&VisitsStatus>,
+    switched_at: Option<&Time>,
+    replicas: i32,
+) -> bool {
+    back.from == slots.other
+        && back.to == slots.serving
+        && !(carried(visits, &back.from, &back.to, replicas) && counted_since(visits, switched_at))
 }
 
 /// The carry the last status named.
@@ -794,6 +816,84 @@ pub(super) mod tests {
         let (children, decision) = run(&web("v3", MANUAL), live, None, &at(5));
         assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
         assert_eq!(decision.progress.unwrap().0, AWAITING_PROMOTION);
+    }
+
+    /// Reverted 2 s after the switch, before the counts were asked again:
+    /// web-0's last visits may not be in web-green-0 yet, so the carry goes
+    /// on from web into web-green until a count asked after the switch shows
+    /// them there; only then does it turn (and the Service switch back).
+    #[test]
+    fn a_revert_turns_the_carry_only_once_the_old_way_is_done() {
+        let blue = live_sts(&web("v1", AUTO), "web", "web-1", 2);
+        let green = live_sts(&web("v2", AUTO), "web-green", "web-green-2", 2);
+        let service = service("web-green-2", Some(&at(10)));
+        let old_way = Carry {
+            from: "web".into(),
+            to: "web-green".into(),
+            key: "h-1".into(),
+        };
+        let mut app = web("v1", AUTO);
+        let counts = |asked: i64, green: i64| VisitsStatus {
+            observed_at: Some(at(asked)),
+            pods: vec![
+                pod("web-0", 7),
+                pod("web-1", 3),
+                pod("web-green-0", green),
+                pod("web-green-1", 5),
+            ],
+            ..VisitsStatus::default()
+        };
+        app.status = Some(crate::resource::VisitCounterAppStatus {
+            rollout: Some(crate::resource::RolloutStatus {
+                blue_green: Some(BlueGreenStatus {
+                    carry: Some(old_way.clone()),
+                    ..BlueGreenStatus::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let live = both(&blue, &green, &service);
+        let asked_before = counts(9, 9);
+        let (children, decision) = run(&app, live, Some(&asked_before), &at(12));
+        assert_eq!(decision.blue_green.unwrap().carry, Some(old_way.clone()));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
+        let not_yet = counts(11, 6);
+        let (_, decision) = run(&app, live, Some(&not_yet), &at(12));
+        assert_eq!(
+            decision.blue_green.unwrap().carry,
+            Some(old_way.clone()),
+            "web-0's 7 not in yet"
+        );
+        let done = counts(11, 9);
+        let (_, decision) = run(&app, live, Some(&done), &at(12));
+        let turned = decision.blue_green.unwrap().carry.unwrap();
+        assert_eq!((turned.from.as_str(), turned.to.as_str()), ("web-green", "web"));
+    }
+
+    #[test]
+    fn a_template_changed_again_mid_rollout_keeps_the_key() {
+        let blue = live_sts(&web("v1", MANUAL), "web", "web-1", 2);
+        let green = live_sts(&web("v2", MANUAL), "web-green", "web-green-2", 2);
+        let service = service("web-1", None);
+        let mut app = web("v3", MANUAL);
+        let going = Carry {
+            from: "web".into(),
+            to: "web-green".into(),
+            key: "v2hash-1".into(),
+        };
+        app.status = Some(crate::resource::VisitCounterAppStatus {
+            rollout: Some(crate::resource::RolloutStatus {
+                blue_green: Some(BlueGreenStatus {
+                    carry: Some(going.clone()),
+                    ..BlueGreenStatus::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let (_, decision) = run(&app, both(&blue, &green, &service), None, &at(30));
+        assert_eq!(decision.blue_green.unwrap().carry, Some(going));
     }
 
     #[test]
