@@ -492,6 +492,7 @@ def journey(checks, helm):
     wait_until("broken's pod waits for its image", lambda: get("pod", "broken-0")["status"]["containerStatuses"][0]
                ["state"]["waiting"]["reason"] == "ImagePullBackOff")
     checks.check(not ready("broken"), "broken: an image the node cannot run never gets Ready")
+    crash_loop(checks)
 
     # helm uninstall: the operator goes; the apps, their StatefulSets, pods,
     # claims and counts stay, the same objects as before.
@@ -507,6 +508,28 @@ def journey(checks, helm):
         checks.check(len(pods_after) == replicas, f"{app}: its {replicas} pods after helm uninstall: {pods_after}")
         checks.check(len([k for k in after if k.startswith("pvc/")]) >= 3, f"{app}: claims after helm uninstall")
         checks.check(visits_on_disk(app) == counts[app], f"{app}: counts kept after helm uninstall")
+
+
+def crash_loop(checks):
+    """Volumes the app's user cannot write (root-owned 0755 directories, as
+    hostPath and local volumes are where nothing opens them; a kubelet
+    applies no fsGroup to them): the pod crashes and restarts, and the app
+    is Degraded with the container's last words."""
+    run("kubectl", "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "root-owned"},
+        "provisioner": "visitcounter.dev/local-volumes", "parameters": {"mode": "0755"}}))
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "visitcounter.dev/v1alpha1", "kind": "VisitCounterApp", "metadata": {"name": "locked"},
+        "spec": {"replicas": 1, "storage": {"storageClassName": "root-owned"}}}))
+    wait_until("locked is Degraded: its pod crashes and restarts",
+               lambda: condition("locked", "Degraded") == ("True", "PodsCrashLooping"))
+    degraded = next(c for c in get("vca", "locked")["status"]["conditions"] if c["type"] == "Degraded")
+    checks.check("locked-0 exited with code" in degraded["message"] and "is not writable" in degraded["message"],
+                 f"locked: Degraded names the pod and its last words: {degraded['message']}")
+    checks.check(condition("locked", "Ready")[0] == "False", "locked: not Ready while its pod crashes")
+    print(f"locked: Degraded: {degraded['message']}")
+    kubectl("delete", "vca", "locked", "--wait=false")
+    run("kubectl", "delete", "storageclass", "root-owned")
 
 
 def running_objects(app):

@@ -158,6 +158,9 @@ fn container(app: &VisitCounterApp, settings: &BuildSettings, name: &str, config
         }),
         liveness_probe: http_probe(&probes.liveness, LIVENESS_PATH),
         readiness_probe: http_probe(&probes.readiness, READINESS_PATH),
+        // A container that crashes says why in its status (the end of its
+        // log), which the app's `Degraded` condition repeats.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: spec.storage.claim_template_name.clone(),

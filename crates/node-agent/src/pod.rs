@@ -106,6 +106,7 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
         ready: false,
         restarts: 0,
         last_exit: None,
+        last_words: None,
         pod_ip: None,
         host_ip: node.network.node_ip(),
         start_time: pod
@@ -190,6 +191,7 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
         };
         let root = pod_dir.join("root").join(seen.restarts.to_string());
         let log = pod_dir.join(format!("{}.log", container.name));
+        let run_starts_at = std::fs::metadata(&log).map_or(0, |m| m.len());
         let child = match spawn(&launch, &netns, &root, &node.binary, &log) {
             Ok(child) => child,
             Err(error) => {
@@ -228,6 +230,9 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
                 let reason = if code == 0 { "Completed" } else { "Error" };
                 tracing::info!(pod = %name, code, "the container exited; restarting");
                 seen.last_exit = Some((code, reason.into(), now()));
+                seen.last_words = (code != 0 && falls_back_to_logs(&container))
+                    .then(|| run_log(&log, run_starts_at))
+                    .flatten();
                 seen.restarts += 1;
                 // A container that ran a while restarts at once; one that
                 // keeps failing waits longer each time, up to 10 s.
@@ -252,6 +257,18 @@ pub async fn supervise(node: Arc<Node>, pod: Pod, mut stop: watch::Receiver<Stop
     node.network.remove_pod(&net);
     let _ = std::fs::remove_dir_all(&pod_dir);
     finish(&node, &reporter.api, &name, &uid, end).await;
+}
+
+/// Whether a failed run's termination message comes from its log.
+fn falls_back_to_logs(container: &k8s_openapi::api::core::v1::Container) -> bool {
+    container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+}
+
+/// The end of the log of the run that started at byte `from`.
+fn run_log(log: &std::path::Path, from: u64) -> Option<String> {
+    let bytes = std::fs::read(log).ok()?;
+    let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
+    crate::status::log_tail(&String::from_utf8_lossy(&bytes[from..]))
 }
 
 enum Outcome {

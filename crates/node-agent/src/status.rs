@@ -29,9 +29,24 @@ pub struct Seen {
     pub restarts: i32,
     /// The last termination: exit code, reason and when.
     pub last_exit: Option<(i32, String, String)>,
+    /// Its termination message (`terminationMessagePolicy`).
+    pub last_words: Option<String>,
     pub pod_ip: Option<Ipv4Addr>,
     pub host_ip: Ipv4Addr,
     pub start_time: String,
+}
+
+/// A failed run's termination message under `FallbackToLogsOnError`, as
+/// a kubelet takes it from the run's log: its last 80 lines, at most its
+/// last 2,048 bytes (cut at a character boundary).
+pub fn log_tail(log: &str) -> Option<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let start = tail.len().saturating_sub(2048);
+    let start = (start..=tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    Some(tail[start..].to_owned()).filter(|t| !t.trim().is_empty())
 }
 
 fn condition(type_: &str, status: bool, at: &str) -> Value {
@@ -69,6 +84,9 @@ pub fn pod_status(seen: &Seen, previous: &Value, at: &str) -> Value {
     }
     if let Some((code, reason, finished)) = &seen.last_exit {
         container["lastState"] = json!({"terminated": {"exitCode": code, "reason": reason, "finishedAt": finished}});
+        if let Some(words) = &seen.last_words {
+            container["lastState"]["terminated"]["message"] = json!(words);
+        }
     }
     let mut status = json!({
         "phase": if running || seen.restarts > 0 { "Running" } else { "Pending" },
@@ -103,10 +121,36 @@ mod tests {
             ready,
             restarts: 0,
             last_exit: None,
+            last_words: None,
             pod_ip: Some(Ipv4Addr::new(10, 244, 0, 2)),
             host_ip: Ipv4Addr::new(10, 244, 0, 1),
             start_time: "2026-01-01T00:00:00Z".into(),
         }
+    }
+
+    #[test]
+    fn the_termination_message_is_the_end_of_the_log() {
+        let log: String = (1..=100).map(|n| format!("line {n}\n")).collect();
+        let tail = log_tail(&log).unwrap();
+        assert!(tail.starts_with("line 21\n") && tail.ends_with("line 100"), "{tail}");
+        let long = format!("{}\nerror: the end", "é".repeat(3000));
+        let tail = log_tail(&long).unwrap();
+        assert!(tail.len() <= 2048 && tail.ends_with("error: the end"));
+        assert_eq!(log_tail("\n \n"), None);
+        let mut crashed = seen(
+            State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: "back-off".into(),
+            },
+            false,
+        );
+        crashed.last_exit = Some((1, "Error".into(), "t".into()));
+        crashed.last_words = Some("error: the end".into());
+        let status = pod_status(&crashed, &Value::Null, "t1");
+        assert_eq!(
+            status["containerStatuses"][0]["lastState"]["terminated"]["message"],
+            "error: the end"
+        );
     }
 
     #[test]

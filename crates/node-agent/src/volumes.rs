@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    os::unix::fs::{PermissionsExt, chown},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -24,11 +24,10 @@ use crate::Error;
 pub async fn prepare(client: &Client, pod: &Pod, dir: &Path) -> Result<BTreeMap<String, PathBuf>, Error> {
     let namespace = pod.namespace().unwrap_or_default();
     let spec = pod.spec.as_ref().ok_or(Error::Config("the pod has no spec".into()))?;
-    let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
     let mut paths = BTreeMap::new();
     for volume in spec.volumes.iter().flatten() {
         let path = dir.join(&volume.name);
-        let path = prepare_one(client, pod, &namespace, volume, path, fs_group).await?;
+        let path = prepare_one(client, pod, &namespace, volume, path).await?;
         paths.insert(volume.name.clone(), path);
     }
     Ok(paths)
@@ -40,7 +39,6 @@ async fn prepare_one(
     namespace: &str,
     volume: &Volume,
     path: PathBuf,
-    fs_group: Option<i64>,
 ) -> Result<PathBuf, Error> {
     if let Some(source) = &volume.config_map {
         let config_map = config_map(client, namespace, &source.name).await?;
@@ -66,10 +64,10 @@ async fn prepare_one(
             .and_then(|s| s.host_path)
             .map(|h| PathBuf::from(h.path))
             .ok_or_else(|| Error::Config(format!("volume {volume_name} is not a hostPath volume")))?;
+        // As a kubelet does, fsGroup is not applied: hostPath volumes do
+        // not support ownership management. The directory is as its
+        // provisioner made it.
         std::fs::create_dir_all(&host)?;
-        if let Some(group) = fs_group {
-            give_to_group(&host, group)?;
-        }
         return Ok(host);
     }
     if volume.empty_dir.is_some() {
@@ -191,27 +189,6 @@ fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<(), Error
         }
         std::fs::write(&path, content)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-    }
-    Ok(())
-}
-
-/// fsGroup: the volume's top directory and what is in it belong to the
-/// group, writable by it, as a kubelet's `OnRootMismatch` does.
-fn give_to_group(dir: &Path, group: i64) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt;
-    let group = u32::try_from(group).map_err(|_| Error::Config(format!("fsGroup {group}")))?;
-    if std::fs::metadata(dir)?.gid() == group {
-        return Ok(());
-    }
-    let mut paths = vec![dir.to_path_buf()];
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        paths.push(entry.path());
-    }
-    for path in paths {
-        chown(&path, None, Some(group))?;
-        let mode = std::fs::metadata(&path)?.permissions().mode();
-        let extra = if path.is_dir() { 0o2070 } else { 0o060 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | extra))?;
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! What the operator reads from the cluster beyond its own children: the
 //! pods (their readiness and revision, the one that blocks a rollout, the
-//! visits each has counted) and why the StatefulSet controller cannot
-//! create pods. Each decision here is a pure function; the few reads are
-//! beside them.
+//! ones that crash and restart, the visits each has counted) and why the
+//! StatefulSet controller cannot create pods. Each decision here is a pure
+//! function; the few reads are beside them.
 
+pub mod crash_loops;
 pub mod pod_creation;
 pub mod pods;
 pub mod retained;

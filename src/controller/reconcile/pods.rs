@@ -1,8 +1,8 @@
 //! What a reconcile does about the app's pods once its children are
 //! written: the pod that blocks a rollout (replaced when the app allows it,
-//! else reported), and pods the StatefulSet controller cannot create (the
-//! StatefulSet's Events say why). The decisions are in `observe`; this is
-//! the I/O around them.
+//! else reported), pods the StatefulSet controller cannot create (the
+//! StatefulSet's Events say why), and pods that crash and restart. The
+//! decisions are in `observe`; this is the I/O around them.
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::{
     controller::{
         Error,
         observe::{
+            crash_loops::{PODS_CRASH_LOOPING, crashing, message},
             pod_creation::{
                 held_back_by_a_pod, next_look, pods_missing, pods_not_created, why_pods_are_missing, worth_a_look,
             },
@@ -53,10 +54,23 @@ pub async fn look_at_pods(
         None => None,
     };
     let (failure, look) = pods_not_created_now(app, ctx, namespace, sts).await;
+    let failure = failure.or_else(|| crash_loop(app, ctx, namespace));
     Ok(PodFindings {
         stuck,
         failure,
         look_again_in: earliest(check.look_again_in, look),
+    })
+}
+
+/// Pods of the app (either slot of blue/green) that crash and restart,
+/// as `Degraded` says it. Their own changes wake the app: no timer.
+fn crash_loop(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Option<Failure> {
+    let pods = ctx.caches.pods_of_app(namespace, &app.name_any());
+    let found = crashing(pods.iter().map(|p| &p.0));
+    message(&found, app.spec.replicas).map(|message| Failure {
+        reason: PODS_CRASH_LOOPING,
+        message,
+        stalled: false,
     })
 }
 

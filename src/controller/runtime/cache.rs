@@ -8,7 +8,10 @@ use std::{marker::PhantomData, sync::Arc, time::Duration};
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Pod, PodCondition, PodStatus, Service, ServiceAccount},
+        core::v1::{
+            ConfigMap, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
+            Service, ServiceAccount,
+        },
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -17,7 +20,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwn
 use serde_json::Value;
 
 use super::watch::store_ready;
-use crate::children::INSTANCE_LABEL;
+use crate::{
+    children::INSTANCE_LABEL,
+    controller::observe::crash_loops::{WORDS_KEPT, cut},
+};
 
 /// `K` with its spec and status kept as text.
 #[derive(Deserialize, Serialize)]
@@ -103,7 +109,9 @@ impl<K: k8s_openapi::Resource + DeserializeOwned> Compact<K> {
 
 /// A pod as the watch cache keeps it: its metadata, IP and conditions, and
 /// nothing of its spec or the rest of its status. Decoded straight into this
-/// form, so a pod's spec (most of its size) is never kept.
+/// form, so a pod's spec (most of its size) is never kept. A container whose
+/// last run failed keeps that run's exit code and words
+/// (`observe::crash_loops`); a healthy pod keeps no container status.
 #[derive(Clone, Debug, Serialize)]
 #[serde(transparent)]
 pub struct SlimPod(pub Pod);
@@ -124,6 +132,8 @@ impl<'de> Deserialize<'de> for SlimPod {
             pod_ip: Option<String>,
             #[serde(default)]
             conditions: Option<Vec<PodCondition>>,
+            #[serde(default)]
+            container_statuses: Option<Vec<ContainerStatus>>,
         }
         let raw = Raw::deserialize(deserializer)?;
         Ok(SlimPod(Pod {
@@ -132,10 +142,38 @@ impl<'de> Deserialize<'de> for SlimPod {
             status: raw.status.map(|s| PodStatus {
                 pod_ip: s.pod_ip,
                 conditions: s.conditions,
+                container_statuses: failed_runs(s.container_statuses.unwrap_or_default()),
                 ..PodStatus::default()
             }),
         }))
     }
+}
+
+/// Of the containers' statuses, those whose last run failed, with only
+/// their restart count and that run's exit code and words (cut to what the
+/// status repeats); `None` when there is none.
+fn failed_runs(statuses: Vec<ContainerStatus>) -> Option<Vec<ContainerStatus>> {
+    let failed: Vec<ContainerStatus> = statuses
+        .into_iter()
+        .filter_map(|s| {
+            let last = s.last_state?.terminated.filter(|t| t.exit_code != 0)?;
+            Some(ContainerStatus {
+                name: s.name,
+                ready: s.ready,
+                restart_count: s.restart_count,
+                last_state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: last.exit_code,
+                        message: last.message.map(|m| cut(&m, WORDS_KEPT)),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            })
+        })
+        .collect();
+    (!failed.is_empty()).then_some(failed)
 }
 
 impl k8s_openapi::Resource for SlimPod {
@@ -295,5 +333,31 @@ mod tests {
         let status = pod.status.unwrap();
         assert_eq!((status.pod_ip.as_deref(), status.phase), (Some("10.0.0.7"), None));
         assert_eq!(status.conditions.unwrap()[0].type_, "Ready");
+        assert_eq!(status.container_statuses, None, "no container status of a healthy pod");
+    }
+
+    #[test]
+    fn a_slim_pod_keeps_the_exit_code_and_words_of_a_failed_run() {
+        let words = "x".repeat(3000);
+        let json = serde_json::json!({
+            "metadata": {"name": "web-0"},
+            "status": {"containerStatuses": [
+                {"name": "app", "image": "x", "imageID": "sha", "ready": false, "restartCount": 4,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": words}}},
+                {"name": "side", "image": "y", "imageID": "", "ready": true, "restartCount": 0,
+                 "state": {"running": {}}, "lastState": {}},
+            ]},
+        });
+        let SlimPod(pod) = serde_json::from_value(json).unwrap();
+        let kept = pod.status.unwrap().container_statuses.unwrap();
+        assert_eq!(kept.len(), 1, "only the container whose last run failed");
+        let last = kept[0].last_state.clone().unwrap().terminated.unwrap();
+        assert_eq!(
+            (kept[0].name.as_str(), last.exit_code, kept[0].restart_count),
+            ("app", 1, 4)
+        );
+        assert!(last.message.unwrap().len() <= WORDS_KEPT + "…".len());
+        assert_eq!((kept[0].image.as_str(), kept[0].state.as_ref()), ("", None));
     }
 }

@@ -9,7 +9,10 @@ use super::{
     Counts, DEGRADED, Observed, PAUSED, PODS_NOT_CREATED, PROGRESSING, READY, RECONCILING, STALLED, UNSUPPORTED_SPEC,
     dropped_message, progress::PROGRESS_DEADLINE_EXCEEDED,
 };
-use crate::resource::{PAUSED_ANNOTATION, VisitCounterApp};
+use crate::{
+    controller::observe::crash_loops::PODS_CRASH_LOOPING,
+    resource::{PAUSED_ANNOTATION, VisitCounterApp},
+};
 
 /// A condition before it gets its times.
 pub struct Cond {
@@ -167,10 +170,10 @@ fn ready(observed: &Observed<'_>, counts: &Counts) -> Cond {
         ..
     } = *counts;
     if let Some(failure) = &observed.failure {
-        let what = if failure.reason == PODS_NOT_CREATED {
-            "pods cannot be created"
-        } else {
-            "the last reconcile failed"
+        let what = match failure.reason {
+            PODS_NOT_CREATED => "pods cannot be created",
+            PODS_CRASH_LOOPING => "pods crash and restart",
+            _ => "the last reconcile failed",
         };
         Cond::new(READY, false, "Degraded", format!("{what}; see the Degraded condition"))
     } else if counts.current && ready >= wanted && replicas == wanted {

@@ -453,6 +453,33 @@ mod tests {
     }
 
     #[test]
+    fn crash_looping_pods_are_degraded_and_the_rollout_waits_for_them() {
+        let app = app("web", json!({"replicas": 3}));
+        let sts = sts(1, Some(1), 3, 1);
+        let status = desired_status(
+            &app,
+            &Observed {
+                failure: Some(Failure {
+                    reason: crate::controller::observe::crash_loops::PODS_CRASH_LOOPING,
+                    message: "2 of 3 pods crash and restart; web-0 exited with code 1, its last words: no".into(),
+                    stalled: false,
+                }),
+                ..seen(&sts)
+            },
+            now(10),
+        );
+        let degraded = condition(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "PodsCrashLooping")
+        );
+        let ready = condition(&status, READY);
+        assert_eq!(ready.message, "pods crash and restart; see the Degraded condition");
+        let progressing = condition(&status, PROGRESSING);
+        assert_eq!(progressing.reason, "WaitingForPods", "the progress deadline still runs");
+    }
+
+    #[test]
     fn transition_times_are_kept_while_a_condition_holds() {
         let mut app = app("web", json!({"replicas": 1}));
         let sts = sts(1, Some(1), 1, 1);

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -37,8 +38,16 @@ type directories struct{ root string }
 
 func (d directories) Provision(_ context.Context, opts controller.ProvisionOptions) (*corev1.PersistentVolume, controller.ProvisioningState, error) {
 	path := filepath.Join(d.root, opts.PVName)
-	if err := os.MkdirAll(path, 0o777); err != nil {
+	mode, err := directoryMode(opts.StorageClass.Parameters)
+	if err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	if err := os.MkdirAll(path, mode); err != nil {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("creating the volume's directory: %w", err)
+	}
+	// MkdirAll's mode passes through the umask.
+	if err := os.Chmod(path, mode); err != nil {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("setting the volume directory's mode: %w", err)
 	}
 	hostPath := corev1.HostPathDirectory
 	reclaim := corev1.PersistentVolumeReclaimDelete
@@ -56,6 +65,23 @@ func (d directories) Provision(_ context.Context, opts controller.ProvisionOptio
 			},
 		},
 	}, controller.ProvisioningFinished, nil
+}
+
+// directoryMode is the mode of a new volume's directory: 0777, as kind's
+// local-path provisioner makes them, so a pod of any user can write it (a
+// kubelet applies no fsGroup to hostPath volumes); or the StorageClass's
+// "mode" parameter, in octal ("0755" gives root-owned directories others
+// cannot write).
+func directoryMode(parameters map[string]string) (os.FileMode, error) {
+	text, ok := parameters["mode"]
+	if !ok {
+		return 0o777, nil
+	}
+	mode, err := strconv.ParseUint(text, 8, 32)
+	if err != nil || mode > 0o777 {
+		return 0, fmt.Errorf("the StorageClass parameter mode %q is not an octal file mode such as 0755", text)
+	}
+	return os.FileMode(mode), nil
 }
 
 func (d directories) Delete(_ context.Context, pv *corev1.PersistentVolume) error {
