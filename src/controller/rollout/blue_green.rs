@@ -134,12 +134,15 @@ pub fn decide(
         switched_at: switched_at.clone(),
         ..BlueGreenStatus::default()
     };
-    let serving_revision = pinned_revision(serving_live, other_live.is_some()).or_else(|| {
-        // Missing a moment (see `slots`): its pods stay selected.
-        pinned(live.service)
-            .filter(|r| serving_live.is_none() && r.starts_with(&format!("{}-", slots.serving)))
-            .map(str::to_owned)
-    });
+    let serving_revision = serving_revision(&live, &slots, serving_live, other_live.is_some());
+    let at = Moment {
+        app,
+        slots: &slots,
+        visits,
+        switched_at: switched_at.as_ref(),
+        now,
+        hash: &template.hash,
+    };
     let mut selected = Selected {
         service: serving_revision.clone(),
         preview: serving_revision.clone(),
@@ -163,31 +166,12 @@ pub fn decide(
             }
         }
         status.preview = Some(slots.other.clone());
-        status.carry = Some(match previous_carry(app) {
-            Some(back) if still_to_finish(back, &slots, visits, switched_at.as_ref(), app.spec.replicas) => {
-                back.clone()
-            }
-            previous => carry(&slots.serving, &slots.other, previous, &template.hash, now),
-        });
+        status.carry = Some(at.carry_into_preview());
         if let Some(preview) = children.preview.as_mut() {
             preview.stateful_set = Some(wanted);
         }
     } else if let Some(other) = other_live {
-        // After a switch (or the end of blue/green): the previous
-        // StatefulSet goes after the delay, once its counts are carried.
-        status.carry = Some(carry(
-            &slots.other,
-            &slots.serving,
-            previous_carry(app),
-            &template.hash,
-            now,
-        ));
-        match previous_left(app, switched_at.as_ref(), &slots, visits, now) {
-            // Not while the serving one is missing a moment (see `slots`).
-            None if serving_live.is_none() => decision.look_again_in = Some(std::time::Duration::from_secs(5)),
-            None => decision.delete_statefulset = Some((slots.other.clone(), uid(other))),
-            left => decision.look_again_in = left,
-        }
+        status.carry = Some(at.after_switch(other, serving_live, &mut decision));
     }
     if let Some(preview) = children.preview.as_mut() {
         pin(&mut preview.service, selected.preview.as_deref());
@@ -202,6 +186,56 @@ pub fn decide(
     }
     decision.blue_green = Some(status);
     decision
+}
+
+/// What one decision rests on, for the parts of it below.
+struct Moment<'a> {
+    app: &'a VisitCounterApp,
+    slots: &'a Slots,
+    visits: Option<&'a VisitsStatus>,
+    switched_at: Option<&'a Time>,
+    now: &'a Time,
+    /// The desired template's.
+    hash: &'a str,
+}
+
+impl Moment<'_> {
+    /// The carry from the serving pods into the preview's, once a carry
+    /// the other way is done (`still_to_finish`).
+    fn carry_into_preview(&self) -> Carry {
+        let Moment { app, slots, .. } = *self;
+        match previous_carry(app) {
+            Some(back) if still_to_finish(back, slots, self.visits, self.switched_at, app.spec.replicas) => {
+                back.clone()
+            }
+            previous => carry(&slots.serving, &slots.other, previous, self.hash, self.now),
+        }
+    }
+
+    /// After a switch (or the end of blue/green): the previous StatefulSet
+    /// `other` goes after the delay, once its counts are carried, and not
+    /// while the serving one is missing a moment (see `slots`). The carry
+    /// from it.
+    fn after_switch(&self, other: &Value, serving: Option<&Value>, decision: &mut Decision) -> Carry {
+        let Moment { app, slots, .. } = *self;
+        match previous_left(app, self.switched_at, slots, self.visits, self.now) {
+            None if serving.is_none() => decision.look_again_in = Some(std::time::Duration::from_secs(5)),
+            None => decision.delete_statefulset = Some((slots.other.clone(), uid(other))),
+            left => decision.look_again_in = left,
+        }
+        carry(&slots.other, &slots.serving, previous_carry(app), self.hash, self.now)
+    }
+}
+
+/// The revision the user-facing Service selects while nothing switches:
+/// the serving StatefulSet's (`pinned_revision`) or, while it is missing a
+/// moment (see `slots`), the one it selects now, so its pods stay selected.
+fn serving_revision(live: &Live<'_>, slots: &Slots, serving: Option<&Value>, other_exists: bool) -> Option<String> {
+    pinned_revision(serving, other_exists).or_else(|| {
+        pinned(live.service)
+            .filter(|r| serving.is_none() && r.starts_with(&format!("{}-", slots.serving)))
+            .map(str::to_owned)
+    })
 }
 
 /// The revision the serving StatefulSet's pods are selected by: its update
