@@ -877,16 +877,7 @@ pub(super) mod tests {
             ],
             ..VisitsStatus::default()
         };
-        app.status = Some(crate::resource::VisitCounterAppStatus {
-            rollout: Some(crate::resource::RolloutStatus {
-                blue_green: Some(BlueGreenStatus {
-                    carry: Some(old_way.clone()),
-                    ..BlueGreenStatus::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        last_carried(&mut app, &old_way);
         let live = both(&blue, &green, &service);
         let asked_before = counts(9, 9);
         let (children, decision) = run(&app, live, Some(&asked_before), &at(12));
@@ -905,6 +896,20 @@ pub(super) mod tests {
         assert_eq!((turned.from.as_str(), turned.to.as_str()), ("web-green", "web"));
     }
 
+    /// The app's status as if the last reconcile named `carry`.
+    fn last_carried(app: &mut VisitCounterApp, carry: &Carry) {
+        app.status = Some(crate::resource::VisitCounterAppStatus {
+            rollout: Some(crate::resource::RolloutStatus {
+                blue_green: Some(BlueGreenStatus {
+                    carry: Some(carry.clone()),
+                    ..BlueGreenStatus::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
     #[test]
     fn a_template_changed_again_mid_rollout_keeps_the_key() {
         let blue = live_sts(&web("v1", MANUAL), "web", "web-1", 2);
@@ -916,16 +921,7 @@ pub(super) mod tests {
             to: "web-green".into(),
             key: "v2hash-1".into(),
         };
-        app.status = Some(crate::resource::VisitCounterAppStatus {
-            rollout: Some(crate::resource::RolloutStatus {
-                blue_green: Some(BlueGreenStatus {
-                    carry: Some(going.clone()),
-                    ..BlueGreenStatus::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        last_carried(&mut app, &going);
         let (_, decision) = run(&app, both(&blue, &green, &service), None, &at(30));
         assert_eq!(decision.blue_green.unwrap().carry, Some(going));
     }
