@@ -336,10 +336,11 @@ async fn run(
                     } else {
                         seen.ready
                     };
-                    if ready != seen.ready {
-                        seen.ready = ready;
-                        reporter.report(seen).await;
-                    }
+                    seen.ready = ready;
+                    // At every probe, not only at a change: a report the
+                    // API server missed (it was restarting) goes again. An
+                    // unchanged status sends nothing.
+                    reporter.report(seen).await;
                 }
                 if let (Some(check), Some(at)) = (liveness, next_live) && at <= now {
                     next_live = Some(now + check.period);
