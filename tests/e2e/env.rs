@@ -344,3 +344,13 @@ impl OperatorProcess {
         self.log()
     }
 }
+
+impl Drop for OperatorProcess {
+    /// A scenario that failed before `stop` leaves no operator running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
