@@ -390,8 +390,13 @@ async fn status_counts_the_answers(env: &Env, app: &str, answered: &load::Answer
             if visits.complete && short.is_empty() && visits.total >= all_answered {
                 return format!("status.visits.total {} over {} pods", visits.total, visits.pods.len());
             }
+            let listed: Vec<String> = visits
+                .pods
+                .iter()
+                .map(|p| format!("{} {:?}{}", p.name, p.visits, if p.retained { " retained" } else { "" }))
+                .collect();
             last = format!(
-                "complete: {}, short: {short:?}, total {} for {all_answered} answered",
+                "complete: {}, short: {short:?}, total {} for {all_answered} answered; listed {listed:?}; answered by {answered:?}",
                 visits.complete, visits.total
             );
         }
