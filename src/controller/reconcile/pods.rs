@@ -11,6 +11,7 @@ use kube::{ResourceExt, runtime::events::EventType};
 
 use super::{Context, app_key};
 use crate::{
+    children::green_statefulset_name,
     controller::{
         Error,
         observe::{
@@ -54,7 +55,7 @@ pub async fn look_at_pods(
         None => None,
     };
     let (failure, look) = pods_not_created_now(app, ctx, namespace, sts).await;
-    let failure = failure.or_else(|| crash_loop(app, ctx, namespace));
+    let failure = failure.or_else(|| crash_loop(app, ctx, namespace, sts));
     Ok(PodFindings {
         stuck,
         failure,
@@ -63,9 +64,16 @@ pub async fn look_at_pods(
 }
 
 /// Pods of the app (either slot of blue/green) that crash and restart,
-/// as `Degraded` says it. Their own changes wake the app: no timer.
-fn crash_loop(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Option<Failure> {
-    let pods = ctx.caches.pods_of_app(namespace, &app.name_any());
+/// as `Degraded` says it. Their own changes wake the app: no timer. Each
+/// pod is looked up by name, not found by a scan of every cached pod.
+fn crash_loop(app: &VisitCounterApp, ctx: &Context, namespace: &str, sts: Option<&StatefulSet>) -> Option<Failure> {
+    let name = app.name_any();
+    let live = sts.and_then(|s| s.spec.as_ref()?.replicas).unwrap_or(0);
+    let replicas = app.spec.replicas.max(live);
+    let pods: Vec<_> = [name.clone(), green_statefulset_name(&name)]
+        .iter()
+        .flat_map(|slot| ctx.caches.pods_of(namespace, slot, replicas))
+        .collect();
     let found = crashing(pods.iter().map(|p| &p.0));
     message(&found, app.spec.replicas).map(|message| Failure {
         reason: PODS_CRASH_LOOPING,

@@ -124,7 +124,11 @@ async fn blue_green_slots(
     if blue.is_none() && green.is_none() {
         // A re-create of the second slot cut short, whatever the strategy
         // now: its pods are left, and it served.
-        let pods = pod_views(app, ctx, namespace);
+        let pods = [
+            slot_pods(app, ctx, namespace, &name),
+            slot_pods(app, ctx, namespace, &green_name),
+        ]
+        .concat();
         if stand_in::only_second_slot_pods(&name, &green_name, &pods) {
             green = stand_in(app, ctx, namespace, &green_name, &pods).await?;
         }
@@ -140,7 +144,7 @@ async fn blue_green_slots(
     let serving = blue_green::slots(&name, &live).serving;
     let missing = if serving == name { &mut blue } else { &mut green };
     if missing.is_none() {
-        *missing = stand_in(app, ctx, namespace, &serving, &pod_views(app, ctx, namespace)).await?;
+        *missing = stand_in(app, ctx, namespace, &serving, &slot_pods(app, ctx, namespace, &serving)).await?;
     }
     let live = blue_green::Live {
         blue: blue.as_ref(),
@@ -184,6 +188,17 @@ async fn stand_in(
     )))
 }
 
+/// The pods of the app's StatefulSet `slot` (its ordinals up to the
+/// spec's replicas), each looked up by name in the cache: the few reads a
+/// missing StatefulSet needs, with no scan of every cached pod.
+fn slot_pods(app: &VisitCounterApp, ctx: &Context, namespace: &str, slot: &str) -> Vec<PodView> {
+    ctx.caches
+        .pods_of(namespace, slot, app.spec.replicas)
+        .iter()
+        .map(|p| PodView::of(&p.0))
+        .collect()
+}
+
 /// The app's pods as the cache holds them.
 fn pod_views(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Vec<PodView> {
     ctx.caches
@@ -218,7 +233,16 @@ async fn shadow_decision(
     }
     let serving = match ctx.caches.get("StatefulSet", namespace, &serving_name) {
         Some(live) => Some(live),
-        None => stand_in(app, ctx, namespace, &serving_name, &pod_views(app, ctx, namespace)).await?,
+        None => {
+            stand_in(
+                app,
+                ctx,
+                namespace,
+                &serving_name,
+                &slot_pods(app, ctx, namespace, &serving_name),
+            )
+            .await?
+        }
     };
     Ok(shadow::decide(app, children, serving.as_ref(), shadow.as_ref(), now))
 }

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::PodView;
+use crate::controller::observe::pods::ordinal_of;
 
 /// The revision most of the serving StatefulSet's pods run: `None` when no
 /// pod of it is left (a new app, or one deleted with its pods).
@@ -24,15 +25,11 @@ pub fn pods_revision(serving: &str, pods: &[PodView]) -> Option<String> {
     let prefix = format!("{serving}-");
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     pods.iter()
-        .filter(|p| !p.terminating && p.name.strip_prefix(&prefix).is_some_and(is_ordinal))
+        .filter(|p| !p.terminating && ordinal_of(serving, &p.name).is_some())
         .filter_map(|p| p.revision.as_deref())
         .filter(|r| r.strip_prefix(&prefix).is_some_and(|hash| !hash.contains('-')))
         .for_each(|r| *counts.entry(r).or_default() += 1);
     counts.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r.to_owned())
-}
-
-fn is_ordinal(rest: &str) -> bool {
-    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The StatefulSet `serving` at rest on `revision`, which its pods run:
