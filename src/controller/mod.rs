@@ -27,6 +27,7 @@ pub mod rollout;
 mod run;
 pub mod runtime;
 pub mod status;
+pub mod text;
 
 pub use observe::visits;
 pub use run::run;

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::ResourceExt;
 
 use super::pods::is_ready;
+use crate::controller::text::cut;
 
 /// The `Degraded` reason while pods crash and restart.
 pub const PODS_CRASH_LOOPING: &str = "PodsCrashLooping";
@@ -94,15 +95,6 @@ fn last_line_first(words: &str) -> String {
         format!("{last} (before it: {before})")
     };
     cut(&joined, WORDS_KEPT)
-}
-
-/// `text` cut to at most `max` bytes, at a character boundary.
-pub fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let end = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

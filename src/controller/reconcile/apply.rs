@@ -169,15 +169,7 @@ pub async fn record(
     metrics: &Metrics,
 ) {
     // The Events API refuses notes over 1 kB.
-    let mut note = note;
-    if note.len() > 1000 {
-        let mut cut = 1000;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push('…');
-    }
+    let note = crate::controller::text::cut(&note, 1000);
     // The log tells the same story as the Events, in the same words.
     let app_key = format!(
         "{}/{}",

@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::watch::store_ready;
 use crate::{
     children::INSTANCE_LABEL,
-    controller::observe::crash_loops::{WORDS_KEPT, cut},
+    controller::{observe::crash_loops::WORDS_KEPT, text::cut},
 };
 
 /// `K` with its spec and status kept as text.
