@@ -318,16 +318,7 @@ pub async fn a_recreate_cut_short_keeps_the_serving_slot(env: &Env) {
     let green = selected(env, "bgr")
         .await
         .expect("the Service selects bgr-green's pods");
-    orphan(env, "bgr-green").await;
-
-    let operator = OperatorProcess::start(env);
-    eventually("bgr-green is created again and owns its pods", || {
-        owns_its_pods(env, "bgr-green")
-    })
-    .await;
-    eventually("bgr is Ready", || env.ready_with_pods("bgr", 2)).await;
-    let log = format!("{log}{}", operator.stop());
-    assert!(!exists(env, "bgr").await, "no StatefulSet bgr was created: {log}");
+    cut_short_then_started_again(env, "bgr", log).await;
     assert_eq!(env.pod_uids("bgr").await, pods, "the same pods serve");
     assert_eq!(env.claim_uids("bgr").await, claims, "the same claims");
     assert_eq!(
@@ -352,17 +343,25 @@ pub async fn a_recreate_cut_short_after_blue_green_keeps_the_serving_slot(env: &
     .await;
     let log = operator.stop();
     let pods = env.pod_uids("bgl").await;
-    orphan(env, "bgl-green").await;
+    cut_short_then_started_again(env, "bgl", log).await;
+    assert_eq!(env.pod_uids("bgl").await, pods, "the same pods serve");
+}
 
+/// The re-create of `<app>-green` cut short with no operator running (its
+/// orphaning delete done), then an operator started: `<app>-green` is
+/// created again, owns its pods and the app is Ready, and no StatefulSet
+/// `app` was created. `log` is the stopped operator's.
+async fn cut_short_then_started_again(env: &Env, app: &str, log: String) {
+    let green = format!("{app}-green");
+    orphan(env, &green).await;
     let operator = OperatorProcess::start(env);
-    eventually("bgl-green is created again and owns its pods", || {
-        owns_its_pods(env, "bgl-green")
+    eventually(&format!("{green} is created again and owns its pods"), || {
+        owns_its_pods(env, &green)
     })
     .await;
-    eventually("bgl is Ready", || env.ready_with_pods("bgl", 2)).await;
+    eventually(&format!("{app} is Ready"), || env.ready_with_pods(app, 2)).await;
     let log = format!("{log}{}", operator.stop());
-    assert!(!exists(env, "bgl").await, "no StatefulSet bgl was created: {log}");
-    assert_eq!(env.pod_uids("bgl").await, pods, "the same pods serve");
+    assert!(!exists(env, app).await, "no StatefulSet {app} was created: {log}");
 }
 
 /// Brings `app` to blue/green served by its second slot: created, a new
