@@ -23,6 +23,7 @@ use kube::{
 use super::{
     Error,
     observe::{
+        crash_loops::crashing,
         pods::{REVISION_LABEL, ready_condition},
         visits::Poller,
     },
@@ -59,8 +60,8 @@ pub async fn run(
         pod.metadata.annotations = None;
         pod.metadata.owner_references = None;
     });
-    // A pod's readiness or revision can block a rollout; nothing else of a pod
-    // is worth a reconcile.
+    // A pod's readiness or revision can block a rollout, and a crash loop is
+    // said in the status; nothing else of a pod is worth a reconcile.
     let pod_stream = pod_stream.predicate_filter(pod_rollout_state, Default::default());
     let caches = ChildCaches {
         stateful_sets,
@@ -163,13 +164,56 @@ async fn stopped_before_listing(shutdown: impl Future<Output = ()>, apps: Store<
     }
 }
 
-/// The parts of a pod that can change a rollout's state: its readiness, its
-/// revision, and whether it is going away.
+/// The parts of a pod that can change a rollout's state or the app's
+/// conditions: its readiness, its revision, whether it is going away, and
+/// whether it crashes and restarts, with what exit code and last words (not
+/// its restart count: one reconcile per crash loop, not per restart).
 fn pod_rollout_state(SlimPod(pod): &SlimPod) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     ready_condition(pod).map(|c| &c.status).hash(&mut hasher);
     pod.labels().get(REVISION_LABEL).hash(&mut hasher);
     pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    for crash in crashing([pod]) {
+        (crash.exit_code, crash.words).hash(&mut hasher);
+    }
     Some(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(restarts: i32, last_exit: i32) -> SlimPod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-0", "labels": {"controller-revision-hash": "web-1"}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "app", "image": "x", "imageID": "", "ready": false,
+                    "restartCount": restarts,
+                    "lastState": {"terminated": {"exitCode": last_exit, "message": "cannot write /data"}}}],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_crash_loop_is_worth_one_reconcile_not_one_per_restart() {
+        let (first_crash, looping, later) = (pod(1, 1), pod(2, 1), pod(5, 1));
+        assert_ne!(
+            pod_rollout_state(&first_crash),
+            pod_rollout_state(&looping),
+            "entering a loop"
+        );
+        assert_eq!(
+            pod_rollout_state(&looping),
+            pod_rollout_state(&later),
+            "a further restart"
+        );
+        assert_ne!(
+            pod_rollout_state(&later),
+            pod_rollout_state(&pod(5, 2)),
+            "another exit code"
+        );
+    }
 }
