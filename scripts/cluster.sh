@@ -16,12 +16,15 @@
 # state in target/cluster-1.34: the oldest release the e2e suite runs against.
 #
 # With --real-pods (or VISITCOUNTER_REAL_PODS=1), on every verb: a second
-# control plane (state in target/cluster-real) whose one node is
-# visitcounter-node (crates/node-agent, run as root): pods of this project's
-# image run for real as processes of target/debug/visitcounter, each in its
-# own network and mount namespace with an address in 10.244.0.0/24 that lives
-# only inside those namespaces, and every NodePort answers on 127.0.0.1.
-# Pods of any other image stay in ImagePullBackOff, as on a real node.
+# control plane (state in target/cluster-real) with one real node,
+# visitcounter-node: kubelet, kube-proxy, containerd, runc and the CNI
+# plugins, built from their Go modules, run as root in a network namespace
+# of their own (tests/cluster/node/node.sh says how), with this project's
+# image assembled from target/debug/visitcounter. Pods of any other image
+# stay in ImagePullBackOff: the node reaches no registry. NodePorts answer on
+# the node's address, 10.244.1.2, reached from this machine through a veth
+# pair; `env` prints it as VISITCOUNTER_NODE_ADDRESS. Needs iproute2, socat,
+# iptables and, to build runc, libseccomp-dev.
 #
 # `up` starts etcd, kube-apiserver (RBAC, a JSON audit log of every request at
 # Metadata level), kube-controller-manager, kube-scheduler, kwok with three
@@ -67,14 +70,16 @@ elif [ -n "$kubernetes" ]; then
   components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok volumes)
 elif [ -n "$real_pods" ]; then
   state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster-real}"
-  # The node is stopped first (last here), so its pods end before the API server.
-  components=(etcd kube-apiserver kube-controller-manager kube-scheduler volumes node gateway)
+  # The node is stopped first (last here), then what it left (node_leftovers).
+  components=(etcd kube-apiserver kube-controller-manager kube-scheduler volumes api-relay node-api-relay
+    containerd kubelet kube-proxy gateway)
 else
   state="${VISITCOUNTER_CLUSTER_DIR:-$root/target/cluster}"
   components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok volumes)
 fi
-# The node agent's name, and the prefix of the network namespaces it makes.
-node_name=visitcounter-node
+# The real node: its build, network, configuration and start.
+# shellcheck source=tests/cluster/node/node.sh
+source "$module/node/node.sh"
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() {
@@ -90,7 +95,7 @@ build() {
   if [ "$kube_module" != "$module" ]; then
     build_older
   fi
-  want=$(cd "$module" && cat go.mod go.sum sim/go.mod sim/go.sum helm/go.mod helm/go.sum $(find . -name '*.go' | sort) |
+  want=$(cd "$module" && cat go.mod go.sum sim/go.mod sim/go.sum helm/go.mod helm/go.sum $(find . -name '*.go' -not -path './node/*' | sort) |
     sha256sum | cut -d' ' -f1)
   stamp="$bin/.built"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$bin/kube-apiserver" ]; then
@@ -101,7 +106,8 @@ build() {
   (
     # errexit does not hold inside a subshell tested by ||: each step is chained.
     cd "$module" &&
-      go_build_kubernetes "$bin" k8s.io/kubernetes/cmd/kubectl ./cmd/etcd &&
+      go_build_kubernetes "$bin" k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet \
+        k8s.io/kubernetes/cmd/kube-proxy ./cmd/etcd &&
       cd sim &&
       GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$bin/" sigs.k8s.io/kwok/cmd/kwok ./cmd/volumes &&
       cd ../helm &&
@@ -232,13 +238,17 @@ certificates() {
         -extfile "$1.ext" -out "$1.crt" 2>/dev/null
     }
     sign apiserver "/CN=kube-apiserver" \
-      "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:10.244.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+      "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:10.244.1.2,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth"
     sign admin "/O=system:masters/CN=visitcounter-test-admin" "extendedKeyUsage=clientAuth"
     sign controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
     sign scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
     sign kwok "/O=system:masters/CN=kwok" "extendedKeyUsage=clientAuth"
     sign volumes "/O=system:masters/CN=visitcounter-test-volumes" "extendedKeyUsage=clientAuth"
+    sign kubelet "/O=system:nodes/CN=system:node:visitcounter-node" "extendedKeyUsage=clientAuth"
+    sign kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
+    # The API server's own identity towards kubelets (logs, exec).
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
   )
 }
 
@@ -314,23 +324,12 @@ start_kwok() {
     --cidr=127.64.0.0/12 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
 }
 
-# The node whose pods really run: this project's binary as the image.
-start_node() {
-  log "building visitcounter and visitcounter-node (cargo)"
-  (cd "$root" && cargo build --locked --quiet -p visitcounter -p node-agent) ||
-    die "cannot build the node agent"
-  [ "$(id -u)" = 0 ] || die "--real-pods needs root: the node agent makes network and mount namespaces"
-  KUBECONFIG="$state/admin.kubeconfig" start node "$root/target/debug/visitcounter-node" --node-name="$node_name" \
-    --state-dir="$state/node" --binary="$root/target/debug/visitcounter" \
-    --api-server="127.0.0.1:$api_port"
-}
-
 # Gateway API on the node: the standard CRDs, a GatewayClass for Traefik,
 # the Gateway `gateway/edge` (listener `web`, HTTP on port 8000, routes from
 # every namespace) and Traefik serving it from the node's network namespace,
 # where pod addresses answer, as a gateway on the node's host network would.
-# Its port answers on 127.0.0.1 as a NodePort, through the Service
-# `gateway/edge` whose one endpoint is the node's address.
+# Its port answers as a NodePort at the node's address, through the Service
+# `gateway/edge` whose one endpoint is the node's address (kube-proxy's rules).
 start_gateway() {
   kubectl_ apply --server-side -f "$("$root/scripts/gateway-api.sh")" >/dev/null
   # Traefik's own CRDs (traefik.io), from its module: a TraefikService of
@@ -342,7 +341,6 @@ start_gateway() {
   wait_for "the Gateway API CRDs are established" 60 \
     kubectl_ wait --for=condition=Established crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
     crd/traefikservices.traefik.io --timeout=1s
-  local node_ip=10.244.0.1
   sed "s#server: .*#server: https://$node_ip:443#" "$state/admin.kubeconfig" >"$state/gateway.kubeconfig"
   kubectl_ apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -395,6 +393,8 @@ up() {
   fi
   build
   if [ -n "$real_pods" ]; then
+    node_needs
+    build_node
     build_gateway
   fi
   down >/dev/null 2>&1 || true
@@ -405,7 +405,7 @@ up() {
   etcd_peer_port=$(free_port)
   api_port=$(free_port)
   certificates
-  for user in admin controller-manager scheduler kwok volumes; do kubeconfig "$user"; done
+  for user in admin controller-manager scheduler kwok volumes kubelet kube-proxy; do kubeconfig "$user"; done
   cat >"$state/audit-policy.yaml" <<EOF
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -429,6 +429,9 @@ EOF
     --authorization-mode=Node,RBAC \
     --audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$state/audit.log" \
     --audit-log-format=json --audit-log-mode=blocking --audit-log-maxsize=0 \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
+    --kubelet-client-certificate="$state/pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$state/pki/apiserver-kubelet-client.key" \
     --profiling=false
   wait_for "kube-apiserver is ready" 120 kubectl_ get --raw /readyz
   local cm_port sched_port
@@ -492,14 +495,8 @@ down() {
     fi
     rm -f "$state/pids/$c.pid"
   done
-  if [ -n "$real_pods" ] && [ -d /run/netns ]; then
-    # What a node agent that was killed left: its pods' processes and the
-    # network namespaces it named (vcn-<node>-*), never anything else.
-    for ns in /run/netns/vcn-"$node_name"-*; do
-      [ -e "$ns" ] || continue
-      ip netns pids "$(basename "$ns")" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
-      ip netns del "$(basename "$ns")" 2>/dev/null || true
-    done
+  if [ -n "$real_pods" ]; then
+    node_leftovers
   fi
   log "stopped: ${stopped[*]:-nothing was running}"
 }
@@ -510,10 +507,12 @@ env_() {
   echo "export VISITCOUNTER_AUDIT_LOG=$state/audit.log"
   echo "export PATH=$bin:\$PATH"
   if [ -n "$real_pods" ]; then
-    # Each pod's directory (its container's log, <uid>/<container>.log).
-    echo "export VISITCOUNTER_NODE_PODS=$state/node/pods"
-    # The Gateway gateway/edge (Traefik), listener web, on 127.0.0.1.
-    echo "export VISITCOUNTER_GATEWAY_URL=http://127.0.0.1:$(cat "$state/gateway-port")"
+    # The node's address, where NodePorts answer, and its containerd, for
+    # ctr (the tests find a pod's processes with `ctr task ls`).
+    echo "export VISITCOUNTER_NODE_ADDRESS=$node_ip"
+    echo "export CONTAINERD_ADDRESS=$state/node/containerd.sock CONTAINERD_NAMESPACE=k8s.io"
+    # The Gateway gateway/edge (Traefik), listener web, at a NodePort.
+    echo "export VISITCOUNTER_GATEWAY_URL=http://$node_ip:$(cat "$state/gateway-port")"
   fi
 }
 
@@ -521,7 +520,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   env) env_ ;;
-  build) build && if [ -n "$real_pods" ]; then build_gateway; fi ;;
+  build) build && if [ -n "$real_pods" ]; then build_node && build_gateway; fi ;;
   restart) restart "${2:-}" ;;
   *) die "usage: scripts/cluster.sh up | env | down | build | restart COMPONENT [--kubernetes=1.34] [--real-pods]" ;;
 esac

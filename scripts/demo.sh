@@ -2,7 +2,7 @@
 # The seed report's journey on this machine: a local Kubernetes control plane
 # whose pods really run (scripts/cluster.sh up --real-pods, as root), the
 # operator installed by its Helm chart, the seed's two apps, visits through
-# each NodePort, and what the seed's user looked at: kubectl get
+# each NodePort at the node's address, and what the seed's user looked at: kubectl get
 # po,sts,svc,pvc, the URLs, each pod's /data/visits.json and the app's
 # status.visits.total. The control plane is left running.
 set -euo pipefail
@@ -32,9 +32,9 @@ kubectl get po,sts,svc,pvc
 echo
 for app in app-python app-go; do
   port=$(kubectl get svc "$app" -o jsonpath='{.spec.ports[0].nodePort}')
-  echo "$app: http://127.0.0.1:$port/"
+  echo "$app: http://$VISITCOUNTER_NODE_ADDRESS:$port/"
   for _ in 1 2 3 4 5 6; do
-    curl -s "http://127.0.0.1:$port/" | sed -n 's|.*<h1>\(.*\)</h1><p>Served by pod <code>\(.*\)</code>.*|  \1 (served by \2)|p'
+    curl -s "http://$VISITCOUNTER_NODE_ADDRESS:$port/" | sed -n 's|.*<h1>\(.*\)</h1><p>Served by pod <code>\(.*\)</code>.*|  \1 (served by \2)|p'
   done
 done
 echo

@@ -23,7 +23,8 @@
 #    the Dockerfile through hadolint; on the local control plane, the operator
 #    under the chart's own RBAC with a ServiceAccount token (tests/rbac_real.py).
 # 4. The seed's journey (tests/journey.py) on a control plane whose pods really
-#    run (scripts/cluster.sh up --real-pods; needs root and iproute2): helm
+#    run on kubelet, containerd and runc (scripts/cluster.sh up --real-pods;
+#    needs root, iproute2, socat, iptables and libseccomp-dev): helm
 #    install, the report's Helm releases moved over with their counts, both
 #    seed apps, visits through the NodePorts, a config canary, kill -9, the
 #    operator's leader handover, helm uninstall. Before it, on the same
@@ -108,8 +109,9 @@ if [ -z "${VISITCOUNTER_E2E_KUBECONFIG:-}" ]; then
     trap - EXIT
   fi
 
-  # The seed's journey with pods that really run: a second control plane whose
-  # node is crates/node-agent (root: it makes network and mount namespaces).
+  # The seed's journey with pods that really run: a second control plane with
+  # a real node, kubelet, kube-proxy, containerd and runc in a network
+  # namespace (root; tests/cluster/node/node.sh).
   real_started_here=
   if ! scripts/cluster.sh env --real-pods >/dev/null 2>&1; then
     real_started_here=1

@@ -2,7 +2,7 @@
 (`scripts/cluster.sh up --real-pods`): `helm install` of the operator's
 chart with Helm's own command, its two pods running as processes under
 their ServiceAccount's token with leader election; the seed's two apps side
-by side; visits through each NodePort on 127.0.0.1; each pod's
+by side; visits through each NodePort at the node's address; each pod's
 `/data/visits.json` read from its volume.
 
 Asserts: every answered visit is counted (`status.visits.total` equals the
@@ -31,6 +31,7 @@ import urllib.request
 
 import journey_gateway
 import journey_helm
+import node
 from checks import Checks
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def node_port(app):
 def visit(port):
     """One visit through the NodePort: the pod that answered, or None."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        with urllib.request.urlopen(node.url(port), timeout=5) as response:
             body = response.read().decode()
             return body.split("<code>")[1].split("</code>")[0] if response.status == 200 else None
     except (urllib.error.URLError, ConnectionError, OSError, IndexError):
@@ -123,11 +124,6 @@ def total(app):
     return visits.get("total"), visits.get("complete")
 
 
-def in_pod(pod):
-    """The pod's network namespace, named by its address (see crates/node-agent)."""
-    return f"vcn-{NODE}-{get('pod', pod)['status']['podIP'].split('.')[-1]}"
-
-
 def served_config(pod):
     """What the pod's process serves as its config.json, and its MODE variable:
     asked from inside the node's network namespace, read from /proc."""
@@ -136,7 +132,7 @@ def served_config(pod):
     config = json.loads(run("ip", "netns", "exec", f"vcn-{NODE}-node", sys.executable, "-c",
                             f"import urllib.request;print(urllib.request.urlopen('http://{ip}:{port}/config',"
                             f" timeout=5).read().decode())"))
-    (pid,) = run("ip", "netns", "pids", in_pod(pod)).split()
+    pid = node.container_pid(get("pod", pod))
     environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     mode = next((v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"MODE=")), None)
     return config.get("color"), mode
@@ -147,9 +143,8 @@ def config_maps(app):
 
 
 def leader_log():
-    """The leading operator pod's log, as the node agent keeps it."""
-    pod = get("pod", "-n", OPERATOR_NS, leader())
-    return (pathlib.Path(os.environ["VISITCOUNTER_NODE_PODS"]) / pod["metadata"]["uid"] / "operator.log").read_text()
+    """The leading operator pod's log, as `kubectl logs` gives it."""
+    return kubectl("logs", "-n", OPERATOR_NS, leader())
 
 
 def canary(checks):
@@ -266,7 +261,7 @@ def visit_numbered(port):
     """One visit through the NodePort: (the pod that answered, the number it
     gave), or None."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        with urllib.request.urlopen(node.url(port), timeout=5) as response:
             body = response.read().decode()
             if response.status != 200:
                 return None
@@ -451,10 +446,9 @@ def journey(checks, helm):
     worker.start()
     time.sleep(2)
     victim = get("pod", f"{app}-0")
-    octet = victim["status"]["podIP"].split(".")[-1]
-    pids = run("ip", "netns", "pids", f"vcn-{NODE}-{octet}").split()
-    checks.check(bool(pids), f"{app}-0 has a process to kill")
-    run("kill", "-9", *pids)
+    pid = node.container_pid(victim)
+    checks.check(pid is not None, f"{app}-0 has a process to kill")
+    run("kill", "-9", str(pid))
     time.sleep(3)
     under_load["stop"] = True
     worker.join()

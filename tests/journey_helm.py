@@ -21,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 
+import node
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NS = f"journey-helm-{os.getpid()}"
 RELEASES = {
@@ -101,7 +103,7 @@ def ready_pods(release, managed_by):
 
 def visit(port):
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        with urllib.request.urlopen(node.url(port), timeout=5) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, OSError):
         return False

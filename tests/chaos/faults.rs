@@ -220,29 +220,51 @@ pub async fn delete_a_pod(env: &Env, app: &str, rng: &mut fastrand::Rng) -> bool
         .is_ok()
 }
 
-/// kill -9 of every process of one of the app's running pods, found in the
-/// network namespace the node agent names by the pod's address
-/// (`vcn-<node>-<last octet>`, see crates/node-agent). Whether a process
-/// was killed: a pod that is only starting may have none yet.
+/// kill -9 of the process of one of the app's running pods: its
+/// container's, as the node's containerd lists it (`ctr task ls`, pointed at
+/// the node by `scripts/cluster.sh env --real-pods`). Whether a process was
+/// killed: a pod that is only starting may have none yet.
 pub async fn kill_a_pod_process(env: &Env, app: &str, rng: &mut fastrand::Rng) -> bool {
     let Some(pod) = a_pod(env, app, rng).await else {
         return false;
     };
-    let Some(ip) = pod.status.and_then(|s| s.pod_ip) else {
+    let Some(container) = pod
+        .status
+        .and_then(|s| s.container_statuses?.into_iter().next()?.container_id)
+    else {
         return false;
     };
-    let octet = ip.rsplit('.').next().unwrap_or_default().to_owned();
-    let output = Command::new("ip")
-        .args(["netns", "pids", &format!("vcn-visitcounter-node-{octet}")])
-        .output()
-        .expect("ip (iproute2) runs");
-    let mut killed = false;
-    for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-        if let Ok(pid) = pid.parse() {
-            // A process may have ended since `ip` listed it.
-            // SAFETY: kill(2) on a process of a pod of the test's node.
-            killed |= unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
-        }
+    let output = Command::new("ctr").args(["task", "ls"]).output().expect("ctr runs");
+    let tasks = String::from_utf8_lossy(&output.stdout);
+    match running_task_pid(&tasks, container.trim_start_matches("containerd://")) {
+        // The process may have ended since ctr listed it.
+        // SAFETY: kill(2) on the process of a pod of the test's node.
+        Some(pid) => unsafe { libc::kill(pid, libc::SIGKILL) == 0 },
+        None => false,
     }
-    killed
+}
+
+/// The process id of `container` in `ctr task ls`'s table (TASK PID STATUS),
+/// while it runs.
+fn running_task_pid(tasks: &str, container: &str) -> Option<i32> {
+    tasks.lines().skip(1).find_map(|line| {
+        let mut words = line.split_whitespace();
+        let (task, pid, status) = (words.next()?, words.next()?, words.next()?);
+        (task == container && status == "RUNNING")
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::running_task_pid;
+
+    #[test]
+    fn a_running_task_is_found_by_its_container() {
+        let tasks = "TASK    PID     STATUS\nabc     4242    RUNNING\ndef     0       STOPPED\n";
+        assert_eq!(running_task_pid(tasks, "abc"), Some(4242));
+        assert_eq!(running_task_pid(tasks, "def"), None);
+        assert_eq!(running_task_pid(tasks, "ghi"), None);
+    }
 }

@@ -37,7 +37,9 @@ impl Load {
             .expect("the app's Service has a node port") as u16;
         let answered: Arc<Mutex<Answered>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(visit_until_stopped(port, answered.clone(), stop.clone()));
+        // NodePorts answer at the node's address (scripts/cluster.sh env).
+        let node = std::env::var("VISITCOUNTER_NODE_ADDRESS").expect("VISITCOUNTER_NODE_ADDRESS names the node");
+        let task = tokio::spawn(visit_until_stopped(node, port, answered.clone(), stop.clone()));
         Self { answered, stop, task }
     }
 
@@ -55,10 +57,10 @@ impl Load {
     }
 }
 
-async fn visit_until_stopped(port: u16, answered: Arc<Mutex<Answered>>, stop: Arc<AtomicBool>) {
+async fn visit_until_stopped(node: String, port: u16, answered: Arc<Mutex<Answered>>, stop: Arc<AtomicBool>) {
     let http = support::client();
     while !stop.load(Ordering::SeqCst) {
-        let visit = tokio::time::timeout(Duration::from_secs(2), support::get(&http, port, "/")).await;
+        let visit = tokio::time::timeout(Duration::from_secs(2), support::get_at(&http, &node, port, "/")).await;
         match visit {
             // Only a page that names the count and the pod is an answered visit.
             Ok(Ok((200, body))) if body.contains("<h1>Visits: ") => match served_by(&body) {

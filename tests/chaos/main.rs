@@ -89,7 +89,7 @@ async fn chaos_rounds_break_no_invariant() {
 #[ignore = "needs the local control plane whose pods run: scripts/test.sh starts one and runs this"]
 async fn chaos_under_load_loses_no_visit() {
     assert!(
-        std::env::var_os("VISITCOUNTER_NODE_PODS").is_some(),
+        std::env::var_os("VISITCOUNTER_NODE_ADDRESS").is_some(),
         "this test needs pods that run: eval \"$(scripts/cluster.sh env --real-pods)\""
     );
     let mut chaos = Chaos::start(Place::RealPods, 20).await;
@@ -118,12 +118,13 @@ enum Place {
     /// kwok's nodes: pods turn Ready without running. The operator runs on
     /// the host and does not ask for visits.
     Simulated,
-    /// The node agent's node: pods run. The operator runs in the node's
-    /// network namespace, where it reaches the pods to count their visits.
+    /// The real node (kubelet, containerd, runc): pods run. The operator
+    /// runs in the node's network namespace, where it reaches the pods to
+    /// count their visits.
     RealPods,
 }
 
-/// The node agent's network namespace of the node itself (crates/node-agent).
+/// The node's network namespace (tests/cluster/node/node.sh).
 const NODE_NETNS: &str = "vcn-visitcounter-node-node";
 
 /// A run: the test namespace, the operator, the faults' targets, and what
@@ -312,7 +313,7 @@ async fn node_ip(client: &Client) -> std::net::Ipv4Addr {
     let node = Api::<Node>::all(client.clone())
         .get("visitcounter-node")
         .await
-        .expect("the node agent's node");
+        .expect("the test node");
     let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
     addresses
         .iter()
