@@ -7,7 +7,6 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
-COPY crates ./crates
 COPY benches ./benches
 COPY src ./src
 RUN cargo build --release --locked --bin visitcounter
