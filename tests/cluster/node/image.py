@@ -82,23 +82,25 @@ def shared_libraries(binary):
 
 
 def layer(files, directories):
-    """An uncompressed tar of (path in image, bytes, mode) and directories."""
+    """An uncompressed tar of files (path in image, bytes, mode) and of
+    directories (path, mode, owner's uid and gid)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         made = set()
 
-        def directory(path, mode=0o755):
+        def directory(path, mode=0o755, owner=0):
             parts = pathlib.PurePosixPath(path).parts[1:]
             for i in range(1, len(parts) + 1):
                 name = "/".join(parts[:i])
                 if name not in made:
                     made.add(name)
                     info = tarfile.TarInfo(name)
-                    info.type, info.mode = tarfile.DIRTYPE, mode if i == len(parts) else 0o755
+                    info.type = tarfile.DIRTYPE
+                    info.mode, info.uid, info.gid = (mode, owner, owner) if i == len(parts) else (0o755, 0, 0)
                     tar.addfile(info)
 
-        for path, mode in directories:
-            directory(path, mode)
+        for path, mode, owner in directories:
+            directory(path, mode, owner)
         for path, data, mode in sorted(files):
             directory(str(pathlib.PurePosixPath(path).parent))
             info = tarfile.TarInfo(path.lstrip("/"))
@@ -148,7 +150,7 @@ def app(dockerfile, binary, name, out):
     files += [("/etc/passwd", PASSWD.encode(), 0o644), ("/etc/group", GROUP.encode(), 0o644)]
     if CA_ROOTS.exists():
         files.append((str(CA_ROOTS), CA_ROOTS.read_bytes(), 0o644))
-    directories = [("/tmp", 0o1777), ("/home/nonroot", 0o700)]
+    directories = [("/tmp", 0o1777, 0), ("/home/nonroot", 0o700, 65532)]
     write_archive(out, name, layer(files, directories), config)
 
 
