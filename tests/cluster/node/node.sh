@@ -166,8 +166,12 @@ node_images() {
   (cd "$root" && cargo build --locked --quiet -p visitcounter) || die "cannot build visitcounter"
   python3 "$module/node/image.py" app "$root/Dockerfile" "$root/target/debug/visitcounter" "$app_image" "$dir/app-image.tar"
   python3 "$module/node/image.py" pause "$bin/pause" "$pause_image" "$dir/pause-image.tar"
-  "${ctr[@]}" images import "$dir/app-image.tar" >/dev/null
-  "${ctr[@]}" images import "$dir/pause-image.tar" >/dev/null
+  # ctr's output (at each start, a warning that cgroup v1 is deprecated) is
+  # shown only when an import fails.
+  local image out
+  for image in app pause; do
+    out=$("${ctr[@]}" images import "$dir/$image-image.tar" 2>&1) || die "ctr images import $image-image.tar: $out"
+  done
 }
 
 start_node() {
