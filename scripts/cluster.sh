@@ -367,15 +367,7 @@ spec:
   type: NodePort
   ports: [{name: web, port: 8000, targetPort: 8000}]
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: edge-node
-  namespace: gateway
-  labels: {kubernetes.io/service-name: edge}
-addressType: IPv4
-ports: [{name: web, port: 8000}]
-endpoints: [{addresses: ["$node_ip"], conditions: {ready: true}}]
+$(node_endpoint_slice gateway edge web 8000)
 EOF
   KUBECONFIG="$state/gateway.kubeconfig" start gateway ip netns exec "vcn-$node_name-node" "$bin/traefik" \
     --global.checknewversion=false --global.sendanonymoususage=false \

@@ -148,7 +148,7 @@ EOF
   cat >"$dir/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
-clientConnection: {kubeconfig: $state/kube-proxy.kubeconfig}
+clientConnection: {kubeconfig: $state/kube-proxy.node.kubeconfig}
 hostnameOverride: $node_name
 mode: iptables
 clusterCIDR: 10.244.0.0/24
@@ -174,6 +174,22 @@ node_images() {
   done
 }
 
+# An EndpointSlice whose one endpoint is the node's address, for a Service
+# served by the node itself: namespace, Service, port name, port.
+node_endpoint_slice() {
+  cat <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $2-node
+  namespace: $1
+  labels: {kubernetes.io/service-name: $2}
+addressType: IPv4
+ports: [{name: $3, port: $4}]
+endpoints: [{addresses: ["$node_ip"], conditions: {ready: true}}]
+EOF
+}
+
 start_node() {
   node_needs
   local dir="$state/node"
@@ -186,18 +202,7 @@ start_node() {
   for user in kubelet kube-proxy; do
     sed "s#server: .*#server: https://$node_ip:443#" "$state/$user.kubeconfig" >"$state/$user.node.kubeconfig"
   done
-  sed -i "s#$state/kube-proxy.kubeconfig#$state/kube-proxy.node.kubeconfig#" "$dir/kube-proxy.yaml"
-  kubectl_ apply -f - >/dev/null <<EOF
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: kubernetes-node
-  namespace: default
-  labels: {kubernetes.io/service-name: kubernetes}
-addressType: IPv4
-ports: [{name: https, port: 443, protocol: TCP}]
-endpoints: [{addresses: ["$node_ip"], conditions: {ready: true}}]
-EOF
+  node_endpoint_slice default kubernetes https 443 | kubectl_ apply -f - >/dev/null
   PATH="$bin:$PATH" start containerd "${in_node[@]}" "$bin/containerd" --config "$dir/containerd.toml"
   wait_for "containerd answers" 60 "$bin/ctr" --address "$dir/containerd.sock" version
   node_images "$dir"
