@@ -11,7 +11,6 @@ use kube::{ResourceExt, runtime::events::EventType};
 
 use super::{Context, app_key};
 use crate::{
-    children::green_statefulset_name,
     controller::{
         Error,
         observe::{
@@ -70,10 +69,7 @@ fn crash_loop(app: &VisitCounterApp, ctx: &Context, namespace: &str, sts: Option
     let name = app.name_any();
     let live = sts.and_then(|s| s.spec.as_ref()?.replicas).unwrap_or(0);
     let replicas = app.spec.replicas.max(live);
-    let pods: Vec<_> = [name.clone(), green_statefulset_name(&name)]
-        .iter()
-        .flat_map(|slot| ctx.caches.pods_of(namespace, slot, replicas))
-        .collect();
+    let pods = ctx.caches.pods_of_both_slots(namespace, &name, replicas);
     let found = crashing(pods.iter().map(|p| &p.0));
     message(&found, app.spec.replicas).map(|message| Failure {
         reason: PODS_CRASH_LOOPING,

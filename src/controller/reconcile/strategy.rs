@@ -124,11 +124,12 @@ async fn blue_green_slots(
     if blue.is_none() && green.is_none() {
         // A re-create of the second slot cut short, whatever the strategy
         // now: its pods are left, and it served.
-        let pods = [
-            slot_pods(app, ctx, namespace, &name),
-            slot_pods(app, ctx, namespace, &green_name),
-        ]
-        .concat();
+        let pods: Vec<PodView> = ctx
+            .caches
+            .pods_of_both_slots(namespace, &name, app.spec.replicas)
+            .iter()
+            .map(|p| PodView::of(&p.0))
+            .collect();
         if stand_in::only_second_slot_pods(&name, &green_name, &pods) {
             green = stand_in(app, ctx, namespace, &green_name, &pods).await?;
         }

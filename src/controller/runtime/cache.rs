@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::watch::store_ready;
 use crate::{
-    children::INSTANCE_LABEL,
+    children::{INSTANCE_LABEL, green_statefulset_name},
     controller::{observe::crash_loops::WORDS_KEPT, text::cut},
 };
 
@@ -286,6 +286,14 @@ impl ChildCaches {
                     .get(&ObjectRef::new(&format!("{name}-{ordinal}")).within(namespace))
             })
             .collect()
+    }
+
+    /// The cached pods of both of the app `app`'s StatefulSets (`app`, then
+    /// `app-green`, blue/green's two slots) with ordinals below `replicas`.
+    pub fn pods_of_both_slots(&self, namespace: &str, app: &str, replicas: i32) -> Vec<Arc<SlimPod>> {
+        let mut pods = self.pods_of(namespace, app, replicas);
+        pods.extend(self.pods_of(namespace, &green_statefulset_name(app), replicas));
+        pods
     }
 }
 
