@@ -341,7 +341,7 @@ start_gateway() {
   wait_for "the Gateway API CRDs are established" 60 \
     kubectl_ wait --for=condition=Established crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
     crd/traefikservices.traefik.io --timeout=1s
-  node_kubeconfig admin >"$state/gateway.kubeconfig"
+  sed "s#server: .*#server: https://$node_ip:443#" "$state/admin.kubeconfig" >"$state/gateway.kubeconfig"
   kubectl_ apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Namespace
@@ -369,7 +369,7 @@ spec:
 ---
 $(node_endpoint_slice gateway edge web 8000)
 EOF
-  KUBECONFIG="$state/gateway.kubeconfig" start gateway ip netns exec "$node_netns" "$bin/traefik" \
+  KUBECONFIG="$state/gateway.kubeconfig" start gateway ip netns exec "vcn-$node_name-node" "$bin/traefik" \
     --global.checknewversion=false --global.sendanonymoususage=false \
     --entrypoints.web.address=:8000 --providers.kubernetesgateway=true --providers.kubernetescrd=true \
     --log.level=INFO --log.nocolor=true

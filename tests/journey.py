@@ -40,6 +40,7 @@ RELEASE, OPERATOR_NS = "visitcounter-operator", "visitcounter-system"
 APPS = ("app-python", "app-go")
 # The apps' namespace: a new one each run, so no claim of an earlier run is reused.
 NS = f"journey-{os.getpid()}"
+NODE = "visitcounter-node"
 
 
 def run(*args, input=None, check=True):
@@ -126,7 +127,11 @@ def total(app):
 def served_config(pod):
     """What the pod's process serves as its config.json, and its MODE variable:
     asked from inside the node's network namespace, read from /proc."""
-    config = json.loads(node.ask_pod(get("pod", pod), "/config"))
+    ip = get("pod", pod)["status"]["podIP"]
+    port = get("pod", pod)["spec"]["containers"][0]["ports"][0]["containerPort"]
+    config = json.loads(run("ip", "netns", "exec", f"vcn-{NODE}-node", sys.executable, "-c",
+                            f"import urllib.request;print(urllib.request.urlopen('http://{ip}:{port}/config',"
+                            f" timeout=5).read().decode())"))
     pid = node.container_pid(get("pod", pod))
     environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     mode = next((v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"MODE=")), None)

@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -111,7 +112,10 @@ def visit(port):
 def visit_pod(pod):
     """One visit to `pod` itself, from inside the node's network namespace:
     the count its page shows."""
-    page = node.ask_pod(get("pod", pod))
+    ip = get("pod", pod)["status"]["podIP"]
+    port = get("pod", pod)["spec"]["containers"][0]["ports"][0]["containerPort"]
+    page = run("ip", "netns", "exec", "vcn-visitcounter-node-node", sys.executable, "-c",
+               f"import urllib.request;print(urllib.request.urlopen('http://{ip}:{port}/', timeout=5).read().decode())")
     return int(page.split("Visits: ")[1].split("<")[0])
 
 

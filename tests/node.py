@@ -4,17 +4,12 @@ pod's process by its container, through the node's containerd (ctr)."""
 
 import os
 import subprocess
-import sys
 
 # Where NodePorts answer: `scripts/cluster.sh env --real-pods` exports it.
 ADDRESS = os.environ.get("VISITCOUNTER_NODE_ADDRESS", "")
 if not ADDRESS:
     raise SystemExit("VISITCOUNTER_NODE_ADDRESS is not set: "
                      "run `eval \"$(scripts/cluster.sh env --real-pods)\"` first")
-
-
-# The node's network namespace: pod addresses answer only from inside it.
-NETNS = "vcn-visitcounter-node-node"
 
 
 def url(port, path="/"):
@@ -34,16 +29,3 @@ def container_pid(pod):
         if task == container and status == "RUNNING":
             return int(pid)
     return None
-
-
-def ask_pod(pod, path="/"):
-    """The body of a GET of `path` from the pod itself, asked from inside the
-    node's network namespace."""
-    ip = pod["status"]["podIP"]
-    port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
-    result = subprocess.run(["ip", "netns", "exec", NETNS, sys.executable, "-c",
-                             f"import urllib.request;print(urllib.request.urlopen('http://{ip}:{port}{path}',"
-                             f" timeout=5).read().decode())"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"GET {path} of {pod['metadata']['name']} from the node: {result.stderr.strip()}")
-    return result.stdout

@@ -190,14 +190,8 @@ endpoints: [{addresses: ["$node_ip"], conditions: {ready: true}}]
 EOF
 }
 
-# The kubeconfig of `user` as the node reaches the API server: through the
-# relay at the node's own address.
-node_kubeconfig() {
-  sed "s#server: .*#server: https://$node_ip:443#" "$state/$1.kubeconfig"
-}
-
-# Started by `up`, which has checked node_needs before building.
 start_node() {
+  node_needs
   local dir="$state/node"
   node_network
   node_config "$dir"
@@ -205,7 +199,9 @@ start_node() {
   start api-relay socat "UNIX-LISTEN:$dir/api.sock,fork,unlink-early" "TCP:127.0.0.1:$api_port"
   wait_for "the API relay listens" 30 test -S "$dir/api.sock"
   start node-api-relay "${in_node[@]}" socat "TCP-LISTEN:443,bind=$node_ip,fork,reuseaddr" "UNIX-CONNECT:$dir/api.sock"
-  for user in kubelet kube-proxy; do node_kubeconfig "$user" >"$state/$user.node.kubeconfig"; done
+  for user in kubelet kube-proxy; do
+    sed "s#server: .*#server: https://$node_ip:443#" "$state/$user.kubeconfig" >"$state/$user.node.kubeconfig"
+  done
   node_endpoint_slice default kubernetes https 443 | kubectl_ apply -f - >/dev/null
   PATH="$bin:$PATH" start containerd "${in_node[@]}" "$bin/containerd" --config "$dir/containerd.toml"
   wait_for "containerd answers" 60 "$bin/ctr" --address "$dir/containerd.sock" version
