@@ -225,23 +225,26 @@ pub async fn delete_a_pod(env: &Env, app: &str, rng: &mut fastrand::Rng) -> bool
 /// the node by `scripts/cluster.sh env --real-pods`). Whether a process was
 /// killed: a pod that is only starting may have none yet.
 pub async fn kill_a_pod_process(env: &Env, app: &str, rng: &mut fastrand::Rng) -> bool {
-    let Some(pod) = a_pod(env, app, rng).await else {
-        return false;
-    };
-    let Some(container) = pod
-        .status
-        .and_then(|s| s.container_statuses?.into_iter().next()?.container_id)
-    else {
-        return false;
-    };
-    let output = Command::new("ctr").args(["task", "ls"]).output().expect("ctr runs");
-    let tasks = String::from_utf8_lossy(&output.stdout);
-    match running_task_pid(&tasks, container.trim_start_matches("containerd://")) {
-        // The process may have ended since ctr listed it.
-        // SAFETY: kill(2) on the process of a pod of the test's node.
-        Some(pid) => unsafe { libc::kill(pid, libc::SIGKILL) == 0 },
-        None => false,
+    // A pod between containers (one just created in a rollout) has none
+    // running: ask again for up to 3 s.
+    for _ in 0..15 {
+        let Some(pod) = a_pod(env, app, rng).await else {
+            return false;
+        };
+        let container = pod
+            .status
+            .and_then(|s| s.container_statuses?.into_iter().next()?.container_id);
+        let output = Command::new("ctr").args(["task", "ls"]).output().expect("ctr runs");
+        let tasks = String::from_utf8_lossy(&output.stdout);
+        let pid = container.and_then(|c| running_task_pid(&tasks, c.trim_start_matches("containerd://")));
+        if let Some(pid) = pid {
+            // The process may have ended since ctr listed it.
+            // SAFETY: kill(2) on the process of a pod of the test's node.
+            return unsafe { libc::kill(pid, libc::SIGKILL) == 0 };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    false
 }
 
 /// The process id of `container` in `ctr task ls`'s table (TASK PID STATUS),
