@@ -9,4 +9,5 @@ pub mod pod_creation;
 pub mod pods;
 pub mod retained;
 pub mod stuck_pods;
+pub mod unanswered;
 pub mod visits;

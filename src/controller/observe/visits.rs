@@ -1,7 +1,8 @@
 //! One visit count per app: every interval the operator asks each ready pod
 //! for its `/visits` (by pod IP, on the app's port), sums what answered, and
 //! writes `status.visits` when the counts changed. A pod that does not answer
-//! is reported with the reason, never counted as zero.
+//! is reported with the reason, never counted as zero, and asked less often
+//! (`unanswered`).
 //!
 //! `visits_status` is pure; `poll_once` does the I/O.
 
@@ -29,6 +30,7 @@ use serde_json::json;
 use super::{
     pods::{REVISION_LABEL, is_ready, ordinal_of},
     retained::keep_retained,
+    unanswered::Unanswered,
 };
 use crate::{
     children::{INSTANCE_LABEL, shadow_name},
@@ -297,6 +299,8 @@ pub struct Poller {
     metrics: Arc<Metrics>,
     /// Apps with a gauge, to drop the gauges of deleted apps.
     gauged: Mutex<HashSet<(String, String)>>,
+    /// Pods that did not answer, asked less often.
+    unanswered: Mutex<Unanswered>,
 }
 
 impl Poller {
@@ -310,6 +314,7 @@ impl Poller {
             pods,
             metrics,
             gauged: Mutex::default(),
+            unanswered: Mutex::default(),
         }
     }
 
@@ -354,13 +359,14 @@ impl Poller {
             .map(|(i, port, target, shadow)| async move {
                 let answer = match &target.address {
                     None => Err("not ready or no IP yet, not asked".to_owned()),
-                    Some(ip) => self.ask_one(ip, port).await,
+                    Some(ip) => self.ask_unless_silent(&target.name, ip, port).await,
                 };
                 (i, target.name, answer, target.address.is_some(), shadow)
             })
             .buffered(PARALLEL_ASKS)
             .collect()
             .await;
+        self.unanswered.lock().expect("unanswered pods").end_round();
         let mut answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
         let mut shadow_answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
         let mut asked_any = vec![false; apps.len()];
@@ -419,8 +425,19 @@ impl Poller {
         }
     }
 
-    async fn ask_one(&self, ip: &str, port: i32) -> Answer {
-        self.request(ip, port, "/visits", None).await
+    /// Asks the pod `name`, unless it is skipped this round for not
+    /// answering before (`Unanswered`): then its last error.
+    async fn ask_unless_silent(&self, name: &str, ip: &str, port: i32) -> Answer {
+        let address = format!("{ip}:{port}");
+        if let Some(error) = self.unanswered.lock().expect("unanswered pods").skipped(name, &address) {
+            return Err(error);
+        }
+        let answer = self.request(ip, port, "/visits", None).await;
+        self.unanswered
+            .lock()
+            .expect("unanswered pods")
+            .note(name, &address, &answer);
+        answer
     }
 
     /// `POST /carry` to the pod that takes the count in; its new count.
