@@ -17,8 +17,8 @@
 //!
 //! The rooms, each depending only on those before it: [`runtime`] (settings,
 //! caches, watches, metrics, errors), [`status`], [`observe`], [`rollout`]
-//! (the update strategies), [`reconcile`], and [`run`], which wires them
-//! together. Children are read from watch caches, never fetched, so a
+//! (the update strategies), [`reconcile`], [`wake`] (which changes wake a
+//! reconcile), and [`run`], which wires them together. Children are read from watch caches, never fetched, so a
 //! converged app costs no request on a resync.
 
 pub mod observe;
@@ -28,6 +28,7 @@ mod run;
 pub mod runtime;
 pub mod status;
 pub mod text;
+pub mod wake;
 
 pub use observe::visits;
 pub use run::run;

@@ -22,19 +22,16 @@ use kube::{
 
 use super::{
     Error,
-    observe::{
-        crash_loops::crashing,
-        pods::{REVISION_LABEL, ready_condition},
-        visits::Poller,
-    },
+    observe::visits::Poller,
     reconcile::{self, Context},
     runtime::{
         FIELD_MANAGER,
-        cache::{ChildCaches, Compact, SlimPod},
+        cache::{ChildCaches, Compact, SlimPod, strip_child},
         metrics::Metrics,
         settings::ControllerSettings,
         watch::{app_watch, child_watch, store_ready},
     },
+    wake::{app_state, pod_rollout_state},
 };
 use crate::{children::INSTANCE_LABEL, resource::VisitCounterApp};
 
@@ -50,19 +47,14 @@ pub async fn run(
     let namespace = settings.namespace.clone();
     let ns = namespace.as_deref();
     let (apps, app_stream) = app_watch(&client, ns);
-    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns, |_| {});
-    let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns, |_| {});
-    let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns, |_| {});
-    let (service_accounts, sa_stream) = child_watch::<ServiceAccount>(&client, ns, |_| {});
-    // Pods are cached slim (`SlimPod`): metadata, IP and conditions. The
-    // rollout check and the visits poller read no annotations or owners.
-    let (pods, pod_stream) = child_watch::<SlimPod>(&client, ns, |SlimPod(pod)| {
-        pod.metadata.annotations = None;
-        pod.metadata.owner_references = None;
-    });
-    // A pod's readiness or revision can block a rollout, and a crash loop is
-    // said in the status; nothing else of a pod is worth a reconcile.
+    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns, strip_child);
+    let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns, strip_child);
+    let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns, strip_child);
+    let (service_accounts, sa_stream) = child_watch::<ServiceAccount>(&client, ns, strip_child);
+    let (pods, pod_stream) = child_watch::<SlimPod>(&client, ns, strip_child);
+    // Only what a reconcile acts on wakes it (`wake`).
     let pod_stream = pod_stream.predicate_filter(pod_rollout_state, Default::default());
+    let app_stream = app_stream.predicate_filter(app_state, Default::default());
     let caches = ChildCaches {
         stateful_sets,
         services,
@@ -161,59 +153,5 @@ async fn stopped_before_listing(shutdown: impl Future<Output = ()>, apps: Store<
     shutdown.await;
     if store_ready(&apps) {
         std::future::pending::<()>().await;
-    }
-}
-
-/// The parts of a pod that can change a rollout's state or the app's
-/// conditions: its readiness, its revision, whether it is going away, and
-/// whether it crashes and restarts, with what exit code and last words (not
-/// its restart count: one reconcile per crash loop, not per restart).
-fn pod_rollout_state(SlimPod(pod): &SlimPod) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    ready_condition(pod).map(|c| &c.status).hash(&mut hasher);
-    pod.labels().get(REVISION_LABEL).hash(&mut hasher);
-    pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
-    for crash in crashing([pod]) {
-        (crash.exit_code, crash.words).hash(&mut hasher);
-    }
-    Some(hasher.finish())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pod(restarts: i32, last_exit: i32) -> SlimPod {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web-0", "labels": {"controller-revision-hash": "web-1"}},
-            "status": {
-                "conditions": [{"type": "Ready", "status": "False"}],
-                "containerStatuses": [{"name": "app", "image": "x", "imageID": "", "ready": false,
-                    "restartCount": restarts,
-                    "lastState": {"terminated": {"exitCode": last_exit, "message": "cannot write /data"}}}],
-            },
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_crash_loop_is_worth_one_reconcile_not_one_per_restart() {
-        let (first_crash, looping, later) = (pod(1, 1), pod(2, 1), pod(5, 1));
-        assert_ne!(
-            pod_rollout_state(&first_crash),
-            pod_rollout_state(&looping),
-            "entering a loop"
-        );
-        assert_eq!(
-            pod_rollout_state(&looping),
-            pod_rollout_state(&later),
-            "a further restart"
-        );
-        assert_ne!(
-            pod_rollout_state(&later),
-            pod_rollout_state(&pod(5, 2)),
-            "another exit code"
-        );
     }
 }

@@ -22,7 +22,11 @@ use serde_json::Value;
 use super::watch::store_ready;
 use crate::{
     children::{INSTANCE_LABEL, green_statefulset_name},
-    controller::{observe::crash_loops::WORDS_KEPT, text::cut},
+    controller::{
+        observe::{crash_loops::WORDS_KEPT, pods::REVISION_LABEL},
+        text::cut,
+    },
+    resource::VisitCounterApp,
 };
 
 /// `K` with its spec and status kept as text.
@@ -107,11 +111,12 @@ impl<K: k8s_openapi::Resource + DeserializeOwned> Compact<K> {
     }
 }
 
-/// A pod as the watch cache keeps it: its metadata, IP and conditions, and
-/// nothing of its spec or the rest of its status. Decoded straight into this
-/// form, so a pod's spec (most of its size) is never kept. A container whose
-/// last run failed keeps that run's exit code and words
-/// (`observe::crash_loops`); a healthy pod keeps no container status.
+/// A pod as the watch cache keeps it: its name, uid, times and the two
+/// labels the operator reads (`POD_LABELS_KEPT`), its IP and its `Ready`
+/// condition, and nothing of its spec or the rest of its status. Decoded
+/// straight into this form, so a pod's spec (most of its size) is never
+/// kept. A container whose last run failed keeps that run's exit code and
+/// words (`observe::crash_loops`); a healthy pod keeps no container status.
 #[derive(Clone, Debug, Serialize)]
 #[serde(transparent)]
 pub struct SlimPod(pub Pod);
@@ -137,15 +142,42 @@ impl<'de> Deserialize<'de> for SlimPod {
         }
         let raw = Raw::deserialize(deserializer)?;
         Ok(SlimPod(Pod {
-            metadata: raw.metadata,
+            metadata: kept_metadata(raw.metadata),
             spec: None,
             status: raw.status.map(|s| PodStatus {
                 pod_ip: s.pod_ip,
-                conditions: s.conditions,
+                conditions: s
+                    .conditions
+                    .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
                 container_statuses: failed_runs(s.container_statuses.unwrap_or_default()),
                 ..PodStatus::default()
             }),
         }))
+    }
+}
+
+/// The labels of a pod the operator reads: which app it belongs to, and
+/// its StatefulSet revision.
+pub const POD_LABELS_KEPT: [&str; 2] = [INSTANCE_LABEL, REVISION_LABEL];
+
+/// Of a pod's metadata, what the operator reads: name, namespace, uid,
+/// creation and deletion, and `POD_LABELS_KEPT`; and the resourceVersion,
+/// which the watch resumes from.
+fn kept_metadata(metadata: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: metadata.name,
+        namespace: metadata.namespace,
+        uid: metadata.uid,
+        resource_version: metadata.resource_version,
+        creation_timestamp: metadata.creation_timestamp,
+        deletion_timestamp: metadata.deletion_timestamp,
+        labels: metadata.labels.map(|labels| {
+            labels
+                .into_iter()
+                .filter(|(k, _)| POD_LABELS_KEPT.contains(&k.as_str()))
+                .collect()
+        }),
+        ..ObjectMeta::default()
     }
 }
 
@@ -204,6 +236,18 @@ fn as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>,
 fn from_text<S: Serializer>(text: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
     let value: Option<Value> = text.as_deref().and_then(|t| serde_json::from_str(t).ok());
     value.serialize(serializer)
+}
+
+/// What every watch drops of its objects before caching them: their
+/// managedFields, never read, and on a real API server a large part of
+/// every object.
+pub fn strip_child<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// What the apps' watch drops (`strip_child`'s).
+pub fn strip_app(app: &mut VisitCounterApp) {
+    strip_child(app);
 }
 
 /// The watch caches of the children.
@@ -327,20 +371,51 @@ mod tests {
     }
 
     #[test]
-    fn a_slim_pod_keeps_metadata_ip_and_conditions_only() {
+    fn a_slim_pod_keeps_what_the_operator_reads_only() {
         let json = serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web-0", "labels": {"controller-revision-hash": "web-1"}},
+            "metadata": {"name": "web-0", "namespace": "shop", "uid": "u1", "generateName": "web-",
+                         "resourceVersion": "42", "creationTimestamp": "2026-12-06T10:00:00Z",
+                         "annotations": {"a": "b"}, "ownerReferences": [{"apiVersion": "apps/v1",
+                         "kind": "StatefulSet", "name": "web", "uid": "u0", "controller": true}],
+                         "labels": {"controller-revision-hash": "web-1", "app.kubernetes.io/instance": "web",
+                                    "app.kubernetes.io/name": "visitcounter",
+                                    "statefulset.kubernetes.io/pod-name": "web-0"}},
             "spec": {"containers": [{"name": "app", "image": "x"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.7",
-                       "conditions": [{"type": "Ready", "status": "True"}]},
+                       "conditions": [{"type": "PodScheduled", "status": "True"},
+                                      {"type": "Ready", "status": "True"}]},
         });
         let SlimPod(pod) = serde_json::from_value(json).unwrap();
-        assert_eq!(pod.metadata.labels.unwrap()["controller-revision-hash"], "web-1");
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(
+            labels.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["app.kubernetes.io/instance", "controller-revision-hash"]
+        );
+        assert_eq!(
+            (
+                pod.metadata.name.as_deref(),
+                pod.metadata.namespace.as_deref(),
+                pod.metadata.uid.as_deref()
+            ),
+            (Some("web-0"), Some("shop"), Some("u1"))
+        );
+        assert!(pod.metadata.creation_timestamp.is_some());
+        assert_eq!(
+            pod.metadata.resource_version.as_deref(),
+            Some("42"),
+            "the watch resumes from it"
+        );
+        assert_eq!((&pod.metadata.generate_name, &pod.metadata.annotations), (&None, &None));
+        assert_eq!(pod.metadata.owner_references, None);
         assert!(pod.spec.is_none());
         let status = pod.status.unwrap();
         assert_eq!((status.pod_ip.as_deref(), status.phase), (Some("10.0.0.7"), None));
-        assert_eq!(status.conditions.unwrap()[0].type_, "Ready");
+        let conditions = status.conditions.unwrap();
+        assert_eq!(
+            conditions.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            ["Ready"]
+        );
         assert_eq!(status.container_statuses, None, "no container status of a healthy pod");
     }
 

@@ -12,7 +12,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use super::backoff::WatchBackoff;
+use super::{backoff::WatchBackoff, cache::strip_app};
 use crate::{children::MANAGED_BY, resource::VisitCounterApp};
 
 /// Objects per page of a watch's list. Smaller than client-go's 500: a page
@@ -30,11 +30,12 @@ where
 }
 
 /// A reflector over the operator's children of type `K`: the cache and the
-/// stream of touched objects that triggers their owner's reconcile.
+/// stream of touched objects that triggers their owner's reconcile. Each
+/// object is `strip`ped before it is kept (`cache::strip_child`).
 pub fn child_watch<K>(
     client: &Client,
     namespace: Option<&str>,
-    mut strip: impl FnMut(&mut K) + Send + 'static,
+    strip: impl FnMut(&mut K) + Send + 'static,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -52,17 +53,9 @@ where
     let config = watcher::Config::default()
         .labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"))
         .page_size(LIST_PAGE_SIZE);
-    // managedFields are never read; on a real API server they are a large
-    // part of every object.
-    let stream = reflector::reflector(
-        writer,
-        watcher(scoped::<K>(client, namespace), config).modify(move |object| {
-            object.meta_mut().managed_fields = None;
-            strip(object);
-        }),
-    )
-    .backoff(WatchBackoff::default())
-    .touched_objects();
+    let stream = reflector::reflector(writer, watcher(scoped::<K>(client, namespace), config).modify(strip))
+        .backoff(WatchBackoff::default())
+        .touched_objects();
     (reader, without_errors(stream))
 }
 
@@ -115,7 +108,7 @@ pub fn app_watch(
             scoped::<VisitCounterApp>(client, namespace),
             watcher::Config::default().page_size(LIST_PAGE_SIZE),
         )
-        .modify(|app| app.metadata.managed_fields = None),
+        .modify(strip_app),
     )
     .backoff(WatchBackoff::default())
     .applied_objects();
