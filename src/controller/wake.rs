@@ -49,7 +49,7 @@ fn carrying(status: &crate::resource::VisitCounterAppStatus) -> bool {
 /// conditions: its readiness, its revision, whether it is going away, and
 /// whether it crashes and restarts, with what exit code and last words (not
 /// its restart count: one reconcile per crash loop, not per restart).
-pub fn pod_rollout_state(SlimPod(pod): &SlimPod) -> Option<u64> {
+pub fn pod_rollout_state(pod: &SlimPod) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     ready_condition(pod).map(|c| &c.status).hash(&mut hasher);
     pod.labels().get(REVISION_LABEL).hash(&mut hasher);

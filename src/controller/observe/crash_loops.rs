@@ -14,11 +14,11 @@
 //!
 //! Pure: the pods come in as arguments.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::ContainerStatus;
 use kube::ResourceExt;
 
 use super::pods::is_ready;
-use crate::controller::text::cut;
+use crate::controller::{runtime::slim_pod::SlimPod, text::cut};
 
 /// The `Degraded` reason while pods crash and restart.
 pub const PODS_CRASH_LOOPING: &str = "PodsCrashLooping";
@@ -36,14 +36,11 @@ pub struct Crashing {
 }
 
 /// The app's pods that crash and restart, by name.
-pub fn crashing<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<Crashing> {
+pub fn crashing<'a>(pods: impl IntoIterator<Item = &'a SlimPod>) -> Vec<Crashing> {
     let mut found: Vec<Crashing> = pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && !is_ready(p))
-        .filter_map(|p| {
-            let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
-            statuses.iter().find_map(|s| crash_of(&p.name_any(), s))
-        })
+        .filter_map(|p| p.failed_runs.iter().find_map(|s| crash_of(&p.name_any(), s)))
         .collect();
     found.sort_by(|a, b| a.pod.cmp(&b.pod));
     found
@@ -103,11 +100,11 @@ mod tests {
 
     use super::*;
 
-    fn pod(name: &str, ready: bool, state: serde_json::Value, last: serde_json::Value) -> Pod {
+    fn pod(name: &str, ready: bool, state: serde_json::Value, last: serde_json::Value) -> SlimPod {
         restarted(name, ready, state, last, 2)
     }
 
-    fn restarted(name: &str, ready: bool, state: serde_json::Value, last: serde_json::Value, restarts: i32) -> Pod {
+    fn restarted(name: &str, ready: bool, state: serde_json::Value, last: serde_json::Value, restarts: i32) -> SlimPod {
         serde_json::from_value(json!({
             "metadata": {"name": name},
             "status": {

@@ -1,7 +1,9 @@
 //! What the operator reads of a pod: its readiness, its revision and its
 //! ordinal.
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::api::core::v1::PodCondition;
+
+use crate::controller::runtime::slim_pod::SlimPod;
 
 /// The label the StatefulSet controller puts on each pod: its revision.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -19,18 +21,13 @@ pub fn slot_ordinal_of(app: &str, pod: &str) -> Option<i32> {
 }
 
 /// Whether the pod's `Ready` condition is `True`.
-pub fn is_ready(pod: &Pod) -> bool {
+pub fn is_ready(pod: &SlimPod) -> bool {
     ready_condition(pod).is_some_and(|c| c.status == "True")
 }
 
 /// The pod's `Ready` condition, as the kubelet last reported it.
-pub fn ready_condition(pod: &Pod) -> Option<&PodCondition> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
+pub fn ready_condition(pod: &SlimPod) -> Option<&PodCondition> {
+    pod.ready.as_ref()
 }
 
 #[cfg(test)]

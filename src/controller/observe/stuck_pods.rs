@@ -11,14 +11,14 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{
-    api::{apps::v1::StatefulSet, core::v1::Pod},
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time};
 use kube::ResourceExt;
 
 use super::pods::{REVISION_LABEL, is_ready, ordinal_of, ready_condition};
-use crate::resource::{PodManagementPolicy, StuckPod, UpdateStrategyType, VisitCounterApp};
+use crate::{
+    controller::runtime::slim_pod::SlimPod,
+    resource::{PodManagementPolicy, StuckPod, UpdateStrategyType, VisitCounterApp},
+};
 
 /// A pod that blocks the rollout.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,7 +91,7 @@ pub struct RolloutCheck {
 pub fn check_rollout<'a>(
     app: &VisitCounterApp,
     stateful_set: &StatefulSet,
-    pods: impl IntoIterator<Item = &'a Pod>,
+    pods: impl IntoIterator<Item = &'a SlimPod>,
     now: &Time,
     stuck_after: Duration,
 ) -> RolloutCheck {
@@ -119,7 +119,7 @@ pub fn check_rollout<'a>(
         .and_then(|u| u.rolling_update.as_ref())
         .and_then(|r| r.partition)
         .unwrap_or(0);
-    let mut pods: Vec<(i32, &Pod)> = pods
+    let mut pods: Vec<(i32, &SlimPod)> = pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
@@ -168,7 +168,7 @@ pub fn check_rollout<'a>(
 }
 
 /// When the pod's Ready condition last turned, or else when it was created.
-fn not_ready_since(pod: &Pod) -> Option<Time> {
+fn not_ready_since(pod: &SlimPod) -> Option<Time> {
     ready_condition(pod)
         .and_then(|c| c.last_transition_time.clone())
         .or_else(|| pod.metadata.creation_timestamp.clone())
@@ -195,7 +195,7 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(ordinal: i32, revision: &str, ready: bool, since: i64) -> Pod {
+    fn pod(ordinal: i32, revision: &str, ready: bool, since: i64) -> SlimPod {
         serde_json::from_value(json!({
             "metadata": {"name": format!("web-{ordinal}"), "uid": format!("u{ordinal}"),
                          "labels": {REVISION_LABEL: revision}},

@@ -19,7 +19,7 @@ use hyper_util::{
     client::legacy::{Client as HttpClient, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -61,13 +61,17 @@ pub struct PodTarget {
 
 /// The app's pods (or its shadow's: those of instance `name`), sorted by
 /// name, with the address of each ready one.
-pub fn pod_targets<'a>(app: &VisitCounterApp, name: &str, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<PodTarget> {
+pub fn pod_targets<'a>(
+    app: &VisitCounterApp,
+    name: &str,
+    pods: impl IntoIterator<Item = &'a SlimPod>,
+) -> Vec<PodTarget> {
     let namespace = app.namespace();
     let mut targets: Vec<PodTarget> = pods
         .into_iter()
         .filter(|p| p.namespace() == namespace && p.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name))
         .map(|pod| {
-            let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+            let ip = pod.ip.clone();
             PodTarget {
                 name: pod.name_any(),
                 address: ip.filter(|_| is_ready(pod) && pod.metadata.deletion_timestamp.is_none()),
@@ -125,9 +129,9 @@ pub fn summed(pods: Vec<PodVisits>, observed_at: Option<Time>) -> VisitsStatus {
 }
 
 /// The pods of each app instance label, by (namespace, instance).
-type PodsOf<'a> = HashMap<(Option<String>, &'a str), Vec<&'a Pod>>;
+type PodsOf<'a> = HashMap<(Option<String>, &'a str), Vec<&'a SlimPod>>;
 
-fn pods_by_instance<'a>(pods: impl Iterator<Item = &'a Pod>) -> PodsOf<'a> {
+fn pods_by_instance<'a>(pods: impl Iterator<Item = &'a SlimPod>) -> PodsOf<'a> {
     let mut pods_of: PodsOf<'a> = HashMap::new();
     for pod in pods {
         if let Some(instance) = pod.labels().get(INSTANCE_LABEL) {
@@ -346,7 +350,7 @@ impl Poller {
         }
         // Every pod of every app in one stream, so at most PARALLEL_ASKS are
         // asked at once overall and a slow app does not hold up the others.
-        let pods_of = pods_by_instance(pods.iter().map(|p| &p.0));
+        let pods_of = pods_by_instance(pods.iter().map(|p| p.as_ref()));
         let asks = asks_of(&apps, &pods_of);
         let revisions_of = revisions_of(&apps, &pods_of);
         let mut addresses_of: Vec<HashMap<String, String>> = vec![HashMap::new(); apps.len()];
@@ -498,30 +502,27 @@ impl Poller {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::api::core::v1::PodCondition;
     use kube::api::ObjectMeta;
 
     use super::*;
     use crate::children::tests::app;
 
-    fn pod(name: &str, instance: &str, ip: Option<&str>, ready: bool) -> Pod {
-        Pod {
+    fn pod(name: &str, instance: &str, ip: Option<&str>, ready: bool) -> SlimPod {
+        SlimPod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("default".into()),
                 labels: Some([(INSTANCE_LABEL.to_owned(), instance.to_owned())].into()),
                 ..ObjectMeta::default()
             },
-            status: Some(PodStatus {
-                pod_ip: ip.map(str::to_owned),
-                conditions: Some(vec![PodCondition {
-                    type_: "Ready".into(),
-                    status: if ready { "True" } else { "False" }.into(),
-                    ..PodCondition::default()
-                }]),
-                ..PodStatus::default()
+            ip: ip.map(str::to_owned),
+            ready: Some(PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..PodCondition::default()
             }),
-            ..Pod::default()
+            ..SlimPod::default()
         }
     }
 

@@ -24,36 +24,46 @@ use crate::{
 /// the API server holds under their names. The caches keep only objects
 /// with the operator's labels, so a chart's objects of the same names are
 /// not in them: without this look, creating the app's would write over
-/// them. One read per such child, only while it is missing from the caches.
+/// them. One read per such child, only while it is missing from the caches;
+/// the reads go at once, so a new app waits for one, not three.
 pub async fn look_past_the_caches(
     ctx: &Context,
     namespace: &str,
     children: &[DesiredChild],
     live: &mut [Option<Value>],
 ) -> Result<(), Error> {
-    for (child, live) in children.iter().zip(live.iter_mut()) {
-        let key = super::child_key(child, namespace);
-        if live.is_some() || ctx.recently_applied(&key, &child.hash) {
-            continue;
+    let reads = children
+        .iter()
+        .zip(live.iter())
+        .enumerate()
+        .filter(|(_, (child, live))| {
+            live.is_none() && !ctx.recently_applied(&super::child_key(child, namespace), &child.hash)
+        })
+        .map(|(i, (child, _))| async move { Ok::<_, Error>((i, read(ctx, namespace, child).await?)) });
+    for (i, found) in futures::future::try_join_all(reads).await? {
+        if let Some(found) = found {
+            live[i] = found;
         }
-        let found = match child.kind {
-            "StatefulSet" => get_value::<StatefulSet>(ctx, namespace, &child.name).await,
-            "Service" => get_value::<Service>(ctx, namespace, &child.name).await,
-            // Routes are not watched (the cluster may have no Gateway API):
-            // read each time it was not written lately.
-            ROUTE_KIND => {
-                *live = get_route(ctx, namespace, &child.name).await?;
-                continue;
-            }
-            _ => continue,
-        };
-        *live = found.map_err(|source| Error::Read {
-            kind: child.kind,
-            name: child.name.clone(),
-            source: Box::new(source),
-        })?;
     }
     Ok(())
+}
+
+/// What the API server holds under `child`'s name, for the kinds the caches
+/// may miss; `None` for the others (not read).
+async fn read(ctx: &Context, namespace: &str, child: &DesiredChild) -> Result<Option<Option<Value>>, Error> {
+    let found = match child.kind {
+        "StatefulSet" => get_value::<StatefulSet>(ctx, namespace, &child.name).await,
+        "Service" => get_value::<Service>(ctx, namespace, &child.name).await,
+        // Routes are not watched (the cluster may have no Gateway API):
+        // read each time it was not written lately.
+        ROUTE_KIND => return get_route(ctx, namespace, &child.name).await.map(Some),
+        _ => return Ok(None),
+    };
+    found.map(Some).map_err(|source| Error::Read {
+        kind: child.kind,
+        name: child.name.clone(),
+        source: Box::new(source),
+    })
 }
 
 async fn get_value<K>(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Value>, kube::Error>
@@ -103,7 +113,7 @@ pub async fn replace_leftover_pods(
         .caches
         .pods_of(namespace, &name, replicas)
         .iter()
-        .map(|p| p.0.name_any())
+        .map(|p| p.name_any())
         .collect();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let mut deleted = Vec::new();

@@ -183,7 +183,7 @@ pub async fn remove_old_configs(
         .caches
         .pods_of_app(namespace, &name)
         .iter()
-        .filter_map(|p| p.0.labels().get(REVISION_LABEL).cloned())
+        .filter_map(|p| p.labels().get(REVISION_LABEL).cloned())
         .collect();
     if !ctx.old_configs_worth_a_look(&key, look_digest(&found, &pod_revisions, sts)) {
         return None;

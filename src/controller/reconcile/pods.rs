@@ -46,7 +46,7 @@ pub async fn look_at_pods(
         .map(|sts| {
             let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let pods = ctx.caches.pods_of(namespace, &sts.name_any(), replicas);
-            check_rollout(app, sts, pods.iter().map(|p| &p.0), now, ctx.settings.stuck_after)
+            check_rollout(app, sts, pods.iter().map(|p| p.as_ref()), now, ctx.settings.stuck_after)
         })
         .unwrap_or_default();
     let stuck = match &check.stuck {
@@ -70,7 +70,7 @@ fn crash_loop(app: &VisitCounterApp, ctx: &Context, namespace: &str, sts: Option
     let live = sts.and_then(|s| s.spec.as_ref()?.replicas).unwrap_or(0);
     let replicas = app.spec.replicas.max(live);
     let pods = ctx.caches.pods_of_both_slots(namespace, &name, replicas);
-    let found = crashing(pods.iter().map(|p| &p.0));
+    let found = crashing(pods.iter().map(|p| p.as_ref()));
     message(&found, app.spec.replicas).map(|message| Failure {
         reason: PODS_CRASH_LOOPING,
         message,
@@ -128,7 +128,7 @@ async fn pods_not_created_now(
 fn existing_pods_ready(ctx: &Context, namespace: &str, sts: &StatefulSet) -> bool {
     let existing = sts.status.as_ref().map_or(0, |s| s.replicas);
     let pods = ctx.caches.pods_of(namespace, &sts.name_any(), existing);
-    pods.len() == existing as usize && pods.iter().all(|p| is_ready(&p.0))
+    pods.len() == existing as usize && pods.iter().all(|p| is_ready(p))
 }
 
 /// Replaces a pod that blocks the rollout when the app allows it and the pod

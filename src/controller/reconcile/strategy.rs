@@ -95,7 +95,7 @@ async fn decide_strategy(
         .pods_of_app(namespace, &name)
         .iter()
         .map(|p| {
-            let mut pod = PodView::of(&p.0);
+            let mut pod = PodView::of(p);
             // Deleted by us moments ago, the cache may not show it yet: it
             // is unavailable all the same.
             pod.terminating |= ctx.pod_deleted_lately(namespace, &pod.name, &pod.uid);
@@ -128,7 +128,7 @@ async fn blue_green_slots(
             .caches
             .pods_of_both_slots(namespace, &name, app.spec.replicas)
             .iter()
-            .map(|p| PodView::of(&p.0))
+            .map(|p| PodView::of(p))
             .collect();
         if stand_in::only_second_slot_pods(&name, &green_name, &pods) {
             green = stand_in(app, ctx, namespace, &green_name, &pods).await?;
@@ -196,7 +196,7 @@ fn slot_pods(app: &VisitCounterApp, ctx: &Context, namespace: &str, slot: &str) 
     ctx.caches
         .pods_of(namespace, slot, app.spec.replicas)
         .iter()
-        .map(|p| PodView::of(&p.0))
+        .map(|p| PodView::of(p))
         .collect()
 }
 
@@ -205,7 +205,7 @@ fn pod_views(app: &VisitCounterApp, ctx: &Context, namespace: &str) -> Vec<PodVi
     ctx.caches
         .pods_of_app(namespace, &app.name_any())
         .iter()
-        .map(|p| PodView::of(&p.0))
+        .map(|p| PodView::of(p))
         .collect()
 }
 

@@ -27,14 +27,14 @@ pub mod stand_in;
 mod template;
 pub mod traffic;
 
-use k8s_openapi::{
-    api::{apps::v1::StatefulSet, core::v1::Pod},
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time};
 use kube::ResourceExt;
 use serde_json::Value;
 
-use super::observe::pods::{REVISION_LABEL, is_ready, ready_condition};
+use super::{
+    observe::pods::{REVISION_LABEL, is_ready, ready_condition},
+    runtime::slim_pod::SlimPod,
+};
 use crate::resource::{BlueGreenStatus, StepStatus, TrafficStatus, UpdateStrategyType, VisitCounterApp};
 
 /// Pins a Service's selector to the pods of `revision`
@@ -68,7 +68,7 @@ impl PodView {
         self.name.rsplit_once('-')?.1.parse().ok()
     }
 
-    pub fn of(pod: &Pod) -> Self {
+    pub fn of(pod: &SlimPod) -> Self {
         Self {
             name: pod.name_any(),
             uid: pod.uid().unwrap_or_default(),

@@ -8,10 +8,7 @@ use std::{marker::PhantomData, sync::Arc, time::Duration};
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{
-            ConfigMap, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
-            Service, ServiceAccount,
-        },
+        core::v1::{ConfigMap, Service, ServiceAccount},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -19,13 +16,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 use serde_json::Value;
 
+pub use super::slim_pod::SlimPod;
 use super::watch::store_ready;
 use crate::{
     children::{INSTANCE_LABEL, green_statefulset_name},
-    controller::{
-        observe::{crash_loops::WORDS_KEPT, pods::REVISION_LABEL},
-        text::cut,
-    },
     resource::VisitCounterApp,
 };
 
@@ -111,124 +105,6 @@ impl<K: k8s_openapi::Resource + DeserializeOwned> Compact<K> {
     }
 }
 
-/// A pod as the watch cache keeps it: its name, uid, times and the two
-/// labels the operator reads (`POD_LABELS_KEPT`), its IP and its `Ready`
-/// condition, and nothing of its spec or the rest of its status. Decoded
-/// straight into this form, so a pod's spec (most of its size) is never
-/// kept. A container whose last run failed keeps that run's exit code and
-/// words (`observe::crash_loops`); a healthy pod keeps no container status.
-#[derive(Clone, Debug, Serialize)]
-#[serde(transparent)]
-pub struct SlimPod(pub Pod);
-
-impl<'de> Deserialize<'de> for SlimPod {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Raw {
-            #[serde(default)]
-            metadata: ObjectMeta,
-            #[serde(default)]
-            status: Option<RawStatus>,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct RawStatus {
-            #[serde(default, rename = "podIP")]
-            pod_ip: Option<String>,
-            #[serde(default)]
-            conditions: Option<Vec<PodCondition>>,
-            #[serde(default)]
-            container_statuses: Option<Vec<ContainerStatus>>,
-        }
-        let raw = Raw::deserialize(deserializer)?;
-        Ok(SlimPod(Pod {
-            metadata: kept_metadata(raw.metadata),
-            spec: None,
-            status: raw.status.map(|s| PodStatus {
-                pod_ip: s.pod_ip,
-                conditions: s
-                    .conditions
-                    .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
-                container_statuses: failed_runs(s.container_statuses.unwrap_or_default()),
-                ..PodStatus::default()
-            }),
-        }))
-    }
-}
-
-/// The labels of a pod the operator reads: which app it belongs to, and
-/// its StatefulSet revision.
-pub const POD_LABELS_KEPT: [&str; 2] = [INSTANCE_LABEL, REVISION_LABEL];
-
-/// Of a pod's metadata, what the operator reads: name, namespace, uid,
-/// creation and deletion, and `POD_LABELS_KEPT`; and the resourceVersion,
-/// which the watch resumes from.
-fn kept_metadata(metadata: ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        name: metadata.name,
-        namespace: metadata.namespace,
-        uid: metadata.uid,
-        resource_version: metadata.resource_version,
-        creation_timestamp: metadata.creation_timestamp,
-        deletion_timestamp: metadata.deletion_timestamp,
-        labels: metadata.labels.map(|labels| {
-            labels
-                .into_iter()
-                .filter(|(k, _)| POD_LABELS_KEPT.contains(&k.as_str()))
-                .collect()
-        }),
-        ..ObjectMeta::default()
-    }
-}
-
-/// Of the containers' statuses, those whose last run failed, with only
-/// their restart count and that run's exit code and words (cut to what the
-/// status repeats); `None` when there is none.
-fn failed_runs(statuses: Vec<ContainerStatus>) -> Option<Vec<ContainerStatus>> {
-    let failed: Vec<ContainerStatus> = statuses
-        .into_iter()
-        .filter_map(|s| {
-            let last = s.last_state?.terminated.filter(|t| t.exit_code != 0)?;
-            Some(ContainerStatus {
-                name: s.name,
-                ready: s.ready,
-                restart_count: s.restart_count,
-                last_state: Some(ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        exit_code: last.exit_code,
-                        message: last.message.map(|m| cut(&m, WORDS_KEPT)),
-                        ..ContainerStateTerminated::default()
-                    }),
-                    ..ContainerState::default()
-                }),
-                ..ContainerStatus::default()
-            })
-        })
-        .collect();
-    (!failed.is_empty()).then_some(failed)
-}
-
-impl k8s_openapi::Resource for SlimPod {
-    const API_VERSION: &'static str = Pod::API_VERSION;
-    const GROUP: &'static str = Pod::GROUP;
-    const KIND: &'static str = Pod::KIND;
-    const VERSION: &'static str = Pod::VERSION;
-    const URL_PATH_SEGMENT: &'static str = Pod::URL_PATH_SEGMENT;
-    type Scope = <Pod as k8s_openapi::Resource>::Scope;
-}
-
-impl k8s_openapi::Metadata for SlimPod {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.0.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
-    }
-}
-
 fn as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<Value>::deserialize(deserializer)?.map(|part| part.to_string()))
 }
@@ -245,9 +121,16 @@ pub fn strip_child<K: kube::Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
-/// What the apps' watch drops (`strip_child`'s).
+/// kubectl's copy of what it last applied client-side: as large as the
+/// spec, and never read.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the apps' watch drops: `strip_child`'s, and `LAST_APPLIED`.
 pub fn strip_app(app: &mut VisitCounterApp) {
     strip_child(app);
+    if let Some(annotations) = app.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// The watch caches of the children.
@@ -310,9 +193,9 @@ impl ChildCaches {
         self.pods
             .state()
             .into_iter()
-            .filter(|p| p.0.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
             .filter(|p| {
-                p.0.metadata
+                p.metadata
                     .labels
                     .as_ref()
                     .and_then(|l| l.get(INSTANCE_LABEL))
@@ -371,76 +254,17 @@ mod tests {
     }
 
     #[test]
-    fn a_slim_pod_keeps_what_the_operator_reads_only() {
-        let json = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web-0", "namespace": "shop", "uid": "u1", "generateName": "web-",
-                         "resourceVersion": "42", "creationTimestamp": "2026-12-06T10:00:00Z",
-                         "annotations": {"a": "b"}, "ownerReferences": [{"apiVersion": "apps/v1",
-                         "kind": "StatefulSet", "name": "web", "uid": "u0", "controller": true}],
-                         "labels": {"controller-revision-hash": "web-1", "app.kubernetes.io/instance": "web",
-                                    "app.kubernetes.io/name": "visitcounter",
-                                    "statefulset.kubernetes.io/pod-name": "web-0"}},
-            "spec": {"containers": [{"name": "app", "image": "x"}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.7",
-                       "conditions": [{"type": "PodScheduled", "status": "True"},
-                                      {"type": "Ready", "status": "True"}]},
-        });
-        let SlimPod(pod) = serde_json::from_value(json).unwrap();
-        let labels = pod.metadata.labels.clone().unwrap();
-        assert_eq!(
-            labels.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["app.kubernetes.io/instance", "controller-revision-hash"]
-        );
-        assert_eq!(
-            (
-                pod.metadata.name.as_deref(),
-                pod.metadata.namespace.as_deref(),
-                pod.metadata.uid.as_deref()
-            ),
-            (Some("web-0"), Some("shop"), Some("u1"))
-        );
-        assert!(pod.metadata.creation_timestamp.is_some());
-        assert_eq!(
-            pod.metadata.resource_version.as_deref(),
-            Some("42"),
-            "the watch resumes from it"
-        );
-        assert_eq!((&pod.metadata.generate_name, &pod.metadata.annotations), (&None, &None));
-        assert_eq!(pod.metadata.owner_references, None);
-        assert!(pod.spec.is_none());
-        let status = pod.status.unwrap();
-        assert_eq!((status.pod_ip.as_deref(), status.phase), (Some("10.0.0.7"), None));
-        let conditions = status.conditions.unwrap();
-        assert_eq!(
-            conditions.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
-            ["Ready"]
-        );
-        assert_eq!(status.container_statuses, None, "no container status of a healthy pod");
-    }
-
-    #[test]
-    fn a_slim_pod_keeps_the_exit_code_and_words_of_a_failed_run() {
-        let words = "x".repeat(3000);
-        let json = serde_json::json!({
-            "metadata": {"name": "web-0"},
-            "status": {"containerStatuses": [
-                {"name": "app", "image": "x", "imageID": "sha", "ready": false, "restartCount": 4,
-                 "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
-                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": words}}},
-                {"name": "side", "image": "y", "imageID": "", "ready": true, "restartCount": 0,
-                 "state": {"running": {}}, "lastState": {}},
-            ]},
-        });
-        let SlimPod(pod) = serde_json::from_value(json).unwrap();
-        let kept = pod.status.unwrap().container_statuses.unwrap();
-        assert_eq!(kept.len(), 1, "only the container whose last run failed");
-        let last = kept[0].last_state.clone().unwrap().terminated.unwrap();
-        assert_eq!(
-            (kept[0].name.as_str(), last.exit_code, kept[0].restart_count),
-            ("app", 1, 4)
-        );
-        assert!(last.message.unwrap().len() <= WORDS_KEPT + "…".len());
-        assert_eq!((kept[0].image.as_str(), kept[0].state.as_ref()), ("", None));
+    fn a_cached_app_keeps_its_annotations_but_kubectl_s_last_applied_copy() {
+        let mut app: VisitCounterApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "visitcounter.dev/v1alpha1", "kind": "VisitCounterApp",
+            "metadata": {"name": "web", "annotations": {LAST_APPLIED: "{}", "visitcounter.dev/paused": "true"},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"replicas": 1},
+        }))
+        .unwrap();
+        strip_app(&mut app);
+        assert_eq!(app.metadata.managed_fields, None);
+        let annotations = app.metadata.annotations.unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["visitcounter.dev/paused"]);
     }
 }

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod error;
 pub mod metrics;
 pub mod settings;
+pub mod slim_pod;
 pub mod watch;
 
 /// The field manager of every write, and the Events' reporting controller.
