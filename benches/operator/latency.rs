@@ -42,18 +42,20 @@ impl Latencies {
     }
 }
 
-/// Patches `SAMPLES` of the `count` apps to `replicas`, one at a time, each
-/// once the operator wrote the one before's StatefulSet. `audit` makes a
-/// reader of the audit log from where it ends now.
+/// Patches `SAMPLES` of the `count` apps (each app once: all of them when
+/// there are fewer) to `replicas`, one at a time, each once the operator
+/// wrote the one before's StatefulSet. `audit` makes a reader of the audit
+/// log from where it ends now.
 pub async fn change_to_first_write(
     client: &Client,
     audit: impl Fn() -> AuditLog,
     count: usize,
     replicas: i32,
 ) -> Latencies {
-    let mut samples = Vec::with_capacity(SAMPLES);
-    for k in 0..SAMPLES {
-        let i = k * count / SAMPLES;
+    let apps = SAMPLES.min(count);
+    let mut samples = Vec::with_capacity(apps);
+    for k in 0..apps {
+        let i = k * count / apps;
         let (namespace, name) = (format!("bench-{}", i % NAMESPACES), format!("app-{i:04}"));
         let log = audit();
         Api::<VisitCounterApp>::namespaced(client.clone(), &namespace)

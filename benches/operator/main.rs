@@ -19,11 +19,17 @@
 //! status reporting the StatefulSet's first pod (which waits on the
 //! controller manager's StatefulSet controller and its client rate too).
 //!
+//! `-- --idle` brings the apps to rest in three states and measures what
+//! the operator does while nothing happens (see `idle`); with `--baseline
+//! PATH`, another build of the operator beside this one; `--state ready`
+//! (or `unschedulable`, `failing`, repeated) for some of the states only.
+//!
 //! `-- --no-nodes --peer kopf` also runs issue 15's peer, a kopf operator
 //! (`benches/operator/kopf_peer/peer.py`, installed into `target/kopf-peer` on first
 //! use), on a control plane of its own, in the column beside each count.
 
 mod audit;
+mod idle;
 mod latency;
 mod peer;
 
@@ -262,14 +268,15 @@ struct Figures {
     to_scale: Requests,
     scale_per_app: PerApp,
     peak_kib: u64,
+    /// One more app, from its apply to its status (`one_new_app`).
+    new_app: Duration,
     /// Change to first write, by default (no debounce) and with the 500 ms
     /// debounce that was the default before (visitcounter only).
     latency: Option<(Latencies, Latencies)>,
 }
 
-async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
-    let plane = ControlPlane::up(&format!("bench-cluster-{count}"), nodes, peer);
-    let client = plane.client().await;
+/// The CRD installed and Established, and the bench's namespaces made.
+async fn prepare(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(
         "visitcounterapps.visitcounter.dev",
@@ -297,12 +304,10 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
         let namespace = serde_json::from_value(json!({"metadata": {"name": format!("bench-{n}")}})).unwrap();
         namespaces.create(&PostParams::default(), &namespace).await.unwrap();
     }
-    let spec = |replicas: i32, i: &str| {
-        json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": i},
-               "spec": {"replicas": replicas, "config": {"json": {"app": i}}}})
-    };
-    for_each_app(&client, count, |name| spec(2, name)).await;
+}
 
+/// A cache of every app, by a watch, ready.
+async fn watch_apps(client: &Client) -> (Store<VisitCounterApp>, tokio::task::JoinHandle<()>) {
     let (all, writer) = reflector::store();
     let watch = tokio::spawn(
         reflector::reflector(
@@ -313,6 +318,26 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
         .for_each(|_| futures::future::ready(())),
     );
     all.wait_until_ready().await.unwrap();
+    (all, watch)
+}
+
+/// An app of `replicas` named `name`, with `image` when given.
+fn app_spec(replicas: i32, name: &str, image: Option<&str>) -> Value {
+    let mut app = json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name},
+                         "spec": {"replicas": replicas, "config": {"json": {"app": name}}}});
+    if let Some(image) = image {
+        app["spec"]["image"] = json!(image);
+    }
+    app
+}
+
+async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
+    let plane = ControlPlane::up(&format!("bench-cluster-{count}"), nodes, peer);
+    let client = plane.client().await;
+    prepare(&client).await;
+    let spec = |replicas: i32, name: &str| app_spec(replicas, name, None);
+    for_each_app(&client, count, |name| spec(2, name)).await;
+    let (all, watch) = watch_apps(&client).await;
     let audit = plane.audit();
     let started = Instant::now();
     let (mut operator, metrics) = peer.start(&plane.kubeconfig());
@@ -360,6 +385,7 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS)).await;
     let to_scale = audit.operator_requests();
     let peak_kib = memory_kib(pid, "VmHWM:").unwrap_or(0);
+    let new_app = one_new_app(&client, &all).await;
 
     let latency = match peer {
         Peer::Visitcounter => {
@@ -387,8 +413,34 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
         to_scale,
         scale_per_app,
         peak_kib,
+        new_app,
         latency,
     }
+}
+
+/// From the apply of one more app, among all the converged ones, until the
+/// bench's watch sees its status written for its spec: the operator's part,
+/// every child applied (`Goal::StatusWritten`).
+async fn one_new_app(client: &Client, apps: &Store<VisitCounterApp>) -> Duration {
+    let (namespace, name) = ("bench-0", "app-new");
+    let api: Api<VisitCounterApp> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    api.patch(
+        name,
+        &PatchParams::apply("bench"),
+        &Patch::Apply(app_spec(2, name, None)),
+    )
+    .await
+    .unwrap();
+    let key = format!("{namespace}/{name}");
+    while !converged(apps, 2, Goal::StatusWritten).contains(&key) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the new app's status was not written in a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
 }
 
 /// Stops the operator with SIGTERM, and checks it exits cleanly.
@@ -429,6 +481,27 @@ async fn main() {
         .collect();
     if counts.is_empty() {
         counts = vec![200, 1000];
+    }
+    if args.iter().any(|a| a == "--idle") {
+        let mut figures = Vec::new();
+        let builds = idle::Build::all(&args);
+        let states = idle::State::chosen(&args);
+        for &count in &counts {
+            for &state in &states {
+                for build in &builds {
+                    figures.push((count, idle::run(count, state, build).await));
+                }
+            }
+        }
+        idle::print(&figures);
+        for (_, f) in &figures {
+            assert_eq!(
+                f.requests.writes - f.requests.visits_writes,
+                0,
+                "a resting app was written in the window"
+            );
+        }
+        return;
     }
     // Without nodes, as the comparison with a kopf operator was measured:
     // pods stay Pending (see `Goal`).
@@ -576,7 +649,8 @@ async fn main() {
     };
     row(
         &format!(
-            "one app's replicas patched among all: to the operator's StatefulSet write, p50 / p99 / max of {}",
+            "one app's replicas patched among all: to the operator's StatefulSet write, p50 / p99 / max of {} apps \
+             (each once; all under {0})",
             latency::SAMPLES
         ),
         &|f, _| latency(f, |l| &l.0),
@@ -588,9 +662,14 @@ async fn main() {
         "",
     );
     row(
+        "one new app among all: from its apply to its status written, seconds",
+        &|f, _| format!("{:.2}", f.new_app.as_secs_f64()),
+        "< 0.5",
+    );
+    row(
         "operator peak RSS",
         &|f, _| format!("{:.1} MiB", f.peak_kib as f64 / 1024.0),
-        "< 64 MiB",
+        "< 48 MiB at 1,000 apps",
     );
     println!();
     for (f, &n) in figures.iter().zip(&counts) {

@@ -43,6 +43,12 @@ impl Peer {
 
     /// As `start`, with `extra` arguments for visitcounter's operator.
     pub fn start_with(self, kubeconfig: &Path, extra: &[&str]) -> (Child, Option<String>) {
+        self.start_binary(Path::new(env!("CARGO_BIN_EXE_visitcounter")), kubeconfig, extra)
+    }
+
+    /// As `start_with`, visitcounter's operator from `binary` (another
+    /// build, for a side-by-side run).
+    pub fn start_binary(self, binary: &Path, kubeconfig: &Path, extra: &[&str]) -> (Child, Option<String>) {
         let mut metrics = None;
         let mut command = match self {
             Peer::Visitcounter => {
@@ -51,13 +57,15 @@ impl Peer {
                     .local_addr()
                     .unwrap()
                     .port();
-                let mut command = Command::new(env!("CARGO_BIN_EXE_visitcounter"));
+                let mut command = Command::new(binary);
                 command
                     .args(["operator", "--leader-election=false", "--admin-address"])
                     .arg(format!("127.0.0.1:{port}"))
-                    .args(["--resync-seconds", &RESYNC_SECONDS.to_string()])
                     .args(extra)
                     .env("RUST_LOG", "warn");
+                if !extra.contains(&"--resync-seconds") {
+                    command.args(["--resync-seconds", &RESYNC_SECONDS.to_string()]);
+                }
                 metrics = Some(format!("127.0.0.1:{port}"));
                 command
             }

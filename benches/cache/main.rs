@@ -1,0 +1,202 @@
+//! Memory of the operator's watch caches: how many bytes each cached object
+//! keeps, counted by a global allocator while a reflector store is filled
+//! with copies of real objects (`objects/`, read from a v1.36 API server
+//! where the operator ran one app on kwok's nodes; see `objects/README.md`).
+//! Each object is decoded and stripped as the operator's watches do it.
+//!
+//! It prints, per kind, the bytes and allocations each cached object keeps,
+//! beside the same object kept typed and whole (what a watch keeps when it
+//! strips nothing), and what one app of 2 replicas costs in all.
+//!
+//! Run: `cargo bench --bench cache`.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::atomic::{AtomicIsize, Ordering::Relaxed},
+};
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Pod, Service},
+};
+use kube::runtime::{
+    reflector::{self, Lookup},
+    watcher,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use visitcounter::{
+    controller::runtime::cache::{Compact, SlimPod, strip_app, strip_child},
+    resource::VisitCounterApp,
+};
+
+/// Bytes the program holds now, and how many allocations.
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call goes to the system allocator unchanged; only counts
+// are kept beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is passed on.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Relaxed);
+            LIVE_ALLOCATIONS.fetch_add(1, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(p, layout) };
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Relaxed);
+        LIVE_ALLOCATIONS.fetch_sub(1, Relaxed);
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let q = unsafe { System.realloc(p, layout, new_size) };
+        if !q.is_null() {
+            LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Copies of each object in a store: enough that the store's own table is
+/// counted at its usual fill.
+const COPIES: usize = 10_000;
+/// glibc's malloc keeps 8 bytes of header per chunk and rounds each chunk
+/// up to 16: what an allocation costs beyond what it asked for, on average.
+const MALLOC_OVERHEAD: f64 = 16.0;
+
+/// What each cached object keeps.
+#[derive(Clone, Copy)]
+struct Kept {
+    bytes: f64,
+    allocations: f64,
+}
+
+impl Kept {
+    /// Bytes with glibc's overhead per allocation.
+    fn resident(self) -> f64 {
+        self.bytes + self.allocations * MALLOC_OVERHEAD
+    }
+}
+
+/// The object of `objects/<file>`.
+fn object(file: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/cache/objects")
+        .join(file);
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The bytes each of `COPIES` copies of `json` keeps in a reflector store,
+/// decoded as `K` from the text a watch receives and then `strip`ped.
+fn kept<K>(json: &Value, strip: impl Fn(&mut K)) -> Kept
+where
+    K: Lookup + Clone + DeserializeOwned + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let texts: Vec<String> = (0..COPIES)
+        .map(|i| {
+            let mut copy = json.clone();
+            let name = format!("{}-{i}", copy["metadata"]["name"].as_str().unwrap_or("object"));
+            copy["metadata"]["name"] = Value::String(name);
+            copy.to_string()
+        })
+        .collect();
+    let (store, mut writer) = reflector::store::<K>();
+    let (bytes, allocations) = (LIVE_BYTES.load(Relaxed), LIVE_ALLOCATIONS.load(Relaxed));
+    for text in &texts {
+        let mut object: K = serde_json::from_str(text).unwrap();
+        strip(&mut object);
+        writer.apply_watcher_event(&watcher::Event::Apply(object));
+    }
+    let kept = Kept {
+        bytes: (LIVE_BYTES.load(Relaxed) - bytes) as f64 / COPIES as f64,
+        allocations: (LIVE_ALLOCATIONS.load(Relaxed) - allocations) as f64 / COPIES as f64,
+    };
+    assert_eq!(store.state().len(), COPIES, "every copy is in the store");
+    kept
+}
+
+fn whole<K>(json: &Value) -> Kept
+where
+    K: Lookup + Clone + DeserializeOwned + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    kept::<K>(json, |_| {})
+}
+
+fn main() {
+    let pod = object("pod.json");
+    let app = object("visitcounterapp.json");
+    let stateful_set = object("statefulset.json");
+    let service = object("service.json");
+    let headless = object("service-headless.json");
+    let config_map = object("configmap.json");
+    let rows: Vec<(&str, Kept, Kept, f64)> = vec![
+        ("Pod", kept::<SlimPod>(&pod, strip_child), whole::<Pod>(&pod), 2.0),
+        (
+            "VisitCounterApp",
+            kept::<VisitCounterApp>(&app, strip_app),
+            whole::<VisitCounterApp>(&app),
+            1.0,
+        ),
+        (
+            "StatefulSet",
+            kept::<Compact<StatefulSet>>(&stateful_set, strip_child),
+            whole::<StatefulSet>(&stateful_set),
+            1.0,
+        ),
+        (
+            "Service",
+            kept::<Compact<Service>>(&service, strip_child),
+            whole::<Service>(&service),
+            1.0,
+        ),
+        (
+            "Service (headless)",
+            kept::<Compact<Service>>(&headless, strip_child),
+            whole::<Service>(&headless),
+            1.0,
+        ),
+        (
+            "ConfigMap",
+            kept::<ConfigMap>(&config_map, strip_child),
+            whole::<ConfigMap>(&config_map),
+            1.0,
+        ),
+    ];
+    println!(
+        "bytes each cached object keeps in a reflector store ({COPIES} copies, allocator-counted; \
+         resident adds {MALLOC_OVERHEAD} bytes of malloc overhead per allocation)"
+    );
+    println!(
+        "| object | cached: bytes (allocations), resident | typed whole: bytes (allocations), resident | per app of 2 replicas |"
+    );
+    println!("| --- | --- | --- | --- |");
+    let mut per_app = (0.0, 0.0);
+    for (kind, cached, typed, each) in &rows {
+        println!(
+            "| {kind} | {:.0} ({:.1}), {:.0} | {:.0} ({:.1}), {:.0} | {each} |",
+            cached.bytes,
+            cached.allocations,
+            cached.resident(),
+            typed.bytes,
+            typed.allocations,
+            typed.resident()
+        );
+        per_app.0 += cached.resident() * each;
+        per_app.1 += typed.resident() * each;
+    }
+    println!("| one app in all (resident) | {:.0} | {:.0} | |", per_app.0, per_app.1);
+}

@@ -1,0 +1,261 @@
+//! `-- --idle`: what the operator does while nothing happens. The same apps
+//! are brought to rest in three states, each on a control plane of its own:
+//! pods Ready (kwok's nodes), pods that cannot be scheduled (no nodes), and
+//! pods that cannot start (kwok's nodes, an image that is never pulled). The
+//! operator runs with a resync far beyond the window, so every reconcile in
+//! it is one nothing asked for; a timer that must fire (a stuck rollout, a
+//! progress deadline) fires once at its time.
+//!
+//! Per state it prints reconciles (the operator's own count), CPU seconds
+//! (from `/proc`) and requests over a window of 60 s, and the operator's
+//! resident memory: with no app, at rest with every app, and the bytes each
+//! app adds.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    ControlPlane, Goal, QUIET_WINDOW, app_spec, audit::Requests, cpu_seconds, for_each_app, memory_kib, prepare,
+    reconciles, stop, wait_converged, watch_apps,
+};
+use crate::{audit::ConvergedAt, peer::Peer};
+
+/// Far beyond the window: no resync falls in it.
+const RESYNC: &str = "3600";
+/// The image kwok's pod stages never pull (`tests/cluster/kwok-pod-stages.yaml`).
+const NEVER_PULLED: &str = "example.invalid/never-ready:v1";
+
+#[derive(Clone, Copy)]
+pub enum State {
+    Ready,
+    Unschedulable,
+    Failing,
+}
+
+impl State {
+    pub const ALL: [State; 3] = [State::Ready, State::Unschedulable, State::Failing];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ready => "pods Ready",
+            State::Unschedulable => "pods unschedulable (no nodes)",
+            State::Failing => "pods failing (image never pulled)",
+        }
+    }
+
+    /// The states `--state NAME` names, or all of them.
+    pub fn chosen(args: &[String]) -> Vec<State> {
+        let named: Vec<&str> = args
+            .windows(2)
+            .filter(|w| w[0] == "--state")
+            .map(|w| w[1].as_str())
+            .collect();
+        let chosen: Vec<State> = State::ALL
+            .into_iter()
+            .filter(|s| named.is_empty() || named.contains(&s.slug()))
+            .collect();
+        assert!(
+            named.len() <= chosen.len(),
+            "--state takes ready, unschedulable or failing: {named:?}"
+        );
+        chosen
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Unschedulable => "unschedulable",
+            State::Failing => "failing",
+        }
+    }
+
+    fn nodes(self) -> bool {
+        !matches!(self, State::Unschedulable)
+    }
+
+    fn image(self) -> Option<&'static str> {
+        matches!(self, State::Failing).then_some(NEVER_PULLED)
+    }
+
+    /// When the apps are at rest: all Ready, or each with its first pod
+    /// (`OrderedReady` makes no other while it is not Ready).
+    fn goal(self) -> Goal {
+        match self {
+            State::Ready => Goal::Ready,
+            State::Unschedulable | State::Failing => Goal::FirstPod,
+        }
+    }
+}
+
+/// Which operator binary a column measures.
+pub struct Build {
+    pub name: String,
+    pub binary: PathBuf,
+}
+
+impl Build {
+    /// This build's, and `--baseline PATH`'s when given.
+    pub fn all(args: &[String]) -> Vec<Build> {
+        let mut builds = vec![Build {
+            name: "this build".into(),
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_visitcounter")),
+        }];
+        if let Some(w) = args.windows(2).find(|w| w[0] == "--baseline") {
+            builds.push(Build {
+                name: format!("baseline {}", w[1]),
+                binary: PathBuf::from(&w[1]),
+            });
+        }
+        builds
+    }
+}
+
+/// What one state measured.
+pub struct Idle {
+    pub state: State,
+    pub build: String,
+    pub converge: Duration,
+    pub reconciles: Option<u64>,
+    pub cpu_seconds: f64,
+    pub requests: Requests,
+    /// Resident memory with no app, and at rest with every app (KiB).
+    pub empty_kib: u64,
+    pub rest_kib: u64,
+    pub peak_kib: u64,
+}
+
+/// The operator started with a resync beyond the window.
+fn start(plane: &ControlPlane, build: &Build) -> (std::process::Child, Option<String>) {
+    Peer::Visitcounter.start_binary(&build.binary, &plane.kubeconfig(), &["--resync-seconds", RESYNC])
+}
+
+/// Resident memory of the operator once it has listed its (empty) watches.
+async fn empty_rss(plane: &ControlPlane, build: &Build) -> u64 {
+    let (mut operator, metrics) = start(plane, build);
+    let started = Instant::now();
+    while crate::reconciles(metrics.as_deref()).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the operator never served its metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kib = memory_kib(operator.id(), "VmRSS:").unwrap_or(0);
+    stop(&mut operator);
+    kib
+}
+
+pub async fn run(count: usize, state: State, build: &Build) -> Idle {
+    let plane = ControlPlane::up(
+        &format!("bench-idle-{}", state.slug()),
+        state.nodes(),
+        Peer::Visitcounter,
+    );
+    let client = plane.client().await;
+    prepare(&client).await;
+    let empty_kib = empty_rss(&plane, build).await;
+    for_each_app(&client, count, |name| app_spec(2, name, state.image())).await;
+    let (apps, watch) = watch_apps(&client).await;
+    let started = Instant::now();
+    let (mut operator, metrics) = start(&plane, build);
+    let pid = operator.id();
+    let converge = wait_converged(&apps, count, 2, state.goal(), started, &mut ConvergedAt::new()).await;
+    // The last status writes land, and the StatefulSet controller's last
+    // changes reach the caches.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let audit = plane.audit();
+    let (cpu_before, reconciles_before) = (cpu_seconds(pid), reconciles(metrics.as_deref()));
+    tokio::time::sleep(QUIET_WINDOW).await;
+    let idle = Idle {
+        state,
+        build: build.name.clone(),
+        converge,
+        reconciles: reconciles(metrics.as_deref())
+            .zip(reconciles_before)
+            .map(|(a, b)| a - b),
+        cpu_seconds: cpu_seconds(pid) - cpu_before,
+        requests: audit.operator_requests(),
+        empty_kib,
+        rest_kib: memory_kib(pid, "VmRSS:").unwrap_or(0),
+        peak_kib: memory_kib(pid, "VmHWM:").unwrap_or(0),
+    };
+    watch.abort();
+    stop(&mut operator);
+    idle
+}
+
+/// The table of every count and state.
+pub fn print(figures: &[(usize, Idle)]) {
+    println!(
+        "operator at rest against a real Kubernetes v1.36.3 control plane, apps of 2 replicas over {} namespaces, \
+         --resync-seconds {RESYNC}; a window of {} s",
+        crate::NAMESPACES,
+        QUIET_WINDOW.as_secs()
+    );
+    let header: Vec<String> = figures
+        .iter()
+        .map(|(n, f)| format!("{n} apps, {}, {}", f.state.name(), f.build))
+        .collect();
+    println!("| measure | {} | target |", header.join(" | "));
+    println!("| --- |{} --- |", " --- |".repeat(figures.len()));
+    let row = |measure: &str, cell: &dyn Fn(usize, &Idle) -> String, target: &str| {
+        let cells: Vec<String> = figures.iter().map(|(n, f)| cell(*n, f)).collect();
+        println!("| {measure} | {} | {target} |", cells.join(" | "));
+    };
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    row(
+        "seconds until at rest",
+        &|_, f| format!("{:.1}", f.converge.as_secs_f64()),
+        "",
+    );
+    row(
+        "reconciles in the window",
+        &|_, f| f.reconciles.map_or("n/a".to_owned(), |r| r.to_string()),
+        "0",
+    );
+    row(
+        "CPU seconds in the window",
+        &|_, f| format!("{:.2}", f.cpu_seconds),
+        "0.0",
+    );
+    row(
+        "requests in the window: reads / writes (of them status.visits)",
+        &|_, f| {
+            format!(
+                "{} / {} ({})",
+                f.requests.reads, f.requests.writes, f.requests.visits_writes
+            )
+        },
+        "0 writes",
+    );
+    row("RSS with no app", &|_, f| mib(f.empty_kib), "");
+    row(
+        "RSS at rest (peak)",
+        &|_, f| format!("{} ({})", mib(f.rest_kib), mib(f.peak_kib)),
+        "< 48 MiB at 1,000 Ready",
+    );
+    row(
+        "bytes per app at rest: (RSS at rest - RSS with no app) / apps",
+        &|n, f| {
+            format!(
+                "{:.0}",
+                (f.rest_kib.saturating_sub(f.empty_kib) * 1024) as f64 / n as f64
+            )
+        },
+        "",
+    );
+    println!();
+    for (n, f) in figures {
+        if f.requests.writes + f.requests.reads > 0 {
+            println!(
+                "{n} apps, {}, {}, requests in the window: {}",
+                f.state.name(),
+                f.build,
+                f.requests.breakdown(1)
+            );
+        }
+    }
+}
