@@ -26,7 +26,10 @@ use kube::runtime::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use visitcounter::{
-    controller::runtime::cache::{Compact, SlimPod, strip_app, strip_child},
+    controller::runtime::{
+        cache::{Compact, strip_app, strip_child},
+        slim_pod::SlimPod,
+    },
     resource::VisitCounterApp,
 };
 

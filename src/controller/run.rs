@@ -26,9 +26,10 @@ use super::{
     reconcile::{self, Context},
     runtime::{
         FIELD_MANAGER,
-        cache::{ChildCaches, Compact, SlimPod, strip_child},
+        cache::{ChildCaches, Compact, strip_child},
         metrics::Metrics,
         settings::ControllerSettings,
+        slim_pod::SlimPod,
         watch::{app_watch, child_watch, store_ready},
     },
     wake::{app_state, pod_rollout_state},

@@ -14,7 +14,7 @@ use super::{
         crash_loops::crashing,
         pods::{REVISION_LABEL, ready_condition},
     },
-    runtime::cache::SlimPod,
+    runtime::slim_pod::SlimPod,
 };
 use crate::resource::VisitCounterApp;
 

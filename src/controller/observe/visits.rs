@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     children::{INSTANCE_LABEL, shadow_name},
-    controller::runtime::{cache::SlimPod, metrics::Metrics},
+    controller::runtime::{metrics::Metrics, slim_pod::SlimPod},
     resource::{
         API_VERSION, KIND, PodVisits, RevisionVisits, ShadowVisits, UpdateStrategyType, VisitCounterApp, VisitsStatus,
     },

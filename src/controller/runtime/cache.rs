@@ -16,8 +16,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 use serde_json::Value;
 
-pub use super::slim_pod::SlimPod;
-use super::watch::store_ready;
+use super::{slim_pod::SlimPod, watch::store_ready};
 use crate::{
     children::{INSTANCE_LABEL, green_statefulset_name},
     resource::VisitCounterApp,
