@@ -14,7 +14,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action, Config as ControllerConfig},
-        events::{Recorder, Reporter},
+        events::Reporter,
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -67,12 +67,11 @@ pub async fn run(
         controller: FIELD_MANAGER.into(),
         instance: settings.instance.clone(),
     };
-    let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(
         client,
         settings,
         metrics,
-        recorder,
+        reporter,
         caches.clone(),
         apps.clone(),
     ));
