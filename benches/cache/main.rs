@@ -27,7 +27,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use visitcounter::{
     controller::runtime::{
-        cache::{Compact, strip_app, strip_child},
+        cache::{strip_app, strip_child},
+        compact::Compact,
         slim_pod::SlimPod,
     },
     resource::VisitCounterApp,
@@ -108,14 +109,7 @@ where
     K: Lookup + Clone + DeserializeOwned + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let texts: Vec<String> = (0..COPIES)
-        .map(|i| {
-            let mut copy = json.clone();
-            let name = format!("{}-{i}", copy["metadata"]["name"].as_str().unwrap_or("object"));
-            copy["metadata"]["name"] = Value::String(name);
-            copy.to_string()
-        })
-        .collect();
+    let texts: Vec<String> = (0..COPIES).map(|i| sibling(json, i).to_string()).collect();
     let (store, mut writer) = reflector::store::<K>();
     let (bytes, allocations) = (LIVE_BYTES.load(Relaxed), LIVE_ALLOCATIONS.load(Relaxed));
     for text in &texts {
@@ -129,6 +123,53 @@ where
     };
     assert_eq!(store.state().len(), COPIES, "every copy is in the store");
     kept
+}
+
+/// The app the objects were read from.
+const APP: &str = "web";
+
+/// The `i`th copy of `object`, as another app's would be: its app's name,
+/// every uid and its resourceVersion are its own. (The cached children are
+/// packed against the first of their kind the process saw; copies alike
+/// but for a counter would flatter that.)
+fn sibling(object: &Value, i: usize) -> Value {
+    let app = format!("shop{i:05}");
+    let mut copy = rename(object, &app, i);
+    copy["metadata"]["resourceVersion"] = Value::String((1_000_000 + 37 * i).to_string());
+    copy
+}
+
+/// `value` with `APP` written `app` in every string and every uid its
+/// own for copy `i`.
+fn rename(value: &Value, app: &str, i: usize) -> Value {
+    match value {
+        Value::String(s) if is_uid(s) => Value::String(other_uid(s, i)),
+        Value::String(s) => Value::String(s.replace(APP, app)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| rename(v, app, i)).collect()),
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), rename(v, app, i))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Whether `s` is shaped as a uid: 8-4-4-4-12 hexadecimal digits.
+fn is_uid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12]) && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A uid for copy `i` of the uid `uid`, as random-looking as a real one.
+fn other_uid(uid: &str, i: usize) -> String {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = |salt: u8| BuildHasherDefault::<DefaultHasher>::default().hash_one((uid, i, salt));
+    let hex = format!("{:016x}{:016x}", hash(0), hash(1));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 fn whole<K>(json: &Value) -> Kept
@@ -174,7 +215,7 @@ fn main() {
         ),
         (
             "ConfigMap",
-            kept::<ConfigMap>(&config_map, strip_child),
+            kept::<Compact<ConfigMap>>(&config_map, strip_child),
             whole::<ConfigMap>(&config_map),
             1.0,
         ),

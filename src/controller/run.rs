@@ -26,7 +26,8 @@ use super::{
     reconcile::{self, Context},
     runtime::{
         FIELD_MANAGER,
-        cache::{ChildCaches, Compact, strip_child},
+        cache::{ChildCaches, strip_child},
+        compact::Compact,
         metrics::Metrics,
         settings::ControllerSettings,
         slim_pod::SlimPod,
@@ -34,7 +35,7 @@ use super::{
     },
     wake::{app_state, pod_rollout_state},
 };
-use crate::{children::INSTANCE_LABEL, resource::VisitCounterApp};
+use crate::resource::VisitCounterApp;
 
 /// Runs the controller until `shutdown` resolves (in-flight reconciles
 /// finish first). `ready` turns true once every watch has listed.
@@ -50,7 +51,7 @@ pub async fn run(
     let (apps, app_stream) = app_watch(&client, ns);
     let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns, strip_child);
     let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns, strip_child);
-    let (config_maps, cm_stream) = child_watch::<ConfigMap>(&client, ns, strip_child);
+    let (config_maps, cm_stream) = child_watch::<Compact<ConfigMap>>(&client, ns, strip_child);
     let (service_accounts, sa_stream) = child_watch::<ServiceAccount>(&client, ns, strip_child);
     let (pods, pod_stream) = child_watch::<SlimPod>(&client, ns, strip_child);
     // Only what a reconcile acts on wakes it (`wake`).
@@ -89,8 +90,8 @@ pub async fn run(
         .owns_stream(cm_stream)
         .owns_stream(sa_stream)
         .watches_stream(pod_stream, |pod| {
-            let app = pod.labels().get(INSTANCE_LABEL)?.clone();
-            Some(ObjectRef::new(&app).within(&pod.namespace()?))
+            let app = pod.instance()?;
+            Some(ObjectRef::new(app).within(&pod.namespace()?))
         })
         .with_config(config)
         .graceful_shutdown_on(shutdown)

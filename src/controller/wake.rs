@@ -7,13 +7,8 @@
 
 use std::hash::{Hash, Hasher};
 
-use kube::ResourceExt;
-
 use super::{
-    observe::{
-        crash_loops::crashing,
-        pods::{REVISION_LABEL, ready_condition},
-    },
+    observe::{crash_loops::crashing, pods::ready_condition},
     runtime::slim_pod::SlimPod,
 };
 use crate::resource::VisitCounterApp;
@@ -52,7 +47,7 @@ fn carrying(status: &crate::resource::VisitCounterAppStatus) -> bool {
 pub fn pod_rollout_state(pod: &SlimPod) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     ready_condition(pod).map(|c| &c.status).hash(&mut hasher);
-    pod.labels().get(REVISION_LABEL).hash(&mut hasher);
+    pod.revision().hash(&mut hasher);
     pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     for crash in crashing([pod]) {
         (crash.exit_code, crash.words).hash(&mut hasher);

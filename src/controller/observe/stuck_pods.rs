@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::Time};
 use kube::ResourceExt;
 
-use super::pods::{REVISION_LABEL, is_ready, ordinal_of, ready_condition};
+use super::pods::{is_ready, ordinal_of, ready_condition};
 use crate::{
     controller::runtime::slim_pod::SlimPod,
     resource::{PodManagementPolicy, StuckPod, UpdateStrategyType, VisitCounterApp},
@@ -131,7 +131,7 @@ pub fn check_rollout<'a>(
     let Some((ordinal, pod)) = pods.into_iter().find(|(_, p)| !is_ready(p)) else {
         return RolloutCheck::default();
     };
-    let Some(revision) = pod.labels().get(REVISION_LABEL) else {
+    let Some(revision) = pod.revision() else {
         return RolloutCheck::default();
     };
     // Deleted, the pod comes back at the update revision at or above the
@@ -158,7 +158,7 @@ pub fn check_rollout<'a>(
         stuck: Some(Stuck {
             pod: pod.name_any(),
             uid: pod.uid().unwrap_or_default(),
-            revision: revision.clone(),
+            revision: revision.to_owned(),
             update_revision: update.to_owned(),
             since,
             abandoned,
@@ -181,6 +181,7 @@ mod tests {
 
     use super::*;
     use crate::children::tests::app;
+    use crate::controller::observe::pods::REVISION_LABEL;
 
     fn at(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).unwrap())

@@ -28,12 +28,12 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    pods::{REVISION_LABEL, is_ready, ordinal_of},
+    pods::{is_ready, ordinal_of},
     retained::keep_retained,
     unanswered::Unanswered,
 };
 use crate::{
-    children::{INSTANCE_LABEL, shadow_name},
+    children::shadow_name,
     controller::runtime::{metrics::Metrics, slim_pod::SlimPod},
     resource::{
         API_VERSION, KIND, PodVisits, RevisionVisits, ShadowVisits, UpdateStrategyType, VisitCounterApp, VisitsStatus,
@@ -69,7 +69,7 @@ pub fn pod_targets<'a>(
     let namespace = app.namespace();
     let mut targets: Vec<PodTarget> = pods
         .into_iter()
-        .filter(|p| p.namespace() == namespace && p.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name))
+        .filter(|p| p.namespace() == namespace && p.instance() == Some(name))
         .map(|pod| {
             let ip = pod.ip.clone();
             PodTarget {
@@ -134,7 +134,7 @@ type PodsOf<'a> = HashMap<(Option<String>, &'a str), Vec<&'a SlimPod>>;
 fn pods_by_instance<'a>(pods: impl Iterator<Item = &'a SlimPod>) -> PodsOf<'a> {
     let mut pods_of: PodsOf<'a> = HashMap::new();
     for pod in pods {
-        if let Some(instance) = pod.labels().get(INSTANCE_LABEL) {
+        if let Some(instance) = pod.instance() {
             pods_of.entry((pod.namespace(), instance)).or_default().push(pod);
         }
     }
@@ -168,7 +168,7 @@ fn revisions_of(apps: &[Arc<VisitCounterApp>], pods_of: &PodsOf<'_>) -> Vec<Hash
         .map(|app| {
             let name = app.name_any();
             let own = pods_of.get(&(app.namespace(), name.as_str())).into_iter().flatten();
-            own.filter_map(|p| Some((p.name_any(), p.labels().get(REVISION_LABEL)?.clone())))
+            own.filter_map(|p| Some((p.name_any(), p.revision()?.to_owned())))
                 .collect()
         })
         .collect()
@@ -513,9 +513,9 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("default".into()),
-                labels: Some([(INSTANCE_LABEL.to_owned(), instance.to_owned())].into()),
                 ..ObjectMeta::default()
             },
+            instance: Some(instance.to_owned()),
             ip: ip.map(str::to_owned),
             ready: Some(PodCondition {
                 type_: "Ready".into(),

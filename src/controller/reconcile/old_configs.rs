@@ -25,7 +25,7 @@ use serde_json::Value;
 use super::{Context, app_key, apply::delete_child};
 use crate::{
     children::{is_config_map_of, selector_string},
-    controller::{observe::pods::REVISION_LABEL, runtime::metrics::Metrics},
+    controller::runtime::metrics::Metrics,
     resource::VisitCounterApp,
 };
 
@@ -174,8 +174,17 @@ pub async fn remove_old_configs(
 ) -> Option<std::time::Duration> {
     let (name, key) = (app.name_any(), app_key(app));
     let uid = app.metadata.uid.as_deref()?;
-    let cached = ctx.caches.config_maps.state();
-    let found = candidates(cached.iter().map(|c| c.as_ref()), namespace, &name, uid, current);
+    // Only the app's own are decoded from their text.
+    let own: Vec<ConfigMap> = ctx
+        .caches
+        .config_maps
+        .state()
+        .iter()
+        .filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|c| c.metadata.name.as_deref().is_some_and(|n| is_config_map_of(&name, n)))
+        .filter_map(|c| c.typed())
+        .collect();
+    let found = candidates(&own, namespace, &name, uid, current);
     if found.is_empty() {
         return None;
     }
@@ -183,7 +192,7 @@ pub async fn remove_old_configs(
         .caches
         .pods_of_app(namespace, &name)
         .iter()
-        .filter_map(|p| p.labels().get(REVISION_LABEL).cloned())
+        .filter_map(|p| p.revision().map(str::to_owned))
         .collect();
     if !ctx.old_configs_worth_a_look(&key, look_digest(&found, &pod_revisions, sts)) {
         return None;

@@ -72,7 +72,7 @@ impl PodView {
         Self {
             name: pod.name_any(),
             uid: pod.uid().unwrap_or_default(),
-            revision: pod.labels().get(REVISION_LABEL).cloned(),
+            revision: pod.revision().map(str::to_owned),
             ready: is_ready(pod),
             ready_since: ready_condition(pod).and_then(|c| c.last_transition_time.clone()),
             terminating: pod.metadata.deletion_timestamp.is_some(),

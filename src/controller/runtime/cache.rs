@@ -1,117 +1,17 @@
-//! What the watch caches hold. A StatefulSet or a Service keeps its spec
-//! and status as compact JSON text: typed, a StatefulSet takes about 20 KiB
-//! of memory and a Service 3 KiB; as text, under 3 KiB and 1 KiB. They are
-//! read only when their app is reconciled.
+//! What the watch caches hold. A StatefulSet, a Service or a ConfigMap is
+//! kept packed (`compact::Compact`), a pod slim (`slim_pod::SlimPod`); each
+//! is read only when its app is reconciled.
 
-use std::{marker::PhantomData, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    api::{
-        apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Service, ServiceAccount},
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Service, ServiceAccount},
 };
 use kube::runtime::reflector::{ObjectRef, Store};
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
-use serde_json::Value;
 
-use super::{slim_pod::SlimPod, watch::store_ready};
-use crate::{
-    children::{INSTANCE_LABEL, green_statefulset_name},
-    resource::VisitCounterApp,
-};
-
-/// `K` with its spec and status kept as text.
-#[derive(Deserialize, Serialize)]
-#[serde(bound = "")]
-pub struct Compact<K> {
-    pub metadata: ObjectMeta,
-    /// (Watch events are decoded through serde's buffered form, which
-    /// `RawValue` cannot come from, so each part is decoded once and kept
-    /// as text.)
-    #[serde(default, deserialize_with = "as_text", serialize_with = "from_text")]
-    spec: Option<String>,
-    #[serde(default, deserialize_with = "as_text", serialize_with = "from_text")]
-    status: Option<String>,
-    #[serde(skip)]
-    kind: PhantomData<fn() -> K>,
-}
-
-impl<K> Clone for Compact<K> {
-    fn clone(&self) -> Self {
-        Self {
-            metadata: self.metadata.clone(),
-            spec: self.spec.clone(),
-            status: self.status.clone(),
-            kind: PhantomData,
-        }
-    }
-}
-
-impl<K> std::fmt::Debug for Compact<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Compact")
-            .field("metadata", &self.metadata)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K: k8s_openapi::Resource> k8s_openapi::Resource for Compact<K> {
-    const API_VERSION: &'static str = K::API_VERSION;
-    const GROUP: &'static str = K::GROUP;
-    const KIND: &'static str = K::KIND;
-    const VERSION: &'static str = K::VERSION;
-    const URL_PATH_SEGMENT: &'static str = K::URL_PATH_SEGMENT;
-    type Scope = K::Scope;
-}
-
-impl<K: k8s_openapi::Resource> k8s_openapi::Metadata for Compact<K> {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
-impl<K: k8s_openapi::Resource + DeserializeOwned> Compact<K> {
-    /// The whole object as JSON, for planning.
-    pub fn to_json(&self) -> Value {
-        let parse = |text: &Option<String>| {
-            text.as_deref()
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or(Value::Null)
-        };
-        let mut object = serde_json::json!({
-            "apiVersion": K::API_VERSION,
-            "kind": K::KIND,
-            "metadata": self.metadata,
-            "spec": parse(&self.spec),
-        });
-        if self.status.is_some() {
-            object["status"] = parse(&self.status);
-        }
-        object
-    }
-
-    /// The typed object.
-    pub fn typed(&self) -> Option<K> {
-        serde_json::from_value(self.to_json()).ok()
-    }
-}
-
-fn as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(Option::<Value>::deserialize(deserializer)?.map(|part| part.to_string()))
-}
-
-fn from_text<S: Serializer>(text: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
-    let value: Option<Value> = text.as_deref().and_then(|t| serde_json::from_str(t).ok());
-    value.serialize(serializer)
-}
+use super::{compact::Compact, slim_pod::SlimPod, watch::store_ready};
+use crate::{children::green_statefulset_name, resource::VisitCounterApp};
 
 /// What every watch drops of its objects before caching them: their
 /// managedFields, never read, and on a real API server a large part of
@@ -137,7 +37,7 @@ pub fn strip_app(app: &mut VisitCounterApp) {
 pub struct ChildCaches {
     pub stateful_sets: Store<Compact<StatefulSet>>,
     pub services: Store<Compact<Service>>,
-    pub config_maps: Store<ConfigMap>,
+    pub config_maps: Store<Compact<ConfigMap>>,
     /// Only the ServiceAccounts the operator created (by label).
     pub service_accounts: Store<ServiceAccount>,
     /// The apps' pods, stripped to what the rollout check and the visits
@@ -177,7 +77,7 @@ impl ChildCaches {
             "ConfigMap" => self
                 .config_maps
                 .get(&ObjectRef::new(name).within(namespace))
-                .and_then(|c| serde_json::to_value(c.as_ref()).ok()),
+                .map(|c| c.to_json()),
             "ServiceAccount" => self
                 .service_accounts
                 .get(&ObjectRef::new(name).within(namespace))
@@ -193,14 +93,7 @@ impl ChildCaches {
             .state()
             .into_iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
-            .filter(|p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(INSTANCE_LABEL))
-                    .map(String::as_str)
-                    == Some(app)
-            })
+            .filter(|p| p.instance() == Some(app))
             .collect()
     }
 
@@ -225,32 +118,7 @@ impl ChildCaches {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::apps::v1::StatefulSet;
-
     use super::*;
-
-    #[test]
-    fn keeps_a_statefulset_whole_including_through_a_watch_event() {
-        let json = serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "web", "namespace": "shop", "generation": 2},
-            "spec": {"replicas": 3, "serviceName": "web-headless"},
-            "status": {"replicas": 3, "observedGeneration": 2},
-        });
-        let cached: Compact<StatefulSet> = serde_json::from_str(&json.to_string()).unwrap();
-        assert_eq!(cached.to_json(), json);
-        assert_eq!(cached.typed().unwrap().status.unwrap().observed_generation, Some(2));
-        // Watch events arrive through serde's buffered form.
-        #[derive(Deserialize)]
-        #[serde(tag = "type", content = "object")]
-        enum Event {
-            #[serde(rename = "ADDED")]
-            Added(Compact<StatefulSet>),
-        }
-        let event = serde_json::json!({"type": "ADDED", "object": json});
-        let Event::Added(from_event) = serde_json::from_str(&event.to_string()).unwrap();
-        assert_eq!(from_event.to_json(), json);
-    }
 
     #[test]
     fn a_cached_app_keeps_its_annotations_but_kubectl_s_last_applied_copy() {

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod cache;
+pub mod compact;
 pub mod diff;
 pub mod error;
 pub mod metrics;

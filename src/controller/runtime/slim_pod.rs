@@ -1,5 +1,5 @@
 //! A pod as the watch cache keeps it: its name, uid, times and the two
-//! labels the operator reads (`POD_LABELS_KEPT`), its IP, its `Ready`
+//! labels the operator reads (as fields of their own), its IP, its `Ready`
 //! condition and the containers whose last run failed; nothing of its spec
 //! or the rest of its status. Decoded straight into this form, so a pod's
 //! spec (most of its size) is never kept, and held in a struct of its own
@@ -20,15 +20,16 @@ use crate::{
     },
 };
 
-/// The labels of a pod the operator reads: which app it belongs to, and
-/// its StatefulSet revision.
-pub const POD_LABELS_KEPT: [&str; 2] = [INSTANCE_LABEL, REVISION_LABEL];
-
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SlimPod {
     /// Name, namespace, uid, resourceVersion (the watch resumes from it),
-    /// creation, deletion and `POD_LABELS_KEPT`.
+    /// creation and deletion; no labels (a map of any size takes 544
+    /// bytes): the two read are the fields below.
     pub metadata: ObjectMeta,
+    /// Its `app.kubernetes.io/instance` label: the app it belongs to.
+    pub instance: Option<String>,
+    /// Its `controller-revision-hash` label: its StatefulSet revision.
+    pub revision: Option<String>,
     /// `status.podIP`.
     pub ip: Option<String>,
     /// Its `Ready` condition, as the kubelet last reported it.
@@ -58,10 +59,14 @@ impl<'de> Deserialize<'de> for SlimPod {
             #[serde(default)]
             container_statuses: Option<Vec<ContainerStatus>>,
         }
-        let raw = Raw::deserialize(deserializer)?;
+        let mut raw = Raw::deserialize(deserializer)?;
         let status = raw.status.unwrap_or_default();
+        let mut label = |key: &str| raw.metadata.labels.as_mut().and_then(|l| l.remove(key));
+        let (instance, revision) = (label(INSTANCE_LABEL), label(REVISION_LABEL));
         Ok(SlimPod {
             metadata: kept_metadata(raw.metadata),
+            instance,
+            revision,
             ip: status.pod_ip,
             ready: status
                 .conditions
@@ -74,8 +79,8 @@ impl<'de> Deserialize<'de> for SlimPod {
 }
 
 /// Of a pod's metadata, what the operator reads: name, namespace, uid,
-/// creation and deletion, and `POD_LABELS_KEPT`; and the resourceVersion,
-/// which the watch resumes from.
+/// creation and deletion; and the resourceVersion, which the watch resumes
+/// from.
 fn kept_metadata(metadata: ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         name: metadata.name,
@@ -84,12 +89,6 @@ fn kept_metadata(metadata: ObjectMeta) -> ObjectMeta {
         resource_version: metadata.resource_version,
         creation_timestamp: metadata.creation_timestamp,
         deletion_timestamp: metadata.deletion_timestamp,
-        labels: metadata.labels.map(|labels| {
-            labels
-                .into_iter()
-                .filter(|(k, _)| POD_LABELS_KEPT.contains(&k.as_str()))
-                .collect()
-        }),
         ..ObjectMeta::default()
     }
 }
@@ -118,6 +117,18 @@ fn failed_runs(statuses: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
             })
         })
         .collect()
+}
+
+impl SlimPod {
+    /// The app it belongs to (its `app.kubernetes.io/instance` label).
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// Its StatefulSet revision (its `controller-revision-hash` label).
+    pub fn revision(&self) -> Option<&str> {
+        self.revision.as_deref()
+    }
 }
 
 impl k8s_openapi::Resource for SlimPod {
@@ -162,10 +173,10 @@ mod tests {
                                       {"type": "Ready", "status": "True"}]},
         });
         let pod: SlimPod = serde_json::from_value(json).unwrap();
-        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!((pod.instance(), pod.revision()), (Some("web"), Some("web-1")));
         assert_eq!(
-            labels.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["app.kubernetes.io/instance", "controller-revision-hash"]
+            pod.metadata.labels, None,
+            "the two labels read are kept apart, and no other"
         );
         assert_eq!(
             (
