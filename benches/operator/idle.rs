@@ -127,12 +127,12 @@ pub struct Idle {
 }
 
 /// The operator started with a resync beyond the window.
-fn start(plane: &ControlPlane, build: &Build) -> (std::process::Child, Option<String>) {
+pub fn start(plane: &ControlPlane, build: &Build) -> (std::process::Child, Option<String>) {
     Peer::Visitcounter.start_binary(&build.binary, &plane.kubeconfig(), &["--resync-seconds", RESYNC])
 }
 
 /// Resident memory of the operator once it has listed its (empty) watches.
-async fn empty_rss(plane: &ControlPlane, build: &Build) -> u64 {
+pub async fn empty_rss(plane: &ControlPlane, build: &Build) -> u64 {
     let (mut operator, metrics) = start(plane, build);
     let started = Instant::now();
     while crate::reconciles(metrics.as_deref()).is_none() {

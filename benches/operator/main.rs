@@ -24,6 +24,9 @@
 //! PATH`, another build of the operator beside this one; `--state ready`
 //! (or `unschedulable`, `failing`, repeated) for some of the states only.
 //!
+//! `-- --many --apps 10000` puts many apps on one operator without nodes,
+//! until every status is written, and reads its memory (see `many`).
+//!
 //! `-- --no-nodes --peer kopf` also runs issue 15's peer, a kopf operator
 //! (`benches/operator/kopf_peer/peer.py`, installed into `target/kopf-peer` on first
 //! use), on a control plane of its own, in the column beside each count.
@@ -31,6 +34,7 @@
 mod audit;
 mod idle;
 mod latency;
+mod many;
 mod peer;
 
 use std::{
@@ -481,6 +485,14 @@ async fn main() {
         .collect();
     if counts.is_empty() {
         counts = vec![200, 1000];
+    }
+    if args.iter().any(|a| a == "--many") {
+        let mut figures = Vec::new();
+        for &count in &counts {
+            figures.push(many::run(count).await);
+        }
+        many::print(&figures);
+        return;
     }
     if args.iter().any(|a| a == "--idle") {
         let mut figures = Vec::new();
