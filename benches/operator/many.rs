@@ -4,6 +4,11 @@
 //! it took, and reads the operator's resident memory a minute later and at
 //! its peak.
 //!
+//! The apps' Services are of type ClusterIP: the default NodePort range
+//! holds 2,768 ports, and each further NodePort app is refused (its
+//! `ApplyFailed` condition says `failed to allocate a nodePort: range is
+//! full`).
+//!
 //! It does not wait for the pods: the StatefulSet controller creates each
 //! app's first pod and claim at its client's 20 requests a second, about
 //! 17 minutes for 10,000 apps, and the operator reports each as it comes.
@@ -39,7 +44,14 @@ pub async fn run(count: usize) -> Many {
     prepare(&client).await;
     let build = &idle::Build::all(&[])[0];
     let empty_kib = idle::empty_rss(&plane, build).await;
-    for_each_app(&client, count, |name| app_spec(2, name, None)).await;
+    // ClusterIP Services: the default NodePort range holds 2,768 ports, so
+    // at most that many apps of the default type converge on one cluster.
+    for_each_app(&client, count, |name| {
+        let mut app = app_spec(2, name, None);
+        app["spec"]["service"] = serde_json::json!({"type": "ClusterIP"});
+        app
+    })
+    .await;
     let (apps, watch) = watch_apps(&client).await;
     let audit = plane.audit();
     let started = Instant::now();
