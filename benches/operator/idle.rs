@@ -22,6 +22,9 @@ use crate::{
 };
 use crate::{audit::ConvergedAt, peer::Peer};
 
+/// How many NodePort Services the default range (30000-32767) holds.
+const NODE_PORTS: usize = 2768;
+
 /// Far beyond the window: no resync falls in it.
 const RESYNC: &str = "3600";
 /// The image kwok's pod stages never pull (`tests/cluster/kwok-pod-stages.yaml`).
@@ -157,7 +160,15 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     let client = plane.client().await;
     prepare(&client).await;
     let empty_kib = empty_rss(&plane, build).await;
-    for_each_app(&client, count, |name| app_spec(2, name, state.image())).await;
+    for_each_app(&client, count, |name| {
+        let mut app = app_spec(2, name, state.image());
+        // The default NodePort range holds 2,768 Services (see `many`).
+        if count > NODE_PORTS {
+            app["spec"]["service"] = serde_json::json!({"type": "ClusterIP"});
+        }
+        app
+    })
+    .await;
     let (apps, watch) = watch_apps(&client).await;
     let started = Instant::now();
     let (mut operator, metrics) = start(&plane, build);
