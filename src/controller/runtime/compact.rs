@@ -19,13 +19,26 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::Value;
 
 /// The most of a first object kept as its kind's dictionary. LZ4 looks
 /// back at most 64 KiB; an object is rarely a tenth of that.
 const DICTIONARY_MOST: usize = 16 * 1024;
+
+/// The fields of the metadata kept typed, decoded alone: the rest (labels,
+/// annotations and all) is in the text, and is not decoded at each watch
+/// event only to be dropped.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeptMetadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+}
 
 /// `K` as compressed JSON text, without its managedFields.
 pub struct Compact<K> {
@@ -89,12 +102,6 @@ impl<'de, K: k8s_openapi::Resource> Deserialize<'de> for Compact<K> {
     }
 }
 
-impl<K> Serialize for Compact<K> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(serializer)
-    }
-}
-
 impl<K> Compact<K> {
     /// `object` without its managedFields, packed against the dictionary
     /// `dictionary` gives for its text.
@@ -102,19 +109,19 @@ impl<K> Compact<K> {
         if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             metadata.remove("managedFields");
         }
-        let full = match object.get("metadata") {
-            Some(metadata) => ObjectMeta::deserialize(metadata)?,
-            None => ObjectMeta::default(),
+        let kept = match object.get("metadata") {
+            Some(metadata) => KeptMetadata::deserialize(metadata)?,
+            None => KeptMetadata::default(),
         };
         let text = object.to_string();
         let dictionary = dictionary(&text);
         Ok(Self {
             metadata: ObjectMeta {
-                name: full.name,
-                namespace: full.namespace,
-                uid: full.uid,
-                resource_version: full.resource_version,
-                owner_references: full.owner_references,
+                name: kept.name,
+                namespace: kept.namespace,
+                uid: kept.uid,
+                resource_version: kept.resource_version,
+                owner_references: kept.owner_references,
                 ..ObjectMeta::default()
             },
             packed: lz4_flex::block::compress_prepend_size_with_dict(text.as_bytes(), &dictionary).into(),
@@ -135,7 +142,8 @@ impl<K> Compact<K> {
     }
 
     /// How many bytes it keeps packed.
-    pub fn packed_len(&self) -> usize {
+    #[cfg(test)]
+    fn packed_len(&self) -> usize {
         self.packed.len()
     }
 }
@@ -183,6 +191,12 @@ mod tests {
         })
     }
 
+    /// `object` as it should come out of the cache.
+    fn without_managed_fields(mut object: Value) -> Value {
+        object["metadata"].as_object_mut().unwrap().remove("managedFields");
+        object
+    }
+
     #[test]
     fn keeps_a_statefulset_whole_including_through_a_watch_event() {
         let json = serde_json::json!({
@@ -210,11 +224,7 @@ mod tests {
     fn a_cached_child_is_its_text_without_managed_fields_and_a_metadata_of_five_fields() {
         let json = config_map("web-config-1", "u1");
         let cached: Compact<ConfigMap> = serde_json::from_value(json.clone()).unwrap();
-        let mut without_managed_fields = json;
-        without_managed_fields["metadata"]
-            .as_object_mut()
-            .unwrap()
-            .remove("managedFields");
+        let without_managed_fields = without_managed_fields(json);
         assert_eq!(cached.to_json(), without_managed_fields);
         assert_eq!(cached.typed().unwrap().data.unwrap()["MODE"], "a");
         // The store, the watch and the controller's owner mapping read these.
@@ -241,11 +251,7 @@ mod tests {
         let dictionary: Arc<[u8]> = config_map("web-config-1", "u1").to_string().as_bytes().into();
         let other_json = config_map("shop-config-2", "a-uid-of-another-config-map");
         let other = Compact::<ConfigMap>::pack(other_json.clone(), |_| dictionary.clone()).unwrap();
-        let mut without_managed_fields = other_json;
-        without_managed_fields["metadata"]
-            .as_object_mut()
-            .unwrap()
-            .remove("managedFields");
+        let without_managed_fields = without_managed_fields(other_json);
         assert_eq!(other.to_json(), without_managed_fields);
         let text = other.to_json().to_string().len();
         assert!(
