@@ -17,13 +17,10 @@ use std::{
 };
 
 use crate::{
-    ControlPlane, Goal, QUIET_WINDOW, app_spec, audit::Requests, cpu_seconds, for_each_app, memory_kib, prepare,
-    reconciles, stop, wait_converged, watch_apps,
+    ControlPlane, Goal, NODE_PORTS, QUIET_WINDOW, app_spec, audit::Requests, cpu_seconds, for_each_app, memory_kib,
+    prepare, reconciles, stop, wait_converged, watch_apps,
 };
-use crate::{audit::ConvergedAt, peer::Peer};
-
-/// How many NodePort Services the default range (30000-32767) holds.
-const NODE_PORTS: usize = 2768;
+use crate::{audit::ConvergedAt, peer::Peer, with_cluster_ip};
 
 /// Far beyond the window: no resync falls in it.
 const RESYNC: &str = "3600";
@@ -161,12 +158,8 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     prepare(&client).await;
     let empty_kib = empty_rss(&plane, build).await;
     for_each_app(&client, count, |name| {
-        let mut app = app_spec(2, name, state.image());
-        // The default NodePort range holds 2,768 Services (see `many`).
-        if count > NODE_PORTS {
-            app["spec"]["service"] = serde_json::json!({"type": "ClusterIP"});
-        }
-        app
+        let app = app_spec(2, name, state.image());
+        if count > NODE_PORTS { with_cluster_ip(app) } else { app }
     })
     .await;
     let (apps, watch) = watch_apps(&client).await;

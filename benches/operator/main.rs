@@ -337,6 +337,17 @@ fn app_spec(replicas: i32, name: &str, image: Option<&str>) -> Value {
     app
 }
 
+/// How many NodePort Services the default range (30000-32767) holds; each
+/// further NodePort app is refused (`ApplyFailed: failed to allocate a
+/// nodePort: range is full`).
+const NODE_PORTS: usize = 2768;
+
+/// `app` with a ClusterIP Service, for more apps than `NODE_PORTS`.
+fn with_cluster_ip(mut app: Value) -> Value {
+    app["spec"]["service"] = json!({"type": "ClusterIP"});
+    app
+}
+
 async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     let plane = ControlPlane::up(&format!("bench-cluster-{count}"), nodes, peer);
     let client = plane.client().await;

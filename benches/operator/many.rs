@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::{
     ControlPlane, Goal, app_spec,
     audit::{ConvergedAt, PerApp, Requests},
-    for_each_app, memory_kib, prepare, stop, wait_converged, watch_apps,
+    for_each_app, memory_kib, prepare, stop, wait_converged, watch_apps, with_cluster_ip,
 };
 use crate::{idle, peer::Peer};
 
@@ -44,14 +44,7 @@ pub async fn run(count: usize) -> Many {
     prepare(&client).await;
     let build = &idle::Build::all(&[])[0];
     let empty_kib = idle::empty_rss(&plane, build).await;
-    // ClusterIP Services: the default NodePort range holds 2,768 ports, so
-    // at most that many apps of the default type converge on one cluster.
-    for_each_app(&client, count, |name| {
-        let mut app = app_spec(2, name, None);
-        app["spec"]["service"] = serde_json::json!({"type": "ClusterIP"});
-        app
-    })
-    .await;
+    for_each_app(&client, count, |name| with_cluster_ip(app_spec(2, name, None))).await;
     let (apps, watch) = watch_apps(&client).await;
     let audit = plane.audit();
     let started = Instant::now();
