@@ -229,11 +229,13 @@ impl Moment<'_> {
 
 /// The revision the user-facing Service selects while nothing switches:
 /// the serving StatefulSet's (`pinned_revision`) or, while it is missing a
-/// moment (see `slots`), the one it selects now, so its pods stay selected.
+/// moment (see `slots`) or created again and not yet seen by its
+/// controller, the one it selects now, so its pods stay selected.
 fn serving_revision(live: &Live<'_>, slots: &Slots, serving: Option<&Value>, other_exists: bool) -> Option<String> {
+    let unseen = serving.and_then(update_revision).is_none();
     pinned_revision(serving, other_exists).or_else(|| {
         pinned(live.service)
-            .filter(|r| serving.is_none() && r.starts_with(&format!("{}-", slots.serving)))
+            .filter(|r| unseen && r.starts_with(&format!("{}-", slots.serving)))
             .map(str::to_owned)
     })
 }
@@ -1068,5 +1070,24 @@ pub(super) mod tests {
                 "web goes only once its counts are carried"
             );
         }
+    }
+
+    /// `web-green` just created again has no status until its controller
+    /// sees it: the Service keeps the revision it selects, and does not
+    /// select every pod of the app for that moment.
+    #[test]
+    fn a_serving_slot_created_again_keeps_its_pin_until_seen() {
+        let app = web("v2", AUTO);
+        let mut green = live_sts(&app, "web-green", "web-green-2", 0);
+        green.as_object_mut().unwrap().remove("status");
+        let pinned = service("web-green-2", Some(&at(0)));
+        let live = Live {
+            blue: None,
+            green: Some(&green),
+            service: Some(&pinned),
+        };
+        let (children, decision) = run(&app, live, None, &at(600));
+        assert_eq!(selector(&children.service).as_deref(), Some("web-green-2"));
+        assert_eq!(decision.blue_green.unwrap().serving, "web-green");
     }
 }
