@@ -1,8 +1,10 @@
 //! Memory of the operator's watch caches: how many bytes each cached object
-//! keeps, counted by a global allocator while a reflector store is filled
-//! with copies of real objects (`objects/`, read from a v1.36 API server
+//! keeps, counted by a global allocator while a cache is filled with copies
+//! of real objects (`objects/`, read from a v1.36 API server
 //! where the operator ran one app on kwok's nodes; see `objects/README.md`).
-//! Each object is decoded and stripped as the operator's watches do it.
+//! Each object is decoded, stripped and kept as the operator's watches do
+//! it: the apps in kube's reflector store, the children in the operator's
+//! own (`controller::runtime::store`).
 //!
 //! It prints, per kind, the bytes and allocations each cached object keeps,
 //! beside the same object kept typed and whole (what a watch keeps when it
@@ -28,8 +30,9 @@ use serde_json::Value;
 use visitcounter::{
     controller::runtime::{
         cache::{strip_app, strip_child},
-        compact::Compact,
+        compact::{Compact, Packed},
         slim_pod::SlimPod,
+        store::ChildStore,
     },
     resource::VisitCounterApp,
 };
@@ -102,27 +105,60 @@ fn object(file: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
-/// The bytes each of `COPIES` copies of `json` keeps in a reflector store,
-/// decoded as `K` from the text a watch receives and then `strip`ped.
-fn kept<K>(json: &Value, strip: impl Fn(&mut K)) -> Kept
-where
-    K: Lookup + Clone + DeserializeOwned + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
+/// The bytes each of `COPIES` copies of `json` keeps once `hold` took it,
+/// decoded as `K` from the text a watch receives and then `strip`ped;
+/// `held` counts what is held after.
+fn kept<K: DeserializeOwned>(
+    json: &Value,
+    strip: impl Fn(&mut K),
+    mut hold: impl FnMut(watcher::Event<K>),
+    held: impl Fn() -> usize,
+) -> Kept {
     let texts: Vec<String> = (0..COPIES).map(|i| sibling(json, i).to_string()).collect();
-    let (store, mut writer) = reflector::store::<K>();
     let (bytes, allocations) = (LIVE_BYTES.load(Relaxed), LIVE_ALLOCATIONS.load(Relaxed));
     for text in &texts {
         let mut object: K = serde_json::from_str(text).unwrap();
         strip(&mut object);
-        writer.apply_watcher_event(&watcher::Event::Apply(object));
+        hold(watcher::Event::Apply(object));
     }
     let kept = Kept {
         bytes: (LIVE_BYTES.load(Relaxed) - bytes) as f64 / COPIES as f64,
         allocations: (LIVE_ALLOCATIONS.load(Relaxed) - allocations) as f64 / COPIES as f64,
     };
-    assert_eq!(store.state().len(), COPIES, "every copy is in the store");
+    assert_eq!(held(), COPIES, "every copy is held");
     kept
+}
+
+/// `kept` in kube's reflector store, as the apps' watch keeps them.
+fn reflected<K>(json: &Value, strip: impl Fn(&mut K)) -> Kept
+where
+    K: Lookup + Clone + DeserializeOwned + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    kept(
+        json,
+        strip,
+        |event| writer.apply_watcher_event(&event),
+        || store.state().len(),
+    )
+}
+
+/// `kept` in the operator's own store, as the children's watches keep
+/// `keep` of them.
+fn cached<K: kube::Resource + DeserializeOwned, V>(json: &Value, keep: impl Fn(&K) -> V) -> Kept {
+    let store = ChildStore::default();
+    kept(
+        json,
+        strip_child,
+        |event| store.apply(&event, &keep),
+        || store.state().len(),
+    )
+}
+
+/// What the children's watches keep of a packed child.
+fn packed<K>(child: &Compact<K>) -> Packed<K> {
+    child.packed.clone()
 }
 
 /// The app the objects were read from.
@@ -172,12 +208,13 @@ fn other_uid(uid: &str, i: usize) -> String {
     )
 }
 
+/// The object typed and whole, in a reflector store.
 fn whole<K>(json: &Value) -> Kept
 where
     K: Lookup + Clone + DeserializeOwned + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    kept::<K>(json, |_| {})
+    reflected::<K>(json, |_| {})
 }
 
 fn main() {
@@ -188,40 +225,45 @@ fn main() {
     let headless = object("service-headless.json");
     let config_map = object("configmap.json");
     let rows: Vec<(&str, Kept, Kept, f64)> = vec![
-        ("Pod", kept::<SlimPod>(&pod, strip_child), whole::<Pod>(&pod), 2.0),
+        (
+            "Pod",
+            cached::<SlimPod, _>(&pod, SlimPod::clone),
+            whole::<Pod>(&pod),
+            2.0,
+        ),
         (
             "VisitCounterApp",
-            kept::<VisitCounterApp>(&app, strip_app),
+            reflected::<VisitCounterApp>(&app, strip_app),
             whole::<VisitCounterApp>(&app),
             1.0,
         ),
         (
             "StatefulSet",
-            kept::<Compact<StatefulSet>>(&stateful_set, strip_child),
+            cached::<Compact<StatefulSet>, _>(&stateful_set, packed),
             whole::<StatefulSet>(&stateful_set),
             1.0,
         ),
         (
             "Service",
-            kept::<Compact<Service>>(&service, strip_child),
+            cached::<Compact<Service>, _>(&service, packed),
             whole::<Service>(&service),
             1.0,
         ),
         (
             "Service (headless)",
-            kept::<Compact<Service>>(&headless, strip_child),
+            cached::<Compact<Service>, _>(&headless, packed),
             whole::<Service>(&headless),
             1.0,
         ),
         (
             "ConfigMap",
-            kept::<Compact<ConfigMap>>(&config_map, strip_child),
+            cached::<Compact<ConfigMap>, _>(&config_map, packed),
             whole::<ConfigMap>(&config_map),
             1.0,
         ),
     ];
     println!(
-        "bytes each cached object keeps in a reflector store ({COPIES} copies, allocator-counted; \
+        "bytes each cached object keeps in its watch's cache ({COPIES} copies, allocator-counted; \
          resident adds {MALLOC_OVERHEAD} bytes of malloc overhead per allocation)"
     );
     println!(

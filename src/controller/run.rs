@@ -27,10 +27,11 @@ use super::{
     runtime::{
         FIELD_MANAGER,
         cache::{ChildCaches, strip_child},
-        compact::Compact,
+        compact::{Compact, Packed},
         metrics::Metrics,
         settings::ControllerSettings,
         slim_pod::SlimPod,
+        store::ChildStore,
         watch::{app_watch, child_watch, store_ready},
     },
     wake::{app_state, pod_rollout_state},
@@ -49,11 +50,11 @@ pub async fn run(
     let namespace = settings.namespace.clone();
     let ns = namespace.as_deref();
     let (apps, app_stream) = app_watch(&client, ns);
-    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>>(&client, ns, strip_child);
-    let (services, svc_stream) = child_watch::<Compact<Service>>(&client, ns, strip_child);
-    let (config_maps, cm_stream) = child_watch::<Compact<ConfigMap>>(&client, ns, strip_child);
-    let (service_accounts, sa_stream) = child_watch::<ServiceAccount>(&client, ns, strip_child);
-    let (pods, pod_stream) = child_watch::<SlimPod>(&client, ns, strip_child);
+    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>, _>(&client, ns, strip_child, packed);
+    let (services, svc_stream) = child_watch::<Compact<Service>, _>(&client, ns, strip_child, packed);
+    let (config_maps, cm_stream) = child_watch::<Compact<ConfigMap>, _>(&client, ns, strip_child, packed);
+    let (service_accounts, sa_stream) = child_watch::<ServiceAccount, _>(&client, ns, strip_child, Clone::clone);
+    let (pods, pod_stream) = child_watch::<SlimPod, _>(&client, ns, strip_child, Clone::clone);
     // Only what a reconcile acts on wakes it (`wake`).
     let pod_stream = pod_stream.predicate_filter(pod_rollout_state, Default::default());
     let app_stream = app_stream.predicate_filter(app_state, Default::default());
@@ -112,7 +113,7 @@ pub async fn run(
 fn spawn_poller(
     ctx: &Context,
     apps: &Store<VisitCounterApp>,
-    pods: &Store<SlimPod>,
+    pods: &ChildStore<SlimPod>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let interval = ctx.settings.visits_interval?;
     let poller = Poller::new(ctx.client.clone(), apps.clone(), pods.clone(), ctx.metrics.clone());
@@ -155,4 +156,9 @@ async fn stopped_before_listing(shutdown: impl Future<Output = ()>, apps: Store<
     if store_ready(&apps) {
         std::future::pending::<()>().await;
     }
+}
+
+/// What the cache keeps of a packed child: its text.
+fn packed<K>(child: &Compact<K>) -> Packed<K> {
+    child.packed.clone()
 }

@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     children::shadow_name,
-    controller::runtime::{metrics::Metrics, slim_pod::SlimPod},
+    controller::runtime::{metrics::Metrics, slim_pod::SlimPod, store::ChildStore},
     resource::{
         API_VERSION, KIND, PodVisits, RevisionVisits, ShadowVisits, UpdateStrategyType, VisitCounterApp, VisitsStatus,
     },
@@ -299,7 +299,7 @@ pub struct Poller {
     client: Client,
     http: HttpClient<HttpConnector, Full<Bytes>>,
     apps: Store<VisitCounterApp>,
-    pods: Store<SlimPod>,
+    pods: ChildStore<SlimPod>,
     metrics: Arc<Metrics>,
     /// Apps with a gauge, to drop the gauges of deleted apps.
     gauged: Mutex<HashSet<(String, String)>>,
@@ -308,7 +308,7 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(client: Client, apps: Store<VisitCounterApp>, pods: Store<SlimPod>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, apps: Store<VisitCounterApp>, pods: ChildStore<SlimPod>, metrics: Arc<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(ANSWER_TIMEOUT));
         Self {

@@ -178,10 +178,8 @@ pub async fn remove_old_configs(
     let own: Vec<ConfigMap> = ctx
         .caches
         .config_maps
-        .state()
+        .named_in(namespace, |n| is_config_map_of(&name, n))
         .iter()
-        .filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|c| c.metadata.name.as_deref().is_some_and(|n| is_config_map_of(&name, n)))
         .filter_map(|c| c.typed())
         .collect();
     let found = candidates(&own, namespace, &name, uid, current);

@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{
-    ResourceExt,
-    runtime::{events::EventType, reflector::ObjectRef},
-};
+use kube::{ResourceExt, runtime::events::EventType};
 
 use super::{Context, app_key, apply::write_status, context::STATEFULSET_SEEN_WAIT};
 use crate::{
@@ -97,13 +94,9 @@ pub fn status_from_caches(
     let stateful_set = ctx
         .caches
         .stateful_sets
-        .get(&ObjectRef::new(serving).within(&namespace))
+        .get(&namespace, serving)
         .and_then(|s| s.typed());
-    let service = ctx
-        .caches
-        .services
-        .get(&ObjectRef::new(&name).within(&namespace))
-        .and_then(|s| s.typed());
+    let service = ctx.caches.services.get(&namespace, &name).and_then(|s| s.typed());
     let observed = Observed {
         stateful_set: stateful_set.as_ref(),
         service: service.as_ref(),

@@ -1,17 +1,15 @@
 //! What the watch caches hold. A StatefulSet, a Service or a ConfigMap is
-//! kept packed (`compact::Compact`), a pod slim (`slim_pod::SlimPod`); each
+//! kept packed (`compact::Packed`), a pod slim (`slim_pod::SlimPod`); each
 //! is read only when its app is reconciled.
 
 use std::{sync::Arc, time::Duration};
 
+use super::{compact::Packed, slim_pod::SlimPod, store::ChildStore};
+use crate::{children::green_statefulset_name, resource::VisitCounterApp};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Service, ServiceAccount},
 };
-use kube::runtime::reflector::{ObjectRef, Store};
-
-use super::{compact::Compact, slim_pod::SlimPod, watch::store_ready};
-use crate::{children::green_statefulset_name, resource::VisitCounterApp};
 
 /// What every watch drops of its objects before caching them: their
 /// managedFields, never read, and on a real API server a large part of
@@ -35,14 +33,14 @@ pub fn strip_app(app: &mut VisitCounterApp) {
 /// The watch caches of the children.
 #[derive(Clone)]
 pub struct ChildCaches {
-    pub stateful_sets: Store<Compact<StatefulSet>>,
-    pub services: Store<Compact<Service>>,
-    pub config_maps: Store<Compact<ConfigMap>>,
+    pub stateful_sets: ChildStore<Packed<StatefulSet>>,
+    pub services: ChildStore<Packed<Service>>,
+    pub config_maps: ChildStore<Packed<ConfigMap>>,
     /// Only the ServiceAccounts the operator created (by label).
-    pub service_accounts: Store<ServiceAccount>,
+    pub service_accounts: ChildStore<ServiceAccount>,
     /// The apps' pods, stripped to what the rollout check and the visits
     /// poller read.
-    pub pods: Store<SlimPod>,
+    pub pods: ChildStore<SlimPod>,
 }
 
 impl ChildCaches {
@@ -53,34 +51,24 @@ impl ChildCaches {
         }
     }
 
-    /// Whether every cache holds its first full list. Polled rather than
-    /// awaited: a store's readiness wakes only one of several waiters.
+    /// Whether every cache holds its first full list.
     pub fn is_ready(&self) -> bool {
-        store_ready(&self.stateful_sets)
-            && store_ready(&self.services)
-            && store_ready(&self.config_maps)
-            && store_ready(&self.service_accounts)
-            && store_ready(&self.pods)
+        self.stateful_sets.is_ready()
+            && self.services.is_ready()
+            && self.config_maps.is_ready()
+            && self.service_accounts.is_ready()
+            && self.pods.is_ready()
     }
 
     /// The cached child of `kind`, as JSON.
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
         match kind {
-            "StatefulSet" => self
-                .stateful_sets
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(|s| s.to_json()),
-            "Service" => self
-                .services
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(|s| s.to_json()),
-            "ConfigMap" => self
-                .config_maps
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(|c| c.to_json()),
+            "StatefulSet" => self.stateful_sets.get(namespace, name).map(|s| s.to_json()),
+            "Service" => self.services.get(namespace, name).map(|s| s.to_json()),
+            "ConfigMap" => self.config_maps.get(namespace, name).map(|c| c.to_json()),
             "ServiceAccount" => self
                 .service_accounts
-                .get(&ObjectRef::new(name).within(namespace))
+                .get(namespace, name)
                 .and_then(|a| serde_json::to_value(a.as_ref()).ok()),
             _ => None,
         }
@@ -100,10 +88,7 @@ impl ChildCaches {
     /// The cached pods of the StatefulSet `name` with ordinals below `replicas`.
     pub fn pods_of(&self, namespace: &str, name: &str, replicas: i32) -> Vec<Arc<SlimPod>> {
         (0..replicas.max(0))
-            .filter_map(|ordinal| {
-                self.pods
-                    .get(&ObjectRef::new(&format!("{name}-{ordinal}")).within(namespace))
-            })
+            .filter_map(|ordinal| self.pods.get(namespace, &format!("{name}-{ordinal}")))
             .collect()
     }
 

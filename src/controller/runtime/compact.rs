@@ -1,6 +1,7 @@
-//! A cached child kept small: its JSON text, LZ4-compressed against a
-//! dictionary, beside the few fields of its metadata that the store, the
-//! watch and the controller read. Typed, a StatefulSet takes about 45 KiB
+//! A child kept small: its JSON text, LZ4-compressed against a dictionary
+//! (`Packed`, what the cache holds), and, while the watch hands it to the
+//! controller, the few fields of its metadata the controller reads
+//! (`Compact`). Typed, a StatefulSet takes about 45 KiB
 //! of memory and a Service 9 KiB (`cargo bench --bench cache`); kept typed
 //! with only its spec as text, its metadata's two maps took 544 bytes each
 //! however few their entries.
@@ -40,15 +41,32 @@ struct KeptMetadata {
     owner_references: Option<Vec<OwnerReference>>,
 }
 
-/// `K` as compressed JSON text, without its managedFields.
+/// `K` as compressed JSON text, without its managedFields: all the cache
+/// keeps of it.
+pub struct Packed<K> {
+    bytes: Box<[u8]>,
+    dictionary: Arc<[u8]>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Packed<K> {
+    fn clone(&self) -> Self {
+        Self {
+            bytes: self.bytes.clone(),
+            dictionary: self.dictionary.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+/// `K` as the watch hands it on: packed, with the metadata the controller
+/// maps it to its app by.
 pub struct Compact<K> {
     /// Name, namespace, uid, resourceVersion (the watch resumes from it)
     /// and owner references (the controller maps a child to its app by
     /// them); the rest of the metadata is in the text only.
     pub metadata: ObjectMeta,
-    packed: Box<[u8]>,
-    dictionary: Arc<[u8]>,
-    kind: PhantomData<fn() -> K>,
+    pub packed: Packed<K>,
 }
 
 impl<K> Clone for Compact<K> {
@@ -56,8 +74,6 @@ impl<K> Clone for Compact<K> {
         Self {
             metadata: self.metadata.clone(),
             packed: self.packed.clone(),
-            dictionary: self.dictionary.clone(),
-            kind: PhantomData,
         }
     }
 }
@@ -66,7 +82,7 @@ impl<K> std::fmt::Debug for Compact<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compact")
             .field("metadata", &self.metadata)
-            .field("packed_bytes", &self.packed.len())
+            .field("packed_bytes", &self.packed.bytes.len())
             .finish_non_exhaustive()
     }
 }
@@ -124,16 +140,20 @@ impl<K> Compact<K> {
                 owner_references: kept.owner_references,
                 ..ObjectMeta::default()
             },
-            packed: lz4_flex::block::compress_prepend_size_with_dict(text.as_bytes(), &dictionary).into(),
-            dictionary,
-            kind: PhantomData,
+            packed: Packed {
+                bytes: lz4_flex::block::compress_prepend_size_with_dict(text.as_bytes(), &dictionary).into(),
+                dictionary,
+                kind: PhantomData,
+            },
         })
     }
+}
 
+impl<K> Packed<K> {
     /// The object's text. It was packed by this process from valid JSON,
     /// so it unpacks (an empty text would read as no object).
     fn text(&self) -> Vec<u8> {
-        lz4_flex::block::decompress_size_prepended_with_dict(&self.packed, &self.dictionary).unwrap_or_default()
+        lz4_flex::block::decompress_size_prepended_with_dict(&self.bytes, &self.dictionary).unwrap_or_default()
     }
 
     /// The object as JSON, apart from its managedFields, for planning.
@@ -144,11 +164,11 @@ impl<K> Compact<K> {
     /// How many bytes it keeps packed.
     #[cfg(test)]
     fn packed_len(&self) -> usize {
-        self.packed.len()
+        self.bytes.len()
     }
 }
 
-impl<K: DeserializeOwned> Compact<K> {
+impl<K: DeserializeOwned> Packed<K> {
     /// The typed object.
     pub fn typed(&self) -> Option<K> {
         serde_json::from_slice(&self.text()).ok()
@@ -206,8 +226,11 @@ mod tests {
             "status": {"replicas": 3, "observedGeneration": 2},
         });
         let cached: Compact<StatefulSet> = serde_json::from_str(&json.to_string()).unwrap();
-        assert_eq!(cached.to_json(), json);
-        assert_eq!(cached.typed().unwrap().status.unwrap().observed_generation, Some(2));
+        assert_eq!(cached.packed.to_json(), json);
+        assert_eq!(
+            cached.packed.typed().unwrap().status.unwrap().observed_generation,
+            Some(2)
+        );
         // Watch events arrive through serde's buffered form.
         #[derive(Deserialize)]
         #[serde(tag = "type", content = "object")]
@@ -217,7 +240,7 @@ mod tests {
         }
         let event = serde_json::json!({"type": "ADDED", "object": json});
         let Event::Added(from_event) = serde_json::from_str(&event.to_string()).unwrap();
-        assert_eq!(from_event.to_json(), json);
+        assert_eq!(from_event.packed.to_json(), json);
     }
 
     #[test]
@@ -225,8 +248,8 @@ mod tests {
         let json = config_map("web-config-1", "u1");
         let cached: Compact<ConfigMap> = serde_json::from_value(json.clone()).unwrap();
         let without_managed_fields = without_managed_fields(json);
-        assert_eq!(cached.to_json(), without_managed_fields);
-        assert_eq!(cached.typed().unwrap().data.unwrap()["MODE"], "a");
+        assert_eq!(cached.packed.to_json(), without_managed_fields);
+        assert_eq!(cached.packed.typed().unwrap().data.unwrap()["MODE"], "a");
         // The store, the watch and the controller's owner mapping read these.
         let meta = &cached.metadata;
         assert_eq!(
@@ -252,12 +275,12 @@ mod tests {
         let other_json = config_map("shop-config-2", "a-uid-of-another-config-map");
         let other = Compact::<ConfigMap>::pack(other_json.clone(), |_| dictionary.clone()).unwrap();
         let without_managed_fields = without_managed_fields(other_json);
-        assert_eq!(other.to_json(), without_managed_fields);
-        let text = other.to_json().to_string().len();
+        assert_eq!(other.packed.to_json(), without_managed_fields);
+        let text = other.packed.to_json().to_string().len();
         assert!(
-            other.packed_len() * 4 < text,
+            other.packed.packed_len() * 4 < text,
             "{} bytes packed of {text} of text",
-            other.packed_len()
+            other.packed.packed_len()
         );
     }
 

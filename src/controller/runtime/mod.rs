@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod settings;
 pub mod slim_pod;
+pub mod store;
 pub mod watch;
 
 /// The field manager of every write, and the Events' reporting controller.

@@ -1,7 +1,7 @@
 //! The watches of the apps and their children: each fills a cache and wakes
 //! the app an object belongs to.
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::{
     Api, Client,
     runtime::{
@@ -12,7 +12,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{backoff::WatchBackoff, cache::strip_app};
+use super::{backoff::WatchBackoff, cache::strip_app, store::ChildStore};
 use crate::{children::MANAGED_BY, resource::VisitCounterApp};
 
 /// Objects per page of a watch's list. Smaller than client-go's 500: a page
@@ -29,18 +29,21 @@ where
     }
 }
 
-/// A reflector over the operator's children of type `K`: the cache and the
-/// stream of touched objects that triggers their owner's reconcile. Each
-/// object is `strip`ped before it is kept (`cache::strip_child`).
-pub fn child_watch<K>(
+/// A watch of the operator's children of type `K`: the cache, holding
+/// what `keep` makes of each, and the stream of touched objects that
+/// triggers their owner's reconcile. Each object is `strip`ped first
+/// (`cache::strip_child`).
+pub fn child_watch<K, V>(
     client: &Client,
     namespace: Option<&str>,
     strip: impl FnMut(&mut K) + Send + 'static,
+    keep: impl Fn(&K) -> V + Send + 'static,
 ) -> (
-    Store<K>,
+    ChildStore<V>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
+    V: Send + Sync + 'static,
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
@@ -49,14 +52,17 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
+    let store = ChildStore::default();
     let config = watcher::Config::default()
         .labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"))
         .page_size(LIST_PAGE_SIZE);
-    let stream = reflector::reflector(writer, watcher(scoped::<K>(client, namespace), config).modify(strip))
+    let writer = store.clone();
+    let stream = watcher(scoped::<K>(client, namespace), config)
+        .modify(strip)
+        .inspect_ok(move |event| writer.apply(event, &keep))
         .backoff(WatchBackoff::default())
         .touched_objects();
-    (reader, without_errors(stream))
+    (store, without_errors(stream))
 }
 
 /// Logs watch errors and keeps them from the controller. The watcher
