@@ -27,7 +27,7 @@ use super::{
     runtime::{
         FIELD_MANAGER,
         cache::{ChildCaches, strip_child},
-        compact::{Compact, Packed},
+        compact::Compact,
         metrics::Metrics,
         settings::ControllerSettings,
         slim_pod::SlimPod,
@@ -50,9 +50,9 @@ pub async fn run(
     let namespace = settings.namespace.clone();
     let ns = namespace.as_deref();
     let (apps, app_stream) = app_watch(&client, ns);
-    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>, _>(&client, ns, strip_child, packed);
-    let (services, svc_stream) = child_watch::<Compact<Service>, _>(&client, ns, strip_child, packed);
-    let (config_maps, cm_stream) = child_watch::<Compact<ConfigMap>, _>(&client, ns, strip_child, packed);
+    let (stateful_sets, sts_stream) = child_watch::<Compact<StatefulSet>, _>(&client, ns, strip_child, Compact::kept);
+    let (services, svc_stream) = child_watch::<Compact<Service>, _>(&client, ns, strip_child, Compact::kept);
+    let (config_maps, cm_stream) = child_watch::<Compact<ConfigMap>, _>(&client, ns, strip_child, Compact::kept);
     let (service_accounts, sa_stream) = child_watch::<ServiceAccount, _>(&client, ns, strip_child, Clone::clone);
     let (pods, pod_stream) = child_watch::<SlimPod, _>(&client, ns, strip_child, Clone::clone);
     // Only what a reconcile acts on wakes it (`wake`).
@@ -156,9 +156,4 @@ async fn stopped_before_listing(shutdown: impl Future<Output = ()>, apps: Store<
     if store_ready(&apps) {
         std::future::pending::<()>().await;
     }
-}
-
-/// What the cache keeps of a packed child: its text.
-fn packed<K>(child: &Compact<K>) -> Packed<K> {
-    child.packed.clone()
 }

@@ -22,7 +22,7 @@ const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// The CPU time the operator must have spent since the last trim for the
 /// next one to be worth its own: a reconcile burst, a relist, a poll round
-/// over many pods. A quiet round of the visits poller is below it.
+/// over many pods. At rest with nothing to poll, none comes.
 const WORKED: Duration = Duration::from_millis(20);
 
 /// Trims every `TRIM_EVERY` after work, for ever.

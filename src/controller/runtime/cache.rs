@@ -4,12 +4,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{compact::Packed, slim_pod::SlimPod, store::ChildStore};
-use crate::{children::green_statefulset_name, resource::VisitCounterApp};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Service, ServiceAccount},
 };
+
+use super::{compact::Packed, slim_pod::SlimPod, store::ChildStore};
+use crate::{children::green_statefulset_name, resource::VisitCounterApp};
 
 /// What every watch drops of its objects before caching them: their
 /// managedFields, never read, and on a real API server a large part of

@@ -119,6 +119,11 @@ impl<'de, K: k8s_openapi::Resource> Deserialize<'de> for Compact<K> {
 }
 
 impl<K> Compact<K> {
+    /// What the cache keeps of it: its text.
+    pub fn kept(&self) -> Packed<K> {
+        self.packed.clone()
+    }
+
     /// `object` without its managedFields, packed against the dictionary
     /// `dictionary` gives for its text.
     fn pack(mut object: Value, dictionary: impl FnOnce(&str) -> Arc<[u8]>) -> Result<Self, serde_json::Error> {

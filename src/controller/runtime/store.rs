@@ -102,8 +102,8 @@ impl<V> ChildStore<V> {
             }
             watcher::Event::Init => held.listing = Some(HashMap::new()),
             watcher::Event::InitApply(object) => {
-                let object = (key_of(object), Arc::new(keep(object)));
-                held.listing.get_or_insert_default().insert(object.0, object.1);
+                let kept = Arc::new(keep(object));
+                held.listing.get_or_insert_default().insert(key_of(object), kept);
             }
             watcher::Event::InitDone => {
                 held.objects = held.listing.take().unwrap_or_default();
@@ -114,21 +114,6 @@ impl<V> ChildStore<V> {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Held<V>> {
         self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A cache holding `objects` (name, value) in `namespace`, listed.
-    #[cfg(test)]
-    pub fn holding(namespace: &str, objects: impl IntoIterator<Item = (String, V)>) -> Self {
-        let store = Self::default();
-        {
-            let mut held = store.held.write().unwrap();
-            held.objects = objects
-                .into_iter()
-                .map(|(name, value)| (key(namespace, &name), Arc::new(value)))
-                .collect();
-            held.listed = true;
-        }
-        store
     }
 }
 
