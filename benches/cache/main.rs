@@ -30,7 +30,7 @@ use serde_json::Value;
 use visitcounter::{
     controller::runtime::{
         cache::{strip_app, strip_child},
-        compact::{Compact, Packed},
+        compact::Compact,
         slim_pod::SlimPod,
         store::ChildStore,
     },
@@ -156,11 +156,6 @@ fn cached<K: kube::Resource + DeserializeOwned, V>(json: &Value, keep: impl Fn(&
     )
 }
 
-/// What the children's watches keep of a packed child.
-fn packed<K>(child: &Compact<K>) -> Packed<K> {
-    child.packed.clone()
-}
-
 /// The app the objects were read from.
 const APP: &str = "web";
 
@@ -239,25 +234,25 @@ fn main() {
         ),
         (
             "StatefulSet",
-            cached::<Compact<StatefulSet>, _>(&stateful_set, packed),
+            cached::<Compact<StatefulSet>, _>(&stateful_set, Compact::kept),
             whole::<StatefulSet>(&stateful_set),
             1.0,
         ),
         (
             "Service",
-            cached::<Compact<Service>, _>(&service, packed),
+            cached::<Compact<Service>, _>(&service, Compact::kept),
             whole::<Service>(&service),
             1.0,
         ),
         (
             "Service (headless)",
-            cached::<Compact<Service>, _>(&headless, packed),
+            cached::<Compact<Service>, _>(&headless, Compact::kept),
             whole::<Service>(&headless),
             1.0,
         ),
         (
             "ConfigMap",
-            cached::<Compact<ConfigMap>, _>(&config_map, packed),
+            cached::<Compact<ConfigMap>, _>(&config_map, Compact::kept),
             whole::<ConfigMap>(&config_map),
             1.0,
         ),

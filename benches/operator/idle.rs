@@ -21,8 +21,6 @@ use crate::{
     prepare, reconciles, stop, wait_converged, watch_apps,
 };
 use crate::{audit::ConvergedAt, peer::Peer, with_cluster_ip};
-use kube::runtime::reflector::Store;
-use visitcounter::resource::VisitCounterApp;
 
 /// Far beyond the window: no resync falls in it.
 const RESYNC: &str = "3600";
@@ -169,8 +167,10 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     let (mut operator, metrics) = start(&plane, build);
     let pid = operator.id();
     let converge = wait_converged(&apps, count, 2, state.goal(), started, &mut ConvergedAt::new()).await;
+    // The poller's first counts are part of coming to rest: a window that
+    // caught some measured when the last pods turned Ready, not rest.
     if matches!(state, State::Ready) {
-        first_counts_written(&apps, count, started).await;
+        wait_converged(&apps, count, 2, Goal::FirstCount, started, &mut ConvergedAt::new()).await;
     }
     // The last status writes land, and the StatefulSet controller's last
     // changes reach the caches.
@@ -194,28 +194,6 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     watch.abort();
     stop(&mut operator);
     idle
-}
-
-/// Waits until the visits poller has written every app's first count
-/// (with pods Ready, it asks them once a round, 30 s apart): that write is
-/// part of coming to rest, and a window that caught some of them measured
-/// when the last pods turned Ready, not rest.
-async fn first_counts_written(apps: &Store<VisitCounterApp>, count: usize, started: Instant) {
-    loop {
-        let counted = apps
-            .state()
-            .iter()
-            .filter(|a| a.status.as_ref().is_some_and(|s| s.visits.is_some()))
-            .count();
-        if counted == count {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2700),
-            "{counted} of {count} apps had a first count after 45 minutes"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 /// The table of every count and state.

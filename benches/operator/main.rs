@@ -73,7 +73,7 @@ const RESYNC_SECONDS: u64 = 10;
 const QUIET_WINDOW: Duration = Duration::from_secs(6 * RESYNC_SECONDS);
 
 /// kube-controller-manager's default requests a second, per controller.
-const CONTROLLER_QPS: u32 = 20;
+const DEFAULT_CONTROLLER_QPS: u32 = 20;
 
 /// A control plane of `scripts/cluster.sh`, stopped when dropped.
 struct ControlPlane {
@@ -83,7 +83,7 @@ struct ControlPlane {
 
 impl ControlPlane {
     fn up(name: &str, nodes: bool, peer: Peer) -> Self {
-        Self::up_with(name, nodes, peer, CONTROLLER_QPS)
+        Self::up_with(name, nodes, peer, DEFAULT_CONTROLLER_QPS)
     }
 
     /// `up`, with kube-controller-manager's controllers at
@@ -194,6 +194,9 @@ enum Goal {
     /// StatefulSet its controller has seen (`updateRevision`) and its first
     /// pod. This waits on the controller manager too.
     FirstPod,
+    /// The visits poller has written the app's first count (with pods
+    /// Ready, it asks them once a round, 30 s apart).
+    FirstCount,
 }
 
 /// How many apps of `replicas` have reached `goal`, by a watch cache of the
@@ -215,6 +218,7 @@ fn converged(apps: &Store<VisitCounterApp>, replicas: i32, goal: Goal) -> Vec<St
                 Goal::StatusWritten => true,
                 // OrderedReady: the first pod exists, Pending, and no other comes.
                 Goal::FirstPod => status.update_revision.is_some() && status.replicas >= 1,
+                Goal::FirstCount => status.visits.is_some(),
             };
             status.observed_generation == app.metadata.generation && app.spec.replicas == replicas && reached
         })
