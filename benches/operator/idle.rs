@@ -170,7 +170,7 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     // The poller's first counts are part of coming to rest: a window that
     // caught some measured when the last pods turned Ready, not rest.
     if matches!(state, State::Ready) {
-        wait_converged(&apps, count, 2, Goal::FirstCount, started, &mut ConvergedAt::new()).await;
+        wait_converged(&apps, count, 2, Goal::EveryPodAsked, started, &mut ConvergedAt::new()).await;
     }
     // The last status writes land, and the StatefulSet controller's last
     // changes reach the caches.

@@ -60,6 +60,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use visitcounter::{
+    controller::observe::visits::NOT_ASKED,
     crd,
     resource::{API_VERSION, KIND, VisitCounterApp},
 };
@@ -194,9 +195,10 @@ enum Goal {
     /// StatefulSet its controller has seen (`updateRevision`) and its first
     /// pod. This waits on the controller manager too.
     FirstPod,
-    /// The visits poller has written the app's first count (with pods
-    /// Ready, it asks them once a round, 30 s apart).
-    FirstCount,
+    /// The visits poller has asked every pod of the app once (with pods
+    /// Ready, it asks them once a round, 30 s apart, and each pod's first
+    /// answer changes the count).
+    EveryPodAsked,
 }
 
 /// How many apps of `replicas` have reached `goal`, by a watch cache of the
@@ -218,7 +220,10 @@ fn converged(apps: &Store<VisitCounterApp>, replicas: i32, goal: Goal) -> Vec<St
                 Goal::StatusWritten => true,
                 // OrderedReady: the first pod exists, Pending, and no other comes.
                 Goal::FirstPod => status.update_revision.is_some() && status.replicas >= 1,
-                Goal::FirstCount => status.visits.is_some(),
+                Goal::EveryPodAsked => status.visits.as_ref().is_some_and(|visits| {
+                    visits.pods.len() == replicas as usize
+                        && visits.pods.iter().all(|pod| pod.error.as_deref() != Some(NOT_ASKED))
+                }),
             };
             status.observed_generation == app.metadata.generation && app.spec.replicas == replicas && reached
         })

@@ -45,6 +45,8 @@ use crate::{
 pub const VISITS_FIELD_MANAGER: &str = "visitcounter-operator-visits";
 /// How long one pod may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The error a pod is reported with while it cannot be asked.
+pub const NOT_ASKED: &str = "not ready or no IP yet, not asked";
 /// Pods asked at once, over all apps.
 const PARALLEL_ASKS: usize = 16;
 
@@ -362,7 +364,7 @@ impl Poller {
         let answers: Vec<(usize, String, Answer, bool, bool)> = stream::iter(asks)
             .map(|(i, port, target, shadow)| async move {
                 let answer = match &target.address {
-                    None => Err("not ready or no IP yet, not asked".to_owned()),
+                    None => Err(NOT_ASKED.to_owned()),
                     Some(ip) => self.ask_unless_silent(&target.name, ip, port).await,
                 };
                 (i, target.name, answer, target.address.is_some(), shadow)
