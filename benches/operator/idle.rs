@@ -6,10 +6,10 @@
 //! it is one nothing asked for; a timer that must fire (a stuck rollout, a
 //! progress deadline) fires once at its time.
 //!
-//! Per state it prints reconciles (the operator's own count), CPU seconds
-//! (from `/proc`) and requests over a window of 60 s, and the operator's
-//! resident memory: with no app, at rest with every app, and the bytes each
-//! app adds.
+//! Per state it prints reconciles and the pods the visits poller asked (the
+//! operator's own counts), CPU seconds (from `/proc`) and requests over a
+//! window of 60 s, and the operator's resident memory: with no app, at rest
+//! with every app, and the bytes each app adds.
 
 use std::{
     path::PathBuf,
@@ -17,13 +17,15 @@ use std::{
 };
 
 use crate::{
-    ControlPlane, Goal, NODE_PORTS, QUIET_WINDOW, app_spec, audit::Requests, cpu_seconds, for_each_app, memory_kib,
-    prepare, reconciles, stop, wait_converged, watch_apps,
+    ControlPlane, Goal, NODE_PORTS, QUIET_WINDOW, app_spec, audit::Requests, counter, cpu_seconds, for_each_app,
+    memory_kib, prepare, reconciles, stop, wait_converged, watch_apps,
 };
 use crate::{audit::ConvergedAt, peer::Peer, with_cluster_ip};
 
 /// Far beyond the window: no resync falls in it.
 const RESYNC: &str = "3600";
+/// The operator's count of pods its visits poller asked.
+const ASKS: &str = "visitcounter_operator_visits_asks_total";
 /// The image kwok's pod stages never pull (`tests/cluster/kwok-pod-stages.yaml`).
 const NEVER_PULLED: &str = "example.invalid/never-ready:v1";
 
@@ -118,6 +120,8 @@ pub struct Idle {
     pub build: String,
     pub converge: Duration,
     pub reconciles: Option<u64>,
+    /// Pods the visits poller asked (`None` from a build without the count).
+    pub asks: Option<u64>,
     pub cpu_seconds: f64,
     pub requests: Requests,
     /// Resident memory with no app, and at rest with every app (KiB).
@@ -176,7 +180,8 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     // changes reach the caches.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let audit = plane.audit();
-    let (cpu_before, reconciles_before) = (cpu_seconds(pid), reconciles(metrics.as_deref()));
+    let asks = || counter(metrics.as_deref(), ASKS);
+    let (cpu_before, reconciles_before, asks_before) = (cpu_seconds(pid), reconciles(metrics.as_deref()), asks());
     tokio::time::sleep(QUIET_WINDOW).await;
     let idle = Idle {
         state,
@@ -185,6 +190,7 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
         reconciles: reconciles(metrics.as_deref())
             .zip(reconciles_before)
             .map(|(a, b)| a - b),
+        asks: asks().zip(asks_before).map(|(a, b)| a - b),
         cpu_seconds: cpu_seconds(pid) - cpu_before,
         requests: audit.operator_requests(),
         empty_kib,
@@ -224,6 +230,11 @@ pub fn print(figures: &[(usize, Idle)]) {
         "reconciles in the window",
         &|_, f| f.reconciles.map_or("n/a".to_owned(), |r| r.to_string()),
         "0",
+    );
+    row(
+        "pods asked for their visits in the window",
+        &|_, f| f.asks.map_or("n/a".to_owned(), |a| a.to_string()),
+        "",
     );
     row(
         "CPU seconds in the window",

@@ -164,6 +164,12 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// The operator's `visitcounter_operator_reconciles_total`, from its
 /// metrics at `address`.
 fn reconciles(address: Option<&str>) -> Option<u64> {
+    counter(address, "visitcounter_operator_reconciles_total")
+}
+
+/// The value of one of the operator's counters, from its `/metrics`; `None`
+/// when it serves none or lacks this one (an older build).
+fn counter(address: Option<&str>, name: &str) -> Option<u64> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address?).ok()?;
     stream
@@ -172,7 +178,7 @@ fn reconciles(address: Option<&str>) -> Option<u64> {
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
     body.lines()
-        .find_map(|l| l.strip_prefix("visitcounter_operator_reconciles_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
 }

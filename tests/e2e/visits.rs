@@ -118,6 +118,15 @@ pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
             && exported.contains(&format!("visitcounter_operator_app_visits_complete{{{labels}}} 1")),
         "{exported}"
     );
+    let asks: f64 = exported
+        .lines()
+        .find_map(|l| l.strip_prefix("visitcounter_operator_visits_asks_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_default();
+    assert!(
+        asks >= 3.0,
+        "each of the three pods was asked at least once: {exported}"
+    );
 
     // Unchanged counts are not written again (five polls), and a
     // reconcile's own status write keeps them.

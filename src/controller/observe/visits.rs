@@ -438,6 +438,7 @@ impl Poller {
         if let Some(error) = self.unanswered.lock().expect("unanswered pods").skipped(name, &address) {
             return Err(error);
         }
+        self.metrics.asked_for_visits();
         let answer = self.request(ip, port, "/visits", None).await;
         self.unanswered
             .lock()

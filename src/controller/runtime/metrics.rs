@@ -45,6 +45,8 @@ pub struct Metrics {
     visits: Family<AppLabels, Gauge<i64, AtomicI64>>,
     /// 1 when every pod of the app answered, so `visits` is the whole count.
     visits_complete: Family<AppLabels, Gauge<i64, AtomicI64>>,
+    /// Pods the visits poller asked, answered or not.
+    visits_asks: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +91,12 @@ impl Metrics {
             "1 when every pod of the app answered, so app_visits is its whole count",
             visits_complete.clone(),
         );
+        let visits_asks = Counter::default();
+        registry.register(
+            "visits_asks",
+            "Pods asked for their visits (GET /visits), whether they answered or not",
+            visits_asks.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -99,6 +107,7 @@ impl Metrics {
             leader,
             visits,
             visits_complete,
+            visits_asks,
         }
     }
 
@@ -121,6 +130,11 @@ impl Metrics {
         };
         self.visits.get_or_create(&labels).set(total);
         self.visits_complete.get_or_create(&labels).set(i64::from(complete));
+    }
+
+    /// The visits poller asked a pod for its count.
+    pub fn asked_for_visits(&self) {
+        self.visits_asks.inc();
     }
 
     /// Drops the visit gauges of an app that is gone.
