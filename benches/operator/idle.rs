@@ -171,8 +171,8 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     let (mut operator, metrics) = start(&plane, build);
     let pid = operator.id();
     let converge = wait_converged(&apps, count, 2, state.goal(), started, &mut ConvergedAt::new()).await;
-    // The poller's first counts are part of coming to rest: a window that
-    // caught some measured when the last pods turned Ready, not rest.
+    // The poller's first ask of every pod is part of coming to rest: a
+    // window that caught some measured when the last pods turned Ready.
     if matches!(state, State::Ready) {
         wait_converged(&apps, count, 2, Goal::EveryPodAsked, started, &mut ConvergedAt::new()).await;
     }
