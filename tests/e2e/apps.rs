@@ -142,11 +142,12 @@ pub async fn invalid_stored_spec(env: &Env) {
         conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"),
         "{conditions:?}"
     );
-    let warnings = env.event_messages("involvedObject.name=bad,reason=InvalidSpec,type=Warning");
-    assert!(
-        warnings.iter().any(|m| m.contains("partition")),
-        "a Warning Event says why: {warnings:?}"
-    );
+    env.wait_for_event(
+        "involvedObject.name=bad,reason=InvalidSpec,type=Warning",
+        "a Warning Event says why",
+        |m| m.contains("partition"),
+    )
+    .await;
     let children = env.kubectl(&[
         "get",
         "svc,sa,cm,sts",

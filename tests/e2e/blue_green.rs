@@ -220,11 +220,12 @@ pub async fn switches_in_one_write_and_rolls_back(env: &Env) {
             .collect();
         assert_eq!(writes.len(), 2, "one write per switch, and none else: {writes:?}");
     }
-    let events = env.event_messages("reason=PreviousDeleted,involvedObject.name=bg");
-    assert!(
-        events.iter().any(|m| m.contains("deleted StatefulSet bg-green")),
-        "an Event says the unused StatefulSet went: {events:?}"
-    );
+    env.wait_for_event(
+        "reason=PreviousDeleted,involvedObject.name=bg",
+        "an Event says the unused StatefulSet went",
+        |m| m.contains("deleted StatefulSet bg-green"),
+    )
+    .await;
     let after = env.claim_uids("bg").await;
     assert!(
         claims.iter().all(|(name, uid)| after.get(name) == Some(uid)),
@@ -241,11 +242,12 @@ pub async fn switches_in_one_write_and_rolls_back(env: &Env) {
         env.api::<Service>().get_opt("bg-preview").await.unwrap().is_none()
     })
     .await;
-    let events = env.event_messages("reason=LeftoverDeleted,involvedObject.name=bg");
-    assert!(
-        events.iter().any(|m| m.contains("deleted Service bg-preview")),
-        "an Event says the preview Service went: {events:?}"
-    );
+    env.wait_for_event(
+        "reason=LeftoverDeleted,involvedObject.name=bg",
+        "an Event says the preview Service went",
+        |m| m.contains("deleted Service bg-preview"),
+    )
+    .await;
     env.api::<VisitCounterApp>()
         .delete("bg", &DeleteParams::default())
         .await

@@ -152,6 +152,25 @@ impl Env {
         out.lines().map(str::to_owned).collect()
     }
 
+    /// Waits until an Event that `selector` picks has a message `wanted`
+    /// accepts. The operator records an Event once the change it tells of
+    /// is made, so a test that has just seen the change may look a moment
+    /// before the Event is there. Fails naming `what` and the messages found.
+    pub async fn wait_for_event(&self, selector: &str, what: &str, wanted: impl Fn(&str) -> bool) {
+        let started = Instant::now();
+        loop {
+            let messages = self.event_messages(selector);
+            if messages.iter().any(|m| wanted(m)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "timed out waiting until {what}; the Events {selector} picks say: {messages:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// The app's claims, found by its label: name to uid.
     pub async fn claim_uids(&self, app: &str) -> BTreeMap<String, String> {
         self.claims(&ListParams::default().labels(&format!("app.kubernetes.io/instance={app}")))

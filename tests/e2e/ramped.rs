@@ -199,13 +199,16 @@ pub async fn an_aborted_step_rolls_back(env: &Env) {
         .unwrap()
         .text;
     assert_eq!(text, "aborted at 1 of 3");
-    let warning = env.event_messages("reason=RolloutAborted,type=Warning,involvedObject.name=aborted");
-    assert!(
-        warning.iter().any(|m| m.contains("abortAction: Rollback")),
-        "{warning:?}"
-    );
-    let rolled_back = env.event_messages("reason=RollingBack");
-    assert!(rolled_back.iter().any(|m| m.contains("aborted-2")), "{rolled_back:?}");
+    env.wait_for_event(
+        "reason=RolloutAborted,type=Warning,involvedObject.name=aborted",
+        "a Warning Event names the abort action",
+        |m| m.contains("abortAction: Rollback"),
+    )
+    .await;
+    env.wait_for_event("reason=RollingBack", "an Event names the pod rolled back", |m| {
+        m.contains("aborted-2")
+    })
+    .await;
     env.api::<VisitCounterApp>()
         .delete("aborted", &DeleteParams::default())
         .await

@@ -146,13 +146,12 @@ pub async fn recreate(env: &Env) {
             "pods of two revisions existed at once under Recreate"
         );
     }
-    let deleted = events_with_reason(env, "recreate", "RecreatingPods");
-    assert!(
-        deleted
-            .iter()
-            .any(|m| ["recreate-0", "recreate-1", "recreate-2"].iter().all(|p| m.contains(p))),
-        "one Event names every old pod deleted at once: {deleted:?}"
-    );
+    env.wait_for_event(
+        "reason=RecreatingPods,involvedObject.name=recreate",
+        "one Event names every old pod deleted at once",
+        |m| ["recreate-0", "recreate-1", "recreate-2"].iter().all(|p| m.contains(p)),
+    )
+    .await;
     assert_eq!(env.claim_uids("recreate").await, claims, "the claims are kept");
 
     let app = env.api::<VisitCounterApp>().get("recreate").await.unwrap();

@@ -133,13 +133,12 @@ pub async fn routes_through_an_httproute(env: &Env) {
             && env.api::<Service>().get_opt("tr-canary").await.unwrap().is_none()
     })
     .await;
-    let events = env.event_messages("reason=LeftoverDeleted,involvedObject.name=tr");
-    assert!(
-        events
-            .iter()
-            .any(|m| m == "deleted HTTPRoute tr: spec.traffic is not set"),
-        "{events:?}"
-    );
+    env.wait_for_event(
+        "reason=LeftoverDeleted,involvedObject.name=tr",
+        "an Event says the route went",
+        |m| m == "deleted HTTPRoute tr: spec.traffic is not set",
+    )
+    .await;
     env.api::<VisitCounterApp>()
         .delete("tr", &DeleteParams::default())
         .await
