@@ -1,7 +1,9 @@
 //! `-- --idle`: what the operator does while nothing happens. The same apps
-//! are brought to rest in three states, each on a control plane of its own:
-//! pods Ready (kwok's nodes), pods that cannot be scheduled (no nodes), and
-//! pods that cannot start (kwok's nodes, an image that is never pulled). The
+//! are brought to rest in four states, each on a control plane of its own:
+//! pods Ready (kwok's nodes), pods Ready that answer (kwok's nodes and the
+//! app's server at each pod's address, see `answering`), pods that cannot be
+//! scheduled (no nodes), and pods that cannot start (kwok's nodes, an image
+//! that is never pulled). The
 //! operator runs with a resync far beyond the window, so every reconcile in
 //! it is one nothing asked for; a timer that must fire (a stuck rollout, a
 //! progress deadline) fires once at its time.
@@ -20,28 +22,32 @@ use crate::{
     ControlPlane, Goal, NODE_PORTS, QUIET_WINDOW, app_spec, audit::Requests, counter, cpu_seconds, for_each_app,
     memory_kib, prepare, reconciles, stop, wait_converged, watch_apps,
 };
-use crate::{audit::ConvergedAt, peer::Peer, with_cluster_ip};
+use crate::{answering::AnsweringPods, audit::ConvergedAt, peer::Peer, with_cluster_ip};
 
 /// Far beyond the window: no resync falls in it.
 const RESYNC: &str = "3600";
 /// The operator's count of pods its visits poller asked.
 const ASKS: &str = "visitcounter_operator_visits_asks_total";
+/// The port the apps' pods serve on: the spec's default.
+const APP_PORT: u16 = 8080;
 /// The image kwok's pod stages never pull (`tests/cluster/kwok-pod-stages.yaml`).
 const NEVER_PULLED: &str = "example.invalid/never-ready:v1";
 
 #[derive(Clone, Copy)]
 pub enum State {
     Ready,
+    Answering,
     Unschedulable,
     Failing,
 }
 
 impl State {
-    pub const ALL: [State; 3] = [State::Ready, State::Unschedulable, State::Failing];
+    pub const ALL: [State; 4] = [State::Ready, State::Answering, State::Unschedulable, State::Failing];
 
     pub fn name(self) -> &'static str {
         match self {
             State::Ready => "pods Ready",
+            State::Answering => "pods Ready and answering",
             State::Unschedulable => "pods unschedulable (no nodes)",
             State::Failing => "pods failing (image never pulled)",
         }
@@ -60,7 +66,7 @@ impl State {
             .collect();
         assert!(
             named.len() <= chosen.len(),
-            "--state takes ready, unschedulable or failing: {named:?}"
+            "--state takes ready, answering, unschedulable or failing: {named:?}"
         );
         chosen
     }
@@ -68,6 +74,7 @@ impl State {
     fn slug(self) -> &'static str {
         match self {
             State::Ready => "ready",
+            State::Answering => "answering",
             State::Unschedulable => "unschedulable",
             State::Failing => "failing",
         }
@@ -85,7 +92,7 @@ impl State {
     /// (`OrderedReady` makes no other while it is not Ready).
     fn goal(self) -> Goal {
         match self {
-            State::Ready => Goal::Ready,
+            State::Ready | State::Answering => Goal::Ready,
             State::Unschedulable | State::Failing => Goal::FirstPod,
         }
     }
@@ -167,14 +174,20 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     })
     .await;
     let (apps, watch) = watch_apps(&client).await;
+    let answering = matches!(state, State::Answering).then(|| AnsweringPods::start(&client, APP_PORT));
     let started = Instant::now();
     let (mut operator, metrics) = start(&plane, build);
     let pid = operator.id();
     let converge = wait_converged(&apps, count, 2, state.goal(), started, &mut ConvergedAt::new()).await;
-    // The poller's first ask of every pod is part of coming to rest: a
-    // window that caught some measured when the last pods turned Ready.
-    if matches!(state, State::Ready) {
-        wait_converged(&apps, count, 2, Goal::EveryPodAsked, started, &mut ConvergedAt::new()).await;
+    // The poller's first ask (or answer) of every pod is part of coming to
+    // rest: a window that caught some measured when the last pods turned Ready.
+    let asked = match state {
+        State::Ready => Some(Goal::EveryPodAsked),
+        State::Answering => Some(Goal::EveryPodAnswered),
+        State::Unschedulable | State::Failing => None,
+    };
+    if let Some(goal) = asked {
+        wait_converged(&apps, count, 2, goal, started, &mut ConvergedAt::new()).await;
     }
     // The last status writes land, and the StatefulSet controller's last
     // changes reach the caches.
@@ -199,6 +212,7 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     };
     watch.abort();
     stop(&mut operator);
+    drop(answering);
     idle
 }
 

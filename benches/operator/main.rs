@@ -31,6 +31,7 @@
 //! (`benches/operator/kopf_peer/peer.py`, installed into `target/kopf-peer` on first
 //! use), on a control plane of its own, in the column beside each count.
 
+mod answering;
 mod audit;
 mod idle;
 mod latency;
@@ -205,6 +206,8 @@ enum Goal {
     /// Ready, it asks them once a round, 30 s apart, and each pod's first
     /// answer changes the count).
     EveryPodAsked,
+    /// Every pod of the app has answered the visits poller with a count.
+    EveryPodAnswered,
 }
 
 /// How many apps of `replicas` have reached `goal`, by a watch cache of the
@@ -229,6 +232,9 @@ fn converged(apps: &Store<VisitCounterApp>, replicas: i32, goal: Goal) -> Vec<St
                 Goal::EveryPodAsked => status.visits.as_ref().is_some_and(|visits| {
                     visits.pods.len() == replicas as usize
                         && visits.pods.iter().all(|pod| pod.error.as_deref() != Some(NOT_ASKED))
+                }),
+                Goal::EveryPodAnswered => status.visits.as_ref().is_some_and(|visits| {
+                    visits.pods.len() == replicas as usize && visits.pods.iter().all(|pod| pod.visits.is_some())
                 }),
             };
             status.observed_generation == app.metadata.generation && app.spec.replicas == replicas && reached
