@@ -6,6 +6,7 @@
 
 pub mod crash_loops;
 pub mod pod_creation;
+pub mod pod_http;
 pub mod pods;
 pub mod retained;
 pub mod stuck_pods;

@@ -15,10 +15,6 @@ use std::{
 use futures::{StreamExt, stream};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::{
-    client::legacy::{Client as HttpClient, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -28,6 +24,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
+    pod_http::{self, PodClient},
     pods::{is_ready, ordinal_of},
     retained::keep_retained,
     unanswered::Unanswered,
@@ -299,7 +296,7 @@ pub fn parse_answer(body: &[u8]) -> Answer {
 /// Asks every app's pods once, and writes the statuses that changed.
 pub struct Poller {
     client: Client,
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    http: PodClient,
     apps: Store<VisitCounterApp>,
     pods: ChildStore<SlimPod>,
     metrics: Arc<Metrics>,
@@ -311,11 +308,9 @@ pub struct Poller {
 
 impl Poller {
     pub fn new(client: Client, apps: Store<VisitCounterApp>, pods: ChildStore<SlimPod>, metrics: Arc<Metrics>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(ANSWER_TIMEOUT));
         Self {
             client,
-            http: HttpClient::builder(TokioExecutor::new()).build(connector),
+            http: pod_http::client(ANSWER_TIMEOUT),
             apps,
             pods,
             metrics,
