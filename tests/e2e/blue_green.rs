@@ -181,7 +181,11 @@ pub async fn switches_in_one_write_and_rolls_back(env: &Env) {
     })
     .await;
     let green = selected(env, "bg").await.unwrap();
-    assert_eq!(serving(env, "bg").await.as_deref(), Some("bg-green"));
+    // The status is written after the Service, in the same reconcile.
+    eventually("the status names bg-green as serving", || async {
+        serving(env, "bg").await.as_deref() == Some("bg-green")
+    })
+    .await;
     assert!(exists(env, "bg").await, "bg stays for scaleDownDelaySeconds");
 
     env.apply_app("bg", spec("a", true, 20)).await;
