@@ -257,11 +257,10 @@ pub async fn progress_deadline(env: &Env) {
             env.ready_with_pods(name, 2)
         })
         .await;
-        assert_eq!(
-            env.condition(name, "Stalled").await.map(|c| c.0),
-            Some("False".into()),
-            "{name}"
-        );
+        eventually(&format!("{name} is no longer Stalled"), || async {
+            env.condition(name, "Stalled").await.is_some_and(|c| c.0 == "False")
+        })
+        .await;
         env.api::<VisitCounterApp>()
             .delete(name, &DeleteParams::default())
             .await

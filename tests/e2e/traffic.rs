@@ -110,12 +110,12 @@ pub async fn routes_through_an_httproute(env: &Env) {
     assert_eq!(selected(env, "tr-stable").await, sts.current_revision);
     assert_eq!(selected(env, "tr-canary").await, sts.update_revision);
     assert_ne!(sts.current_revision, sts.update_revision);
-    let app = env.api::<VisitCounterApp>().get("tr").await.unwrap();
-    let status = serde_json::to_value(app.status.unwrap().traffic).unwrap();
-    assert_eq!(
-        status,
-        json!({"route": "tr", "backends": [{"service": "tr-stable", "weight": 80}, {"service": "tr-canary", "weight": 20}]})
-    );
+    let wanted = json!({"route": "tr", "backends": [
+        {"service": "tr-stable", "weight": 80}, {"service": "tr-canary", "weight": 20}]});
+    eventually("the status tells the route's weights", || async {
+        traffic_status(env, "tr").await == wanted
+    })
+    .await;
 
     // Promoted: once every pod runs the new template, every request goes
     // to the app's Service again.
@@ -176,14 +176,13 @@ pub async fn splits_an_ab_test_by_cookie(env: &Env) {
     let sts = env.api::<StatefulSet>().get("ab").await.unwrap().status.unwrap();
     assert_eq!(selected(env, "ab-canary").await, sts.update_revision);
     assert_eq!(selected(env, "ab-stable").await, sts.current_revision);
-    let app = env.api::<VisitCounterApp>().get("ab").await.unwrap();
-    let status = serde_json::to_value(app.status.unwrap().traffic).unwrap();
-    assert_eq!(
-        status,
-        json!({"route": "ab", "backends": [
-            {"service": "ab-canary", "weight": 100, "match": "cookie variant=b"},
-            {"service": "ab-stable", "weight": 100}]})
-    );
+    let wanted = json!({"route": "ab", "backends": [
+        {"service": "ab-canary", "weight": 100, "match": "cookie variant=b"},
+        {"service": "ab-stable", "weight": 100}]});
+    eventually("the status tells the route's match", || async {
+        traffic_status(env, "ab").await == wanted
+    })
+    .await;
 
     env.apply_app("ab", spec(Some(ab), "b", 0)).await;
     eventually("promoted, one rule to the app's Service", || async {
@@ -200,4 +199,11 @@ pub async fn splits_an_ab_test_by_cookie(env: &Env) {
 
 fn rules(route: &Value) -> Vec<Value> {
     route["spec"]["rules"].as_array().cloned().unwrap_or_default()
+}
+
+/// The app's `status.traffic`. The operator writes it after the route, in
+/// the same reconcile, so a test that has just seen the route waits for it.
+async fn traffic_status(env: &Env, app: &str) -> serde_json::Value {
+    let app = env.api::<VisitCounterApp>().get(app).await.unwrap();
+    serde_json::to_value(app.status.and_then(|s| s.traffic)).unwrap()
 }
