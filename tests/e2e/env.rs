@@ -28,6 +28,8 @@ use visitcounter::{
 };
 
 pub const WAIT: Duration = Duration::from_secs(90);
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(250);
 /// An image whose pods never become ready on the test control plane's
 /// simulated nodes (tests/cluster/kwok-pod-stages.yaml).
 pub const NEVER_READY_IMAGE: &str = "example.invalid/never-ready:v1";
@@ -167,7 +169,7 @@ impl Env {
                 started.elapsed() < WAIT,
                 "timed out waiting until {what}; the Events {selector} picks say: {messages:?}"
             );
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -241,7 +243,7 @@ where
     let started = Instant::now();
     while !check().await {
         assert!(started.elapsed() < WAIT, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 

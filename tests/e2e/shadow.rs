@@ -116,10 +116,11 @@ pub async fn mirrors_to_a_shadow_until_promoted(env: &Env) {
             && route(env, "sh").is_some_and(|r| mirrors(&r).is_none())
     })
     .await;
-    eventually("the Event says the shadow was promoted", || async {
-        let events = env.event_messages("reason=ShadowPromoted,involvedObject.name=sh");
-        events.iter().any(|m| m.contains("was promoted"))
-    })
+    env.wait_for_event(
+        "reason=ShadowPromoted,involvedObject.name=sh",
+        "the Event says the shadow was promoted",
+        |m| m.contains("was promoted"),
+    )
     .await;
     let kept = env
         .api::<PersistentVolumeClaim>()
@@ -138,10 +139,11 @@ pub async fn mirrors_to_a_shadow_until_promoted(env: &Env) {
     .await;
     assert_eq!(mode(env, "sh").await.as_deref(), Some("b"));
     // The Event follows the delete.
-    eventually("the Event says the shadow was dropped", || async {
-        let events = env.event_messages("reason=ShadowDropped,involvedObject.name=sh");
-        events.iter().any(|m| m.contains("no longer differs"))
-    })
+    env.wait_for_event(
+        "reason=ShadowDropped,involvedObject.name=sh",
+        "the Event says the shadow was dropped",
+        |m| m.contains("no longer differs"),
+    )
     .await;
     env.api::<VisitCounterApp>()
         .delete("sh", &DeleteParams::default())

@@ -95,11 +95,6 @@ async fn rolled_past(env: &Env, app: &str, old: &str, replicas: usize) -> bool {
     pods.items.iter().all(on_new) && env.ready_with_pods(app, replicas).await
 }
 
-/// The messages of the Events with `reason` about the app `app`.
-fn events_with_reason(env: &Env, app: &str, reason: &str) -> Vec<String> {
-    env.event_messages(&format!("reason={reason},involvedObject.name={app}"))
-}
-
 /// `type: Recreate`: a new config deletes every pod at once, and no pod of
 /// the new template exists while one of the old does; the claims stay, and
 /// the status and an Event say how long no pod was ready.
@@ -165,11 +160,11 @@ pub async fn recreate(env: &Env) {
         downtime["until"].is_string() && downtime["seconds"].as_f64().is_some_and(|s| s >= 0.0),
         "the status measures the downtime: {downtime}"
     );
-    eventually("a RecreateComplete Event says how long", || async {
-        events_with_reason(env, "recreate", "RecreateComplete")
-            .iter()
-            .any(|m| m.contains("no ready pod for"))
-    })
+    env.wait_for_event(
+        "reason=RecreateComplete,involvedObject.name=recreate",
+        "a RecreateComplete Event says how long",
+        |m| m.contains("no ready pod for"),
+    )
     .await;
     // Done, the app costs nothing more: resyncs (every 2 s here) write no
     // status, Event or child of it.
@@ -246,11 +241,11 @@ pub async fn progress_deadline(env: &Env) {
             Some("False".into()),
             "{name}"
         );
-        eventually(&format!("{name}: a Warning Event says so"), || async {
-            events_with_reason(env, name, "ProgressDeadlineExceeded")
-                .iter()
-                .any(|m| m.contains("no progress for 5 s"))
-        })
+        env.wait_for_event(
+            &format!("reason=ProgressDeadlineExceeded,involvedObject.name={name}"),
+            &format!("{name}: a Warning Event says so"),
+            |m| m.contains("no progress for 5 s"),
+        )
         .await;
         env.apply_app(name, spec(&image())).await;
         eventually(&format!("{name} is Ready again after the revert"), || {
