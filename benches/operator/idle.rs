@@ -3,10 +3,9 @@
 //! pods Ready (kwok's nodes), pods Ready that answer (kwok's nodes and the
 //! app's server at each pod's address, see `answering`), pods that cannot be
 //! scheduled (no nodes), and pods that cannot start (kwok's nodes, an image
-//! that is never pulled). The
-//! operator runs with a resync far beyond the window, so every reconcile in
-//! it is one nothing asked for; a timer that must fire (a stuck rollout, a
-//! progress deadline) fires once at its time.
+//! that is never pulled). The operator runs with a resync far beyond the
+//! window, so every reconcile in it is one nothing asked for; a timer that
+//! must fire (a stuck rollout, a progress deadline) fires once at its time.
 //!
 //! Per state it prints reconciles and the pods the visits poller asked (the
 //! operator's own counts), CPU seconds (from `/proc`) and requests over a
@@ -96,6 +95,17 @@ impl State {
             State::Unschedulable | State::Failing => Goal::FirstPod,
         }
     }
+
+    /// With pods Ready, the poller's first ask (or answer) of every pod is
+    /// part of coming to rest: a window that caught some measured when the
+    /// last pods turned Ready.
+    fn first_asks(self) -> Option<Goal> {
+        match self {
+            State::Ready => Some(Goal::EveryPodAsked),
+            State::Answering => Some(Goal::EveryPodAnswered),
+            State::Unschedulable | State::Failing => None,
+        }
+    }
 }
 
 /// Which operator binary a column measures.
@@ -179,14 +189,7 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     let (mut operator, metrics) = start(&plane, build);
     let pid = operator.id();
     let converge = wait_converged(&apps, count, 2, state.goal(), started, &mut ConvergedAt::new()).await;
-    // The poller's first ask (or answer) of every pod is part of coming to
-    // rest: a window that caught some measured when the last pods turned Ready.
-    let asked = match state {
-        State::Ready => Some(Goal::EveryPodAsked),
-        State::Answering => Some(Goal::EveryPodAnswered),
-        State::Unschedulable | State::Failing => None,
-    };
-    if let Some(goal) = asked {
+    if let Some(goal) = state.first_asks() {
         wait_converged(&apps, count, 2, goal, started, &mut ConvergedAt::new()).await;
     }
     // The last status writes land, and the StatefulSet controller's last
