@@ -3,15 +3,9 @@
 //! write, one fsync), and only then answers each visit with its own number.
 //! Under load one fsync serves many visits; alone, a visit waits for one fsync.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     metrics::Metrics,
@@ -53,7 +47,8 @@ enum Ask {
 #[derive(Clone)]
 pub struct Committer {
     queue: mpsc::UnboundedSender<Ask>,
-    durable: Arc<AtomicU64>,
+    /// The count on disk; its receivers are told of each new one.
+    durable: Arc<watch::Sender<u64>>,
 }
 
 impl Committer {
@@ -67,7 +62,7 @@ impl Committer {
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::unbounded_channel();
-        let durable = Arc::new(AtomicU64::new(count));
+        let durable = Arc::new(watch::Sender::new(count));
         metrics.count.set(count as i64);
         let carried = store.carried();
         let task = tokio::spawn(run(store, carried, receiver, Arc::clone(&durable), mode, metrics));
@@ -97,7 +92,13 @@ impl Committer {
 
     /// The count that is on disk now.
     pub fn durable(&self) -> u64 {
-        self.durable.load(Ordering::Acquire)
+        *self.durable.borrow()
+    }
+
+    /// The count on disk, marked changed each time a new one is. Its
+    /// `changed()` fails once the committer has ended.
+    pub fn follow(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
     }
 }
 
@@ -105,7 +106,7 @@ async fn run(
     store: Store,
     mut carried: Option<Carried>,
     mut receiver: mpsc::UnboundedReceiver<Ask>,
-    durable: Arc<AtomicU64>,
+    durable: Arc<watch::Sender<u64>>,
     mode: CommitMode,
     metrics: Arc<Metrics>,
 ) {
@@ -114,7 +115,7 @@ async fn run(
         CommitMode::PerVisit => 1,
     };
     let mut batch: Vec<Ask> = Vec::with_capacity(64);
-    let mut count = durable.load(Ordering::Acquire);
+    let mut count = *durable.borrow();
     while receiver.recv_many(&mut batch, limit).await > 0 {
         // Each ask in turn: a visit's number, or the count after a carry.
         let (mut next, mut next_carried, mut visits) = (count, carried.clone(), 0u64);
@@ -143,7 +144,7 @@ async fn run(
         metrics.observe_commit(started.elapsed(), replies.len());
         match written {
             Ok(()) => {
-                durable.store(next, Ordering::Release);
+                durable.send_replace(next);
                 metrics.count.set(next as i64);
                 metrics.visits.inc_by(visits);
                 for (number, reply) in replies {

@@ -7,14 +7,14 @@ use std::sync::{
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Request, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::{Value, json};
 
-use super::{commit::Committer, metrics::Metrics};
+use super::{commit::Committer, follow, metrics::Metrics};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -47,8 +47,19 @@ async fn visit(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn visits(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "visits": state.committer.durable() }))
+/// The count on disk; with `Upgrade: visitcounter-visits`, the count and
+/// then each new one on the upgraded connection ([`follow`]).
+async fn visits(State(state): State<AppState>, mut request: Request) -> Response {
+    if !follow::asked(request.headers()) {
+        return Json(json!({ "visits": state.committer.durable() })).into_response();
+    }
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(follow::stream(upgrade, state.committer.follow()));
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [(header::CONNECTION, "upgrade"), (header::UPGRADE, follow::PROTOCOL)],
+    )
+        .into_response()
 }
 
 /// `POST /carry {"key": K, "visits": N}`: a blue/green rollout's operator

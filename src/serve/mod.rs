@@ -5,6 +5,7 @@
 //! lives in `<data dir>/visits.json` ([`store`]).
 
 pub mod commit;
+pub mod follow;
 mod http;
 pub mod metrics;
 pub mod store;
