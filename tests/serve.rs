@@ -290,3 +290,50 @@ async fn sigterm_answers_and_commits_what_is_in_flight() {
     assert!(*answered.iter().max().unwrap() <= on_disk);
     assert!(answered.len() as u64 <= on_disk);
 }
+
+/// The operator's follower (`observe::follow`) on the real server: the
+/// count at once, then each new one, with no ask; and the stream's end once
+/// the server stops, which a follower does not hold up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_gets_each_new_count_and_the_server_still_stops() {
+    use std::sync::{Arc, Mutex};
+
+    use visitcounter::controller::observe::{
+        follow::{Follow, follow},
+        pod_http,
+    };
+
+    let fixture = Fixture::new();
+    let server = Server::start(&fixture).await;
+    let state = Arc::new(Mutex::new(Follow::Opening));
+    let http = pod_http::client(std::time::Duration::from_secs(2));
+    let uri = pod_http::uri("127.0.0.1", server.port.into(), "/visits");
+    tokio::spawn(follow(http, uri, Arc::clone(&state)));
+    wait_for_follow(&state, Follow::Counting(0)).await;
+    let client = client();
+    for _ in 0..3 {
+        get(&client, server.port, "/").await.unwrap();
+    }
+    wait_for_follow(&state, Follow::Counting(3)).await;
+    let status = tokio::task::spawn_blocking(move || server.stop()).await.unwrap();
+    assert!(status.success(), "exit after SIGTERM with a follower: {status}");
+    wait_for_follow(&state, Follow::Ended).await;
+}
+
+async fn wait_for_follow(
+    state: &std::sync::Mutex<visitcounter::controller::observe::follow::Follow>,
+    wanted: visitcounter::controller::observe::follow::Follow,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = state.lock().unwrap().clone();
+        if now == wanted {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follow is {now:?}, not {wanted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

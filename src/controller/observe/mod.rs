@@ -5,6 +5,7 @@
 //! function; the few reads are beside them.
 
 pub mod crash_loops;
+pub mod follow;
 pub mod pod_creation;
 pub mod pod_http;
 pub mod pods;

@@ -29,8 +29,16 @@ pub fn client(connect_timeout: Duration) -> PodClient {
         .build(connector)
 }
 
+/// The URI of `path` on a pod at `ip` (v4 or v6) and `port`.
+pub fn uri(ip: &str, port: i32, path: &str) -> String {
+    match ip.contains(':') {
+        true => format!("http://[{ip}]:{port}{path}"),
+        false => format!("http://{ip}:{port}{path}"),
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -46,7 +54,7 @@ mod tests {
 
     /// A listener that answers every request on every connection it accepts
     /// and keeps each open, as the app's server does; it counts connections.
-    async fn counting_server() -> (String, Arc<AtomicUsize>) {
+    pub(crate) async fn counting_server() -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -66,6 +74,12 @@ mod tests {
             }
         });
         (address, accepted)
+    }
+
+    #[test]
+    fn a_v6_address_is_bracketed() {
+        assert_eq!(uri("10.0.0.1", 8080, "/visits"), "http://10.0.0.1:8080/visits");
+        assert_eq!(uri("fd00::1", 8080, "/visits"), "http://[fd00::1]:8080/visits");
     }
 
     #[tokio::test]

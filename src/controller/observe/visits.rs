@@ -24,6 +24,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
+    follow::{self, Followers, Step},
     pod_http::{self, PodClient},
     pods::{is_ready, ordinal_of},
     retained::keep_retained,
@@ -159,6 +160,25 @@ fn asks_of(apps: &[Arc<VisitCounterApp>], pods_of: &PodsOf<'_>) -> Vec<(usize, i
                 })
         })
         .collect()
+}
+
+/// Whether each app's counts must be asked this round rather than taken
+/// from its pods' streams: while its blue/green rollout carries counts from
+/// pods that are still there (see `follow`).
+fn afresh(apps: &[Arc<VisitCounterApp>], asks: &[(usize, i32, PodTarget, bool)]) -> Vec<bool> {
+    let mut afresh = vec![false; apps.len()];
+    for (i, _, target, _) in asks {
+        if let Some(from) = carried_from(&apps[*i]) {
+            afresh[*i] |= ordinal_of(from, &target.name).is_some();
+        }
+    }
+    afresh
+}
+
+/// The StatefulSet the app's blue/green rollout carries counts from.
+fn carried_from(app: &VisitCounterApp) -> Option<&str> {
+    let blue_green = app.status.as_ref()?.rollout.as_ref()?.blue_green.as_ref()?;
+    Some(blue_green.carry.as_ref()?.from.as_str())
 }
 
 /// Each app's pods' revisions, by pod name.
@@ -304,6 +324,8 @@ pub struct Poller {
     gauged: Mutex<HashSet<(String, String)>>,
     /// Pods that did not answer, asked less often.
     unanswered: Mutex<Unanswered>,
+    /// Pods whose counts come on a stream, asked nothing while they do.
+    followers: Followers,
 }
 
 impl Poller {
@@ -316,6 +338,7 @@ impl Poller {
             metrics,
             gauged: Mutex::default(),
             unanswered: Mutex::default(),
+            followers: Followers::default(),
         }
     }
 
@@ -356,11 +379,13 @@ impl Poller {
                 addresses_of[*i].insert(target.name.clone(), address.clone());
             }
         }
+        let afresh = afresh(&apps, &asks);
+        let afresh = &afresh;
         let answers: Vec<(usize, String, Answer, bool, bool)> = stream::iter(asks)
             .map(|(i, port, target, shadow)| async move {
                 let answer = match &target.address {
                     None => Err(NOT_ASKED.to_owned()),
-                    Some(ip) => self.ask_unless_silent(&target.name, ip, port).await,
+                    Some(ip) => self.answer(&target.name, ip, port, afresh[i]).await,
                 };
                 (i, target.name, answer, target.address.is_some(), shadow)
             })
@@ -368,6 +393,7 @@ impl Poller {
             .collect()
             .await;
         self.unanswered.lock().expect("unanswered pods").end_round();
+        self.metrics.followed_for_visits(self.followers.end_round());
         let mut answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
         let mut shadow_answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
         let mut asked_any = vec![false; apps.len()];
@@ -426,10 +452,16 @@ impl Poller {
         }
     }
 
-    /// Asks the pod `name`, unless it is skipped this round for not
-    /// answering before (`Unanswered`): then its last error.
-    async fn ask_unless_silent(&self, name: &str, ip: &str, port: i32) -> Answer {
+    /// The count of the pod `name`: the last its stream sent while it is
+    /// followed (unless `afresh`), else what it answers when asked. A pod
+    /// skipped this round for not answering before (`Unanswered`) gives its
+    /// last error. A pod that answered is followed from then on.
+    async fn answer(&self, name: &str, ip: &str, port: i32, afresh: bool) -> Answer {
         let address = format!("{ip}:{port}");
+        let step = self.followers.step(name, &address, afresh);
+        if let Step::Use(count) = step {
+            return Ok(count);
+        }
         if let Some(error) = self.unanswered.lock().expect("unanswered pods").skipped(name, &address) {
             return Err(error);
         }
@@ -439,6 +471,12 @@ impl Poller {
             .lock()
             .expect("unanswered pods")
             .note(name, &address, &answer);
+        if step == Step::AskThenFollow && answer.is_ok() {
+            let (http, uri) = (self.http.clone(), pod_http::uri(ip, port, "/visits"));
+            self.followers.follow(name, &address, |state| {
+                tokio::spawn(follow::follow(http, uri, state)).abort_handle()
+            });
+        }
         answer
     }
 
@@ -450,13 +488,8 @@ impl Poller {
 
     /// A GET of `path` (or a POST of `body`) to a pod, answered with a count.
     async fn request(&self, ip: &str, port: i32, path: &str, body: Option<String>) -> Answer {
-        let host = if ip.contains(':') {
-            format!("[{ip}]")
-        } else {
-            ip.to_owned()
-        };
         let request = hyper::Request::builder()
-            .uri(format!("http://{host}:{port}{path}"))
+            .uri(pod_http::uri(ip, port, path))
             .method(if body.is_some() { "POST" } else { "GET" })
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

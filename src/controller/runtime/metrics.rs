@@ -47,6 +47,8 @@ pub struct Metrics {
     visits_complete: Family<AppLabels, Gauge<i64, AtomicI64>>,
     /// Pods the visits poller asked, answered or not.
     visits_asks: Counter,
+    /// Pods whose counts come on a stream (`observe::follow`).
+    visits_followed: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -97,6 +99,12 @@ impl Metrics {
             "Pods asked for their visits (GET /visits), whether they answered or not",
             visits_asks.clone(),
         );
+        let visits_followed = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "visits_followed_pods",
+            "Pods whose visits come on a stream they send, so they are not asked",
+            visits_followed.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -108,6 +116,7 @@ impl Metrics {
             visits,
             visits_complete,
             visits_asks,
+            visits_followed,
         }
     }
 
@@ -135,6 +144,11 @@ impl Metrics {
     /// The visits poller asked a pod for its count.
     pub fn asked_for_visits(&self) {
         self.visits_asks.inc();
+    }
+
+    /// The pods whose counts came on their streams at the end of a round.
+    pub fn followed_for_visits(&self, pods: usize) {
+        self.visits_followed.set(i64::try_from(pods).unwrap_or(i64::MAX));
     }
 
     /// Drops the visit gauges of an app that is gone.

@@ -1,0 +1,241 @@
+//! The pods whose counts the visits poller follows instead of asking.
+//!
+//! Once a pod has answered `GET /visits`, the poller asks it once more to
+//! follow (`Upgrade: visitcounter-visits`, see `serve::follow`): the pod
+//! sends its count on that connection and then each new one. Each round
+//! takes the last count a pod sent, so a pod whose count stands costs no ask,
+//! no connection made and no CPU. A pod whose server does not follow (its
+//! image is not `visitcounter serve`) answers with a plain count and is asked
+//! each round as before; a stream that ends is opened again after the pod's
+//! next answer.
+//!
+//! While a blue/green app carries counts from its previous pods, its pods
+//! are asked every round even when followed: the previous StatefulSet goes
+//! only once counts asked after the switch show its visits carried over.
+//!
+//! [`step`] decides; [`follow`] is the task that reads a stream.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use http_body_util::Full;
+use hyper::{StatusCode, body::Bytes, header, upgrade::Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
+    task::AbortHandle,
+};
+
+use super::{pod_http::PodClient, visits::parse_answer};
+use crate::serve::follow::PROTOCOL;
+
+/// How long a pod may take to answer an ask to follow.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest line a stream may send (`{"visits":N}` and a newline).
+const MOST_LINE: u64 = 64;
+
+/// What is known of a followed pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// The ask to follow is out; no count came on it yet.
+    Opening,
+    /// The count the pod sent last.
+    Counting(i64),
+    /// The pod answered with a plain count: its server does not follow.
+    Plain,
+    /// The stream could not be opened, or it ended.
+    Ended,
+}
+
+/// What a round does for one pod it would ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Takes the count the pod's stream sent last; asks nothing.
+    Use(i64),
+    /// Asks the pod.
+    Ask,
+    /// Asks the pod and, once it answered, asks to follow it.
+    AskThenFollow,
+}
+
+/// The step for a pod in `state` (`None`: not followed); `afresh` when its
+/// app's counts must be asked this round.
+pub fn step(state: Option<&Follow>, afresh: bool) -> Step {
+    match state {
+        Some(Follow::Counting(count)) if !afresh => Step::Use(*count),
+        Some(Follow::Counting(_) | Follow::Opening | Follow::Plain) => Step::Ask,
+        None | Some(Follow::Ended) => Step::AskThenFollow,
+    }
+}
+
+/// A pod (name, address) followed, its state shared with its task.
+struct Followed {
+    state: Arc<Mutex<Follow>>,
+    task: AbortHandle,
+    /// Looked at this round.
+    seen: bool,
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The pods followed, by name and address. A pod not looked at in a round
+/// (gone, not ready, at a new address) is no longer followed: its stream is
+/// closed.
+#[derive(Default)]
+pub struct Followers {
+    pods: Mutex<HashMap<(String, String), Followed>>,
+}
+
+impl Followers {
+    /// The step for the pod `name` at `address` this round.
+    pub fn step(&self, name: &str, address: &str, afresh: bool) -> Step {
+        let mut pods = self.pods.lock().expect("followed pods");
+        let followed = pods.get_mut(&(name.to_owned(), address.to_owned()));
+        let state = followed.map(|f| {
+            f.seen = true;
+            f.state.lock().expect("follow state").clone()
+        });
+        step(state.as_ref(), afresh)
+    }
+
+    /// Follows the pod `name` at `address` with the task `start` spawns,
+    /// in place of any stream it had.
+    pub fn follow(&self, name: &str, address: &str, start: impl FnOnce(Arc<Mutex<Follow>>) -> AbortHandle) {
+        let state = Arc::new(Mutex::new(Follow::Opening));
+        let followed = Followed {
+            task: start(Arc::clone(&state)),
+            state,
+            seen: true,
+        };
+        let mut pods = self.pods.lock().expect("followed pods");
+        pods.insert((name.to_owned(), address.to_owned()), followed);
+    }
+
+    /// Stops following the pods not looked at this round; the number whose
+    /// counts come by their streams.
+    pub fn end_round(&self) -> usize {
+        let mut pods = self.pods.lock().expect("followed pods");
+        pods.retain(|_, f| std::mem::take(&mut f.seen));
+        pods.values()
+            .filter(|f| matches!(*f.state.lock().expect("follow state"), Follow::Counting(_)))
+            .count()
+    }
+}
+
+/// Follows the pod at `uri` (its `/visits`) until the stream ends; `state`
+/// says what came.
+pub async fn follow(http: PodClient, uri: String, state: Arc<Mutex<Follow>>) {
+    let end = match open(&http, &uri).await {
+        Ok(Some(upgraded)) => read_counts(upgraded, &state).await,
+        Ok(None) => Follow::Plain,
+        Err(error) => {
+            tracing::debug!(%uri, %error, "cannot follow the pod's visits");
+            Follow::Ended
+        }
+    };
+    *state.lock().expect("follow state") = end;
+}
+
+/// Asks to follow: the upgraded connection, or `None` when the pod answered
+/// with a plain count.
+async fn open(http: &PodClient, uri: &str) -> Result<Option<Upgraded>, String> {
+    let request = hyper::Request::get(uri)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, PROTOCOL)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let opened = async {
+        let response = http.request(request).await.map_err(|e| e.to_string())?;
+        match response.status() {
+            StatusCode::SWITCHING_PROTOCOLS => hyper::upgrade::on(response).await.map(Some).map_err(|e| e.to_string()),
+            status if status.is_success() => Ok(None),
+            status => Err(format!("answered the ask to follow with {status}")),
+        }
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, opened)
+        .await
+        .unwrap_or_else(|_| Err(format!("did not answer within {OPEN_TIMEOUT:?}")))
+}
+
+/// Reads counts, a line each, into `state` until the stream ends or sends
+/// something that is not a count.
+async fn read_counts(upgraded: Upgraded, state: &Mutex<Follow>) -> Follow {
+    let mut reader = BufReader::with_capacity(MOST_LINE as usize, TokioIo::new(upgraded));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut reader).take(MOST_LINE).read_until(b'\n', &mut line).await;
+        if !matches!(read, Ok(n) if n > 0) || line.last() != Some(&b'\n') {
+            return Follow::Ended;
+        }
+        match parse_answer(&line) {
+            Ok(count) => *state.lock().expect("follow state") = Follow::Counting(count),
+            Err(_) => return Follow::Ended,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_followed_count_is_taken_unless_the_app_must_be_asked_afresh() {
+        assert_eq!(step(Some(&Follow::Counting(7)), false), Step::Use(7));
+        assert_eq!(step(Some(&Follow::Counting(7)), true), Step::Ask);
+    }
+
+    #[test]
+    fn a_pod_is_followed_once_it_answered_and_again_once_its_stream_ended() {
+        assert_eq!(step(None, false), Step::AskThenFollow);
+        assert_eq!(step(Some(&Follow::Ended), false), Step::AskThenFollow);
+        assert_eq!(
+            step(Some(&Follow::Opening), false),
+            Step::Ask,
+            "one ask to follow at a time"
+        );
+        assert_eq!(
+            step(Some(&Follow::Plain), false),
+            Step::Ask,
+            "its server does not follow"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_answers_a_plain_count_is_not_followed() {
+        let (address, _) = crate::controller::observe::pod_http::tests::counting_server().await;
+        let state = Arc::new(Mutex::new(Follow::Opening));
+        let http = crate::controller::observe::pod_http::client(Duration::from_secs(2));
+        follow(http, format!("http://{address}/visits"), Arc::clone(&state)).await;
+        assert_eq!(*state.lock().unwrap(), Follow::Plain);
+    }
+
+    #[test]
+    fn pods_not_looked_at_in_a_round_are_no_longer_followed() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _entered = runtime.enter();
+        let followers = Followers::default();
+        let spawn = |state: Arc<Mutex<Follow>>| {
+            *state.lock().unwrap() = Follow::Counting(4);
+            tokio::spawn(std::future::pending::<()>()).abort_handle()
+        };
+        followers.follow("web-0", "10.0.0.1:8080", spawn);
+        followers.follow("web-1", "10.0.0.2:8080", spawn);
+        assert_eq!(followers.end_round(), 2, "both followed the round they began");
+        assert_eq!(followers.step("web-0", "10.0.0.1:8080", false), Step::Use(4));
+        assert_eq!(followers.end_round(), 1, "web-1 was not looked at");
+        assert_eq!(followers.step("web-1", "10.0.0.2:8080", false), Step::AskThenFollow);
+        assert_eq!(
+            followers.step("web-0", "10.0.0.9:8080", false),
+            Step::AskThenFollow,
+            "at a new address it is a new pod"
+        );
+    }
+}
