@@ -95,6 +95,7 @@ fn scenarios() -> Vec<(&'static str, Beside, Scenario)> {
         ItsOwnOperator: blue_green::a_recreate_cut_short_after_blue_green_keeps_the_serving_slot,
         ItsOwnOperator: blue_green::a_recreate_cut_short_keeps_the_serving_template,
         ItsOwnOperator: visits::summed_and_a_silent_pod_is_not_zero,
+        ItsOwnOperator: visits::counts_come_on_streams_without_asks,
         ItsOwnOperator: visits::a_scale_down_keeps_the_counts_of_the_pods_it_removes,
         ItsOwnOperator: faults::failures_are_retried,
         ItsOwnOperator: faults::a_missing_crd_stops_the_start,

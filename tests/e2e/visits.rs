@@ -2,7 +2,7 @@
 //! in the loopback range (scripts/cluster.sh), where `visitcounter serve`
 //! stands in for a pod's container. The counts are summed into the app's
 //! status; a pod that does not answer is reported as such and never counted
-//! as zero.
+//! as zero. A pod that answered is followed: its counts come on a stream.
 
 use std::time::Duration;
 
@@ -118,11 +118,7 @@ pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
             && exported.contains(&format!("visitcounter_operator_app_visits_complete{{{labels}}} 1")),
         "{exported}"
     );
-    let asks: f64 = exported
-        .lines()
-        .find_map(|l| l.strip_prefix("visitcounter_operator_visits_asks_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_default();
+    let asks = sample(&exported, "visitcounter_operator_visits_asks_total");
     assert!(
         asks >= 3.0,
         "each of the three pods was asked at least once: {exported}"
@@ -149,6 +145,67 @@ pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
 
     let _ = stop.send(());
     running.await.unwrap().unwrap();
+    env.api::<VisitCounterApp>()
+        .delete("count", &Default::default())
+        .await
+        .unwrap();
+}
+
+/// The value of the metric `name` (without labels) in `exported`; 0 when
+/// it is not there.
+fn sample(exported: &str, name: &str) -> f64 {
+    exported
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_default()
+}
+
+/// Once each pod answered, its new counts come on a stream it sends
+/// (`observe::follow`): visits are counted with no more asks. A pod killed
+/// is asked again, reported as not answering, and followed once it is back.
+pub async fn counts_come_on_streams_without_asks(env: &Env) {
+    let (metrics, stop, running) = start_polling(env).await;
+    let port = free_port();
+    let ips = three_pods(env, port).await;
+    let fixtures = [seeded(5), seeded(7), seeded(100)];
+    let mut servers = Vec::new();
+    for (fixture, ip) in fixtures.iter().zip(&ips) {
+        servers.push(Server::start_at(fixture, ip, port).await);
+    }
+    let followed = || sample(&metrics.encode(), "visitcounter_operator_visits_followed_pods");
+    eventually("all three pods followed", || async { followed() == 3.0 }).await;
+    let asks = || sample(&metrics.encode(), "visitcounter_operator_visits_asks_total");
+    let asked = asks();
+    let http = client();
+    for _ in 0..4 {
+        assert_eq!(get_at(&http, &ips[1], port, "/").await.unwrap().0, 200);
+    }
+    eventually("the new visits are counted", || async {
+        visits_of(env).await["total"] == 116
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(asks(), asked, "pods were asked while their counts came on streams");
+
+    let killed = servers.remove(0);
+    killed.crash();
+    eventually("the killed pod is reported as not answering", || async {
+        let status = visits_of(env).await;
+        status["complete"] == false && status["pods"][0]["error"].is_string()
+    })
+    .await;
+    assert!(asks() > asked, "the killed pod was not asked");
+    servers.insert(0, Server::start_at(&fixtures[0], &ips[0], port).await);
+    eventually("the pod back is counted and followed again", || async {
+        visits_of(env).await["complete"] == true && followed() == 3.0
+    })
+    .await;
+    assert_eq!(visits_of(env).await["total"], 116);
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    drop(servers);
     env.api::<VisitCounterApp>()
         .delete("count", &Default::default())
         .await
