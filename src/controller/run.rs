@@ -29,6 +29,7 @@ use super::{
         cache::{ChildCaches, strip_child},
         compact::Compact,
         metrics::Metrics,
+        open_files,
         settings::ControllerSettings,
         slim_pod::SlimPod,
         store::ChildStore,
@@ -116,7 +117,9 @@ fn spawn_poller(
     pods: &ChildStore<SlimPod>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let interval = ctx.settings.visits_interval?;
-    let poller = Poller::new(ctx.client.clone(), apps.clone(), pods.clone(), ctx.metrics.clone());
+    let most_followed = open_files::most_followed(open_files::raise());
+    let poller = Poller::new(ctx.client.clone(), apps.clone(), pods.clone(), ctx.metrics.clone())
+        .following_at_most(most_followed);
     Some(tokio::spawn(poller.run(interval)))
 }
 

@@ -71,6 +71,9 @@ pub fn step(state: Option<&Follow>, afresh: bool) -> Step {
     }
 }
 
+/// The most pods followed when the poller is given no bound.
+const MOST_FOLLOWED: usize = 512;
+
 /// A pod (name, address) followed, its state shared with its task.
 struct Followed {
     state: Arc<Mutex<Follow>>,
@@ -87,13 +90,27 @@ impl Drop for Followed {
 
 /// The pods followed, by name and address. A pod not looked at in a round
 /// (gone, not ready, at a new address) is no longer followed: its stream is
-/// closed.
-#[derive(Default)]
+/// closed. Each holds a connection, so there is a bound: past it, a pod is
+/// asked each round instead.
 pub struct Followers {
     pods: Mutex<HashMap<(String, String), Followed>>,
+    most: usize,
+}
+
+impl Default for Followers {
+    fn default() -> Self {
+        Self::at_most(MOST_FOLLOWED)
+    }
 }
 
 impl Followers {
+    pub fn at_most(most: usize) -> Self {
+        Self {
+            pods: Mutex::default(),
+            most,
+        }
+    }
+
     /// The step for the pod `name` at `address` this round.
     pub fn step(&self, name: &str, address: &str, afresh: bool) -> Step {
         let mut pods = self.pods.lock().expect("followed pods");
@@ -106,16 +123,21 @@ impl Followers {
     }
 
     /// Follows the pod `name` at `address` with the task `start` spawns,
-    /// in place of any stream it had.
+    /// in place of any stream it had; not while as many pods as the bound
+    /// are followed already.
     pub fn follow(&self, name: &str, address: &str, start: impl FnOnce(Arc<Mutex<Follow>>) -> AbortHandle) {
+        let key = (name.to_owned(), address.to_owned());
+        let mut pods = self.pods.lock().expect("followed pods");
+        if pods.len() >= self.most && !pods.contains_key(&key) {
+            return;
+        }
         let state = Arc::new(Mutex::new(Follow::Opening));
         let followed = Followed {
             task: start(Arc::clone(&state)),
             state,
             seen: true,
         };
-        let mut pods = self.pods.lock().expect("followed pods");
-        pods.insert((name.to_owned(), address.to_owned()), followed);
+        pods.insert(key, followed);
     }
 
     /// Stops following the pods not looked at this round; the number whose
@@ -236,6 +258,28 @@ mod tests {
             followers.step("web-0", "10.0.0.9:8080", false),
             Step::AskThenFollow,
             "at a new address it is a new pod"
+        );
+    }
+
+    #[test]
+    fn past_the_bound_a_pod_is_asked_each_round_instead() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _entered = runtime.enter();
+        let followers = Followers::at_most(1);
+        let spawn = |_| tokio::spawn(std::future::pending::<()>()).abort_handle();
+        followers.follow("web-0", "10.0.0.1:8080", spawn);
+        followers.follow("web-1", "10.0.0.2:8080", spawn);
+        assert_eq!(followers.step("web-1", "10.0.0.2:8080", false), Step::AskThenFollow);
+        assert_eq!(
+            followers.step("web-0", "10.0.0.1:8080", false),
+            Step::Ask,
+            "still opening"
+        );
+        followers.follow("web-0", "10.0.0.1:8080", spawn);
+        assert_eq!(
+            followers.step("web-0", "10.0.0.1:8080", false),
+            Step::Ask,
+            "followed anew"
         );
     }
 }

@@ -342,6 +342,13 @@ impl Poller {
         }
     }
 
+    /// Follows at most `pods` pods at once (see `follow`); the others are
+    /// asked each round.
+    pub fn following_at_most(mut self, pods: usize) -> Self {
+        self.followers = Followers::at_most(pods);
+        self
+    }
+
     /// Polls every `interval` until the future is dropped.
     pub async fn run(self, interval: Duration) {
         let mut ticks = tokio::time::interval(interval);

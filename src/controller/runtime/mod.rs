@@ -8,6 +8,7 @@ pub mod compact;
 pub mod diff;
 pub mod error;
 pub mod metrics;
+pub mod open_files;
 pub mod settings;
 pub mod slim_pod;
 pub mod store;
