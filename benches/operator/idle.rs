@@ -7,8 +7,8 @@
 //! window, so every reconcile in it is one nothing asked for; a timer that
 //! must fire (a stuck rollout, a progress deadline) fires once at its time.
 //!
-//! Per state it prints reconciles and the pods the visits poller asked (the
-//! operator's own counts), CPU seconds (from `/proc`) and requests over a
+//! Per state it prints reconciles, the pods the visits poller asked and the
+//! pods it follows (the operator's own counts), CPU seconds (from `/proc`) and requests over a
 //! window of 60 s, and the operator's resident memory: with no app, at rest
 //! with every app, and the bytes each app adds.
 
@@ -27,6 +27,8 @@ use crate::{answering::AnsweringPods, audit::ConvergedAt, peer::Peer, with_clust
 const RESYNC: &str = "3600";
 /// The operator's count of pods its visits poller asked.
 const ASKS: &str = "visitcounter_operator_visits_asks_total";
+/// The operator's gauge of pods whose counts come on a stream.
+const FOLLOWED: &str = "visitcounter_operator_visits_followed_pods";
 /// The port the apps' pods serve on: the spec's default.
 const APP_PORT: u16 = 8080;
 /// The image kwok's pod stages never pull (`tests/cluster/kwok-pod-stages.yaml`).
@@ -139,6 +141,9 @@ pub struct Idle {
     pub reconciles: Option<u64>,
     /// Pods the visits poller asked (`None` from a build without the count).
     pub asks: Option<u64>,
+    /// Pods whose counts came on a stream at the window's end (`None` from
+    /// a build that does not follow).
+    pub followed: Option<u64>,
     pub cpu_seconds: f64,
     pub requests: Requests,
     /// Resident memory with no app, and at rest with every app (KiB).
@@ -207,6 +212,7 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
             .zip(reconciles_before)
             .map(|(a, b)| a - b),
         asks: asks().zip(asks_before).map(|(a, b)| a - b),
+        followed: counter(metrics.as_deref(), FOLLOWED),
         cpu_seconds: cpu_seconds(pid) - cpu_before,
         requests: audit.operator_requests(),
         empty_kib,
@@ -251,6 +257,11 @@ pub fn print(figures: &[(usize, Idle)]) {
     row(
         "pods asked for their visits in the window",
         &|_, f| f.asks.map_or("n/a".to_owned(), |a| a.to_string()),
+        "",
+    );
+    row(
+        "pods whose visits came on a stream at the window's end",
+        &|_, f| f.followed.map_or("n/a".to_owned(), |a| a.to_string()),
         "",
     );
     row(
