@@ -1,8 +1,9 @@
-//! One visit count per app: every interval the operator asks each ready pod
-//! for its `/visits` (by pod IP, on the app's port), sums what answered, and
-//! writes `status.visits` when the counts changed. A pod that does not answer
-//! is reported with the reason, never counted as zero, and asked less often
-//! (`unanswered`).
+//! One visit count per app: every interval the operator takes each ready
+//! pod's count, sums what answered, and writes `status.visits` when the
+//! counts changed. A pod is asked for its `/visits` (by pod IP, on the app's
+//! port) until it answered, then followed: its count comes on a stream it
+//! sends (`follow`). A pod that does not answer is reported with the reason,
+//! never counted as zero, and asked less often (`unanswered`).
 //!
 //! `visits_status` is pure; `poll_once` does the I/O.
 
