@@ -144,7 +144,8 @@ async fn run(
         metrics.observe_commit(started.elapsed(), replies.len());
         match written {
             Ok(()) => {
-                durable.send_replace(next);
+                // A carry that adds nothing leaves the count as it was.
+                durable.send_if_modified(|durable| std::mem::replace(durable, next) != next);
                 metrics.count.set(next as i64);
                 metrics.visits.inc_by(visits);
                 for (number, reply) in replies {
