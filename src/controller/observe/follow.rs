@@ -44,7 +44,8 @@ pub enum Follow {
     Opening,
     /// The count the pod sent last.
     Counting(i64),
-    /// The pod answered with a plain count: its server does not follow.
+    /// The pod answered the ask to follow with a plain count or an error:
+    /// it is not followed.
     Plain,
     /// The stream could not be opened, or it ended.
     Ended,
@@ -74,7 +75,16 @@ pub fn step(state: Option<&Follow>, afresh: bool) -> Step {
 /// The most pods followed when the poller is given no bound.
 const MOST_FOLLOWED: usize = 512;
 
-/// A pod (name, address) followed, its state shared with its task.
+/// A pod as followed: a pod re-created under the same name at the same
+/// address is another one, with its own stream.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Followee {
+    pub name: String,
+    pub address: String,
+    pub uid: Option<String>,
+}
+
+/// A pod followed, its state shared with its task.
 struct Followed {
     state: Arc<Mutex<Follow>>,
     task: AbortHandle,
@@ -88,12 +98,12 @@ impl Drop for Followed {
     }
 }
 
-/// The pods followed, by name and address. A pod not looked at in a round
-/// (gone, not ready, at a new address) is no longer followed: its stream is
-/// closed. Each holds a connection, so there is a bound: past it, a pod is
-/// asked each round instead.
+/// The pods followed. A pod not looked at in a round (gone, not ready, at a
+/// new address) is no longer followed: its stream is closed. Each stream
+/// holds a connection, so there is a bound: past it, a pod is asked each
+/// round instead.
 pub struct Followers {
-    pods: Mutex<HashMap<(String, String), Followed>>,
+    pods: Mutex<HashMap<Followee, Followed>>,
     most: usize,
 }
 
@@ -111,10 +121,10 @@ impl Followers {
         }
     }
 
-    /// The step for the pod `name` at `address` this round.
-    pub fn step(&self, name: &str, address: &str, afresh: bool) -> Step {
+    /// The step for the pod this round.
+    pub fn step(&self, pod: &Followee, afresh: bool) -> Step {
         let mut pods = self.pods.lock().expect("followed pods");
-        let followed = pods.get_mut(&(name.to_owned(), address.to_owned()));
+        let followed = pods.get_mut(pod);
         let state = followed.map(|f| {
             f.seen = true;
             f.state.lock().expect("follow state").clone()
@@ -122,13 +132,15 @@ impl Followers {
         step(state.as_ref(), afresh)
     }
 
-    /// Follows the pod `name` at `address` with the task `start` spawns,
-    /// in place of any stream it had; not while as many pods as the bound
-    /// are followed already.
-    pub fn follow(&self, name: &str, address: &str, start: impl FnOnce(Arc<Mutex<Follow>>) -> AbortHandle) {
-        let key = (name.to_owned(), address.to_owned());
+    /// Follows the pod with the task `start` spawns, in place of any stream
+    /// it had; not while as many streams as the bound are open or opening.
+    pub fn follow(&self, pod: Followee, start: impl FnOnce(Arc<Mutex<Follow>>) -> AbortHandle) {
         let mut pods = self.pods.lock().expect("followed pods");
-        if pods.len() >= self.most && !pods.contains_key(&key) {
+        let streams = pods
+            .iter()
+            .filter(|(key, f)| *key != &pod && holds_a_connection(&f.state))
+            .count();
+        if streams >= self.most {
             return;
         }
         let state = Arc::new(Mutex::new(Follow::Opening));
@@ -137,7 +149,7 @@ impl Followers {
             state,
             seen: true,
         };
-        pods.insert(key, followed);
+        pods.insert(pod, followed);
     }
 
     /// Stops following the pods not looked at this round; the number whose
@@ -149,6 +161,13 @@ impl Followers {
             .filter(|f| matches!(*f.state.lock().expect("follow state"), Follow::Counting(_)))
             .count()
     }
+}
+
+fn holds_a_connection(state: &Mutex<Follow>) -> bool {
+    matches!(
+        *state.lock().expect("follow state"),
+        Follow::Opening | Follow::Counting(_)
+    )
 }
 
 /// Follows the pod at `uri` (its `/visits`) until the stream ends; `state`
@@ -166,7 +185,8 @@ pub async fn follow(http: PodClient, uri: String, state: Arc<Mutex<Follow>>) {
 }
 
 /// Asks to follow: the upgraded connection, or `None` when the pod answered
-/// with a plain count.
+/// anything else (a plain count: its server does not follow; an error: a
+/// proxy on the way that takes no upgrade), so it is asked each round.
 async fn open(http: &PodClient, uri: &str) -> Result<Option<Upgraded>, String> {
     let request = hyper::Request::get(uri)
         .header(header::CONNECTION, "upgrade")
@@ -177,8 +197,7 @@ async fn open(http: &PodClient, uri: &str) -> Result<Option<Upgraded>, String> {
         let response = http.request(request).await.map_err(|e| e.to_string())?;
         match response.status() {
             StatusCode::SWITCHING_PROTOCOLS => hyper::upgrade::on(response).await.map(Some).map_err(|e| e.to_string()),
-            status if status.is_success() => Ok(None),
-            status => Err(format!("answered the ask to follow with {status}")),
+            _ => Ok(None),
         }
     };
     tokio::time::timeout(OPEN_TIMEOUT, opened)
@@ -239,25 +258,48 @@ mod tests {
         assert_eq!(*state.lock().unwrap(), Follow::Plain);
     }
 
+    fn pod(name: &str, address: &str, uid: &str) -> Followee {
+        Followee {
+            name: name.into(),
+            address: address.into(),
+            uid: Some(uid.into()),
+        }
+    }
+
+    /// Follows `pod` with a task that never ends and whose state is
+    /// `state`; the task's handle.
+    fn follow_with(followers: &Followers, pod: Followee, state: Follow) -> Option<AbortHandle> {
+        let mut task = None;
+        followers.follow(pod, |shared| {
+            *shared.lock().unwrap() = state;
+            let handle = tokio::spawn(std::future::pending::<()>()).abort_handle();
+            task = Some(handle.clone());
+            handle
+        });
+        task
+    }
+
     #[test]
     fn pods_not_looked_at_in_a_round_are_no_longer_followed() {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let _entered = runtime.enter();
         let followers = Followers::default();
-        let spawn = |state: Arc<Mutex<Follow>>| {
-            *state.lock().unwrap() = Follow::Counting(4);
-            tokio::spawn(std::future::pending::<()>()).abort_handle()
-        };
-        followers.follow("web-0", "10.0.0.1:8080", spawn);
-        followers.follow("web-1", "10.0.0.2:8080", spawn);
+        let (web_0, web_1) = (pod("web-0", "10.0.0.1:8080", "a"), pod("web-1", "10.0.0.2:8080", "b"));
+        follow_with(&followers, web_0.clone(), Follow::Counting(4)).unwrap();
+        let task_1 = follow_with(&followers, web_1.clone(), Follow::Counting(2)).unwrap();
         assert_eq!(followers.end_round(), 2, "both followed the round they began");
-        assert_eq!(followers.step("web-0", "10.0.0.1:8080", false), Step::Use(4));
+        assert_eq!(followers.step(&web_0, false), Step::Use(4));
         assert_eq!(followers.end_round(), 1, "web-1 was not looked at");
-        assert_eq!(followers.step("web-1", "10.0.0.2:8080", false), Step::AskThenFollow);
+        runtime.block_on(tokio::task::yield_now());
+        assert!(task_1.is_finished(), "web-1's stream is closed");
+        assert_eq!(followers.step(&web_1, false), Step::AskThenFollow);
+        let moved = pod("web-0", "10.0.0.9:8080", "a");
+        assert_eq!(followers.step(&moved, false), Step::AskThenFollow, "at a new address");
+        let again = pod("web-0", "10.0.0.1:8080", "c");
         assert_eq!(
-            followers.step("web-0", "10.0.0.9:8080", false),
+            followers.step(&again, false),
             Step::AskThenFollow,
-            "at a new address it is a new pod"
+            "re-created, same address"
         );
     }
 
@@ -266,20 +308,23 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let _entered = runtime.enter();
         let followers = Followers::at_most(1);
-        let spawn = |_| tokio::spawn(std::future::pending::<()>()).abort_handle();
-        followers.follow("web-0", "10.0.0.1:8080", spawn);
-        followers.follow("web-1", "10.0.0.2:8080", spawn);
-        assert_eq!(followers.step("web-1", "10.0.0.2:8080", false), Step::AskThenFollow);
-        assert_eq!(
-            followers.step("web-0", "10.0.0.1:8080", false),
-            Step::Ask,
-            "still opening"
+        let (web_0, web_1) = (pod("web-0", "10.0.0.1:8080", "a"), pod("web-1", "10.0.0.2:8080", "b"));
+        assert!(follow_with(&followers, web_0.clone(), Follow::Counting(4)).is_some());
+        assert!(
+            follow_with(&followers, web_1.clone(), Follow::Counting(2)).is_none(),
+            "past the bound"
         );
-        followers.follow("web-0", "10.0.0.1:8080", spawn);
-        assert_eq!(
-            followers.step("web-0", "10.0.0.1:8080", false),
-            Step::Ask,
-            "followed anew"
+        assert_eq!(followers.step(&web_1, false), Step::AskThenFollow);
+        assert!(
+            follow_with(&followers, web_0.clone(), Follow::Counting(5)).is_some(),
+            "a pod's own stream is replaced"
+        );
+        assert_eq!(followers.step(&web_0, false), Step::Use(5));
+        let plain = Followers::at_most(1);
+        assert!(follow_with(&plain, web_0, Follow::Plain).is_some());
+        assert!(
+            follow_with(&plain, web_1, Follow::Counting(2)).is_some(),
+            "a pod not followed holds no connection, so it does not count"
         );
     }
 }

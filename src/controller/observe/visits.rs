@@ -25,7 +25,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    follow::{self, Followers, Step},
+    follow::{self, Followee, Followers, Step},
     pod_http::{self, PodClient},
     pods::{is_ready, ordinal_of},
     retained::keep_retained,
@@ -58,6 +58,8 @@ pub struct PodTarget {
     pub name: String,
     /// `None` when the pod is not ready or has no IP yet.
     pub address: Option<String>,
+    /// Tells a pod from another of the same name at the same address.
+    pub uid: Option<String>,
 }
 
 /// The app's pods (or its shadow's: those of instance `name`), sorted by
@@ -76,6 +78,7 @@ pub fn pod_targets<'a>(
             PodTarget {
                 name: pod.name_any(),
                 address: ip.filter(|_| is_ready(pod) && pod.metadata.deletion_timestamp.is_none()),
+                uid: pod.metadata.uid.clone(),
             }
         })
         .collect();
@@ -393,7 +396,7 @@ impl Poller {
             .map(|(i, port, target, shadow)| async move {
                 let answer = match &target.address {
                     None => Err(NOT_ASKED.to_owned()),
-                    Some(ip) => self.answer(&target.name, ip, port, afresh[i]).await,
+                    Some(ip) => self.answer(&target, ip, port, afresh[i]).await,
                 };
                 (i, target.name, answer, target.address.is_some(), shadow)
             })
@@ -464,9 +467,14 @@ impl Poller {
     /// followed (unless `afresh`), else what it answers when asked. A pod
     /// skipped this round for not answering before (`Unanswered`) gives its
     /// last error. A pod that answered is followed from then on.
-    async fn answer(&self, name: &str, ip: &str, port: i32, afresh: bool) -> Answer {
-        let address = format!("{ip}:{port}");
-        let step = self.followers.step(name, &address, afresh);
+    async fn answer(&self, target: &PodTarget, ip: &str, port: i32, afresh: bool) -> Answer {
+        let (name, address) = (target.name.as_str(), format!("{ip}:{port}"));
+        let followee = Followee {
+            name: name.to_owned(),
+            address: address.clone(),
+            uid: target.uid.clone(),
+        };
+        let step = self.followers.step(&followee, afresh);
         if let Step::Use(count) = step {
             return Ok(count);
         }
@@ -481,7 +489,7 @@ impl Poller {
             .note(name, &address, &answer);
         if step == Step::AskThenFollow && answer.is_ok() {
             let (http, uri) = (self.http.clone(), pod_http::uri(ip, port, "/visits"));
-            self.followers.follow(name, &address, |state| {
+            self.followers.follow(followee, |state| {
                 tokio::spawn(follow::follow(http, uri, state)).abort_handle()
             });
         }
@@ -660,6 +668,37 @@ mod tests {
                 visits: 7,
             }],
             "web-1 did not answer, web-green-2 is not ready"
+        );
+    }
+
+    #[test]
+    fn a_blue_green_app_is_asked_afresh_while_the_pods_it_carries_from_are_there() {
+        let mut web = app("web", serde_json::json!({}));
+        let target = |name: &str| PodTarget {
+            name: name.into(),
+            address: Some("10.0.0.1".into()),
+            uid: None,
+        };
+        let both = [
+            (0, 8080, target("web-0"), false),
+            (0, 8080, target("web-green-0"), false),
+        ];
+        assert_eq!(afresh(&[Arc::new(web.clone())], &both), [false], "no carry");
+        let rollout: crate::resource::RolloutStatus = serde_json::from_value(serde_json::json!({
+            "blueGreen": {"serving": "web-green", "previewService": "web-preview",
+                          "carry": {"from": "web", "to": "web-green", "key": "0-abc"}}
+        }))
+        .unwrap();
+        web.status = Some(crate::resource::VisitCounterAppStatus {
+            rollout: Some(rollout),
+            ..Default::default()
+        });
+        let web = [Arc::new(web)];
+        assert_eq!(afresh(&web, &both), [true], "web-0 is still there");
+        assert_eq!(
+            afresh(&web, &[(0, 8080, target("web-green-0"), false)]),
+            [false],
+            "the previous pods are gone"
         );
     }
 
