@@ -315,7 +315,11 @@ async fn a_follower_gets_each_new_count_and_the_server_still_stops() {
         get(&client, server.port, "/").await.unwrap();
     }
     wait_for_follow(&state, Follow::Counting(3)).await;
-    let status = tokio::task::spawn_blocking(move || server.stop()).await.unwrap();
+    let stopped = tokio::task::spawn_blocking(move || server.stop());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), stopped)
+        .await
+        .expect("the server stops within 20 s with a follower")
+        .unwrap();
     assert!(status.success(), "exit after SIGTERM with a follower: {status}");
     wait_for_follow(&state, Follow::Ended).await;
 }

@@ -202,6 +202,13 @@ pub async fn counts_come_on_streams_without_asks(env: &Env) {
     })
     .await;
     assert_eq!(visits_of(env).await["total"], 116);
+    let asked = asks();
+    assert_eq!(get_at(&http, &ips[0], port, "/").await.unwrap().0, 200);
+    eventually("a visit to the pod back is counted", || async {
+        visits_of(env).await["total"] == 117
+    })
+    .await;
+    assert_eq!(asks(), asked, "the pod back was asked, not followed");
 
     let _ = stop.send(());
     running.await.unwrap().unwrap();
