@@ -75,17 +75,20 @@ pub fn step(state: Option<&Follow>, afresh: bool) -> Step {
 /// The most pods followed when the poller is given no bound.
 const MOST_FOLLOWED: usize = 512;
 
-/// A pod as followed: a pod re-created under the same name at the same
-/// address is another one, with its own stream.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Followee {
-    pub name: String,
-    pub address: String,
-    pub uid: Option<String>,
+/// A pod as a round looks it up: by its uid (a pod re-created under the
+/// same name is another pod), at its address. Borrowed, so a round over
+/// every pod allocates nothing to look them up.
+#[derive(Clone, Copy, Debug)]
+pub struct PodRef<'a> {
+    pub uid: &'a str,
+    pub ip: &'a str,
+    pub port: i32,
 }
 
 /// A pod followed, its state shared with its task.
 struct Followed {
+    ip: String,
+    port: i32,
     state: Arc<Mutex<Follow>>,
     task: AbortHandle,
     /// Looked at this round.
@@ -103,7 +106,8 @@ impl Drop for Followed {
 /// holds a connection, so there is a bound: past it, a pod is asked each
 /// round instead.
 pub struct Followers {
-    pods: Mutex<HashMap<Followee, Followed>>,
+    /// By pod uid.
+    pods: Mutex<HashMap<String, Followed>>,
     most: usize,
 }
 
@@ -121,10 +125,11 @@ impl Followers {
         }
     }
 
-    /// The step for the pod this round.
-    pub fn step(&self, pod: &Followee, afresh: bool) -> Step {
+    /// The step for the pod this round. At another address the pod is not
+    /// followed: the stream it had is closed at the round's end.
+    pub fn step(&self, pod: PodRef<'_>, afresh: bool) -> Step {
         let mut pods = self.pods.lock().expect("followed pods");
-        let followed = pods.get_mut(pod);
+        let followed = pods.get_mut(pod.uid).filter(|f| f.ip == pod.ip && f.port == pod.port);
         let state = followed.map(|f| {
             f.seen = true;
             f.state.lock().expect("follow state").clone()
@@ -134,22 +139,27 @@ impl Followers {
 
     /// Follows the pod with the task `start` spawns, in place of any stream
     /// it had; not while as many streams as the bound are open or opening.
-    pub fn follow(&self, pod: Followee, start: impl FnOnce(Arc<Mutex<Follow>>) -> AbortHandle) {
+    pub fn follow(&self, pod: PodRef<'_>, start: impl FnOnce(Arc<Mutex<Follow>>) -> AbortHandle) {
         let mut pods = self.pods.lock().expect("followed pods");
-        let streams = pods
-            .iter()
-            .filter(|(key, f)| *key != &pod && holds_a_connection(&f.state))
-            .count();
-        if streams >= self.most {
-            return;
+        // Counted only near the bound: below it, there are fewer streams.
+        if pods.len() >= self.most {
+            let streams = pods
+                .iter()
+                .filter(|(uid, f)| *uid != pod.uid && holds_a_connection(&f.state))
+                .count();
+            if streams >= self.most {
+                return;
+            }
         }
         let state = Arc::new(Mutex::new(Follow::Opening));
         let followed = Followed {
+            ip: pod.ip.to_owned(),
+            port: pod.port,
             task: start(Arc::clone(&state)),
             state,
             seen: true,
         };
-        pods.insert(pod, followed);
+        pods.insert(pod.uid.to_owned(), followed);
     }
 
     /// Stops following the pods not looked at this round; the number whose
@@ -258,17 +268,13 @@ mod tests {
         assert_eq!(*state.lock().unwrap(), Follow::Plain);
     }
 
-    fn pod(name: &str, address: &str, uid: &str) -> Followee {
-        Followee {
-            name: name.into(),
-            address: address.into(),
-            uid: Some(uid.into()),
-        }
+    fn pod<'a>(uid: &'a str, ip: &'a str) -> PodRef<'a> {
+        PodRef { uid, ip, port: 8080 }
     }
 
     /// Follows `pod` with a task that never ends and whose state is
     /// `state`; the task's handle.
-    fn follow_with(followers: &Followers, pod: Followee, state: Follow) -> Option<AbortHandle> {
+    fn follow_with(followers: &Followers, pod: PodRef<'_>, state: Follow) -> Option<AbortHandle> {
         let mut task = None;
         followers.follow(pod, |shared| {
             *shared.lock().unwrap() = state;
@@ -284,20 +290,20 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let _entered = runtime.enter();
         let followers = Followers::default();
-        let (web_0, web_1) = (pod("web-0", "10.0.0.1:8080", "a"), pod("web-1", "10.0.0.2:8080", "b"));
-        follow_with(&followers, web_0.clone(), Follow::Counting(4)).unwrap();
-        let task_1 = follow_with(&followers, web_1.clone(), Follow::Counting(2)).unwrap();
+        let (web_0, web_1) = (pod("a", "10.0.0.1"), pod("b", "10.0.0.2"));
+        follow_with(&followers, web_0, Follow::Counting(4)).unwrap();
+        let task_1 = follow_with(&followers, web_1, Follow::Counting(2)).unwrap();
         assert_eq!(followers.end_round(), 2, "both followed the round they began");
-        assert_eq!(followers.step(&web_0, false), Step::Use(4));
+        assert_eq!(followers.step(web_0, false), Step::Use(4));
         assert_eq!(followers.end_round(), 1, "web-1 was not looked at");
         runtime.block_on(tokio::task::yield_now());
         assert!(task_1.is_finished(), "web-1's stream is closed");
-        assert_eq!(followers.step(&web_1, false), Step::AskThenFollow);
-        let moved = pod("web-0", "10.0.0.9:8080", "a");
-        assert_eq!(followers.step(&moved, false), Step::AskThenFollow, "at a new address");
-        let again = pod("web-0", "10.0.0.1:8080", "c");
+        assert_eq!(followers.step(web_1, false), Step::AskThenFollow);
+        let moved = pod("a", "10.0.0.9");
+        assert_eq!(followers.step(moved, false), Step::AskThenFollow, "at a new address");
+        let again = pod("c", "10.0.0.1");
         assert_eq!(
-            followers.step(&again, false),
+            followers.step(again, false),
             Step::AskThenFollow,
             "re-created, same address"
         );
@@ -308,18 +314,18 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let _entered = runtime.enter();
         let followers = Followers::at_most(1);
-        let (web_0, web_1) = (pod("web-0", "10.0.0.1:8080", "a"), pod("web-1", "10.0.0.2:8080", "b"));
-        assert!(follow_with(&followers, web_0.clone(), Follow::Counting(4)).is_some());
+        let (web_0, web_1) = (pod("a", "10.0.0.1"), pod("b", "10.0.0.2"));
+        assert!(follow_with(&followers, web_0, Follow::Counting(4)).is_some());
         assert!(
-            follow_with(&followers, web_1.clone(), Follow::Counting(2)).is_none(),
+            follow_with(&followers, web_1, Follow::Counting(2)).is_none(),
             "past the bound"
         );
-        assert_eq!(followers.step(&web_1, false), Step::AskThenFollow);
+        assert_eq!(followers.step(web_1, false), Step::AskThenFollow);
         assert!(
-            follow_with(&followers, web_0.clone(), Follow::Counting(5)).is_some(),
+            follow_with(&followers, web_0, Follow::Counting(5)).is_some(),
             "a pod's own stream is replaced"
         );
-        assert_eq!(followers.step(&web_0, false), Step::Use(5));
+        assert_eq!(followers.step(web_0, false), Step::Use(5));
         let plain = Followers::at_most(1);
         assert!(follow_with(&plain, web_0, Follow::Plain).is_some());
         assert!(

@@ -25,7 +25,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    follow::{self, Followee, Followers, Step},
+    follow::{self, Followers, PodRef, Step},
     pod_http::{self, PodClient},
     pods::{is_ready, ordinal_of},
     retained::keep_retained,
@@ -468,16 +468,13 @@ impl Poller {
     /// skipped this round for not answering before (`Unanswered`) gives its
     /// last error. A pod that answered is followed from then on.
     async fn answer(&self, target: &PodTarget, ip: &str, port: i32, afresh: bool) -> Answer {
-        let (name, address) = (target.name.as_str(), format!("{ip}:{port}"));
-        let followee = Followee {
-            name: name.to_owned(),
-            address: address.clone(),
-            uid: target.uid.clone(),
-        };
-        let step = self.followers.step(&followee, afresh);
+        let pod = target.uid.as_deref().map(|uid| PodRef { uid, ip, port });
+        // A pod without a uid (none the API server made) is asked each round.
+        let step = pod.map_or(Step::Ask, |pod| self.followers.step(pod, afresh));
         if let Step::Use(count) = step {
             return Ok(count);
         }
+        let (name, address) = (target.name.as_str(), format!("{ip}:{port}"));
         if let Some(error) = self.unanswered.lock().expect("unanswered pods").skipped(name, &address) {
             return Err(error);
         }
@@ -487,9 +484,9 @@ impl Poller {
             .lock()
             .expect("unanswered pods")
             .note(name, &address, &answer);
-        if step == Step::AskThenFollow && answer.is_ok() {
+        if let (Step::AskThenFollow, Some(pod), Ok(_)) = (step, pod, &answer) {
             let (http, uri) = (self.http.clone(), pod_http::uri(ip, port, "/visits"));
-            self.followers.follow(followee, |state| {
+            self.followers.follow(pod, |state| {
                 tokio::spawn(follow::follow(http, uri, state)).abort_handle()
             });
         }
