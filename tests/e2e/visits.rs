@@ -53,6 +53,29 @@ async fn start_polling(
     (metrics, stop, running)
 }
 
+/// Stops the operator `start_polling` started, and deletes the app `count`.
+async fn stop_polling(
+    env: &Env,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<Result<(), visitcounter::operator::OperatorError>>,
+) {
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    env.api::<VisitCounterApp>()
+        .delete("count", &Default::default())
+        .await
+        .unwrap();
+}
+
+/// The app's server on each pod's address, each on its fixture.
+async fn serve_at(fixtures: &[Fixture], ips: &[String], port: u16) -> Vec<Server> {
+    let mut servers = Vec::new();
+    for (fixture, ip) in fixtures.iter().zip(ips) {
+        servers.push(Server::start_at(fixture, ip, port).await);
+    }
+    servers
+}
+
 /// Makes the app `count` of 3 pods on `port`; their (loopback) addresses.
 async fn three_pods(env: &Env, port: u16) -> Vec<String> {
     env.apply_app("count", json!({"replicas": 3, "port": port})).await;
@@ -143,12 +166,7 @@ pub async fn summed_and_a_silent_pod_is_not_zero(env: &Env) {
     .await;
     assert_eq!(visits().await["total"], 115, "the reconcile kept status.visits");
 
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
-    env.api::<VisitCounterApp>()
-        .delete("count", &Default::default())
-        .await
-        .unwrap();
+    stop_polling(env, stop, running).await;
 }
 
 /// The value of the metric `name` (without labels) in `exported`; 0 when
@@ -169,10 +187,7 @@ pub async fn counts_come_on_streams_without_asks(env: &Env) {
     let port = free_port();
     let ips = three_pods(env, port).await;
     let fixtures = [seeded(5), seeded(7), seeded(100)];
-    let mut servers = Vec::new();
-    for (fixture, ip) in fixtures.iter().zip(&ips) {
-        servers.push(Server::start_at(fixture, ip, port).await);
-    }
+    let mut servers = serve_at(&fixtures, &ips, port).await;
     let followed = || sample(&metrics.encode(), "visitcounter_operator_visits_followed_pods");
     eventually("all three pods followed", || async { followed() == 3.0 }).await;
     let asks = || sample(&metrics.encode(), "visitcounter_operator_visits_asks_total");
@@ -210,13 +225,8 @@ pub async fn counts_come_on_streams_without_asks(env: &Env) {
     .await;
     assert_eq!(asks(), asked, "the pod back was asked, not followed");
 
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    stop_polling(env, stop, running).await;
     drop(servers);
-    env.api::<VisitCounterApp>()
-        .delete("count", &Default::default())
-        .await
-        .unwrap();
 }
 
 /// A scale-down keeps the visits of the pods it removes in the count: their
@@ -227,10 +237,7 @@ pub async fn a_scale_down_keeps_the_counts_of_the_pods_it_removes(env: &Env) {
     let port = free_port();
     let ips = three_pods(env, port).await;
     let fixtures = [seeded(5), seeded(7), seeded(100)];
-    let mut servers = Vec::new();
-    for (fixture, ip) in fixtures.iter().zip(&ips) {
-        servers.push(Server::start_at(fixture, ip, port).await);
-    }
+    let servers = serve_at(&fixtures, &ips, port).await;
     eventually("every pod counted", || async {
         let status = visits_of(env).await;
         status["complete"] == true && status["total"] == 112
@@ -256,11 +263,6 @@ pub async fn a_scale_down_keeps_the_counts_of_the_pods_it_removes(env: &Env) {
         ])
     );
 
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    stop_polling(env, stop, running).await;
     drop(servers);
-    env.api::<VisitCounterApp>()
-        .delete("count", &Default::default())
-        .await
-        .unwrap();
 }
