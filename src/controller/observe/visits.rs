@@ -35,7 +35,8 @@ use crate::{
     children::shadow_name,
     controller::runtime::{metrics::Metrics, slim_pod::SlimPod, store::ChildStore},
     resource::{
-        API_VERSION, KIND, PodVisits, RevisionVisits, ShadowVisits, UpdateStrategyType, VisitCounterApp, VisitsStatus,
+        API_VERSION, Carry, KIND, PodVisits, RevisionVisits, ShadowVisits, UpdateStrategyType, VisitCounterApp,
+        VisitsStatus,
     },
 };
 
@@ -166,23 +167,40 @@ fn asks_of(apps: &[Arc<VisitCounterApp>], pods_of: &PodsOf<'_>) -> Vec<(usize, i
         .collect()
 }
 
+/// Each app's ready pods' addresses, by pod name (its shadow's aside).
+fn addresses_of(apps: usize, asks: &[(usize, i32, PodTarget, bool)]) -> Vec<HashMap<String, String>> {
+    let mut addresses_of = vec![HashMap::new(); apps];
+    for (i, _, target, _) in asks.iter().filter(|a| !a.3) {
+        if let Some(address) = &target.address {
+            addresses_of[*i].insert(target.name.clone(), address.clone());
+        }
+    }
+    addresses_of
+}
+
 /// Whether each app's counts must be asked this round rather than taken
 /// from its pods' streams: while its blue/green rollout carries counts from
 /// pods that are still there (see `follow`).
 fn afresh(apps: &[Arc<VisitCounterApp>], asks: &[(usize, i32, PodTarget, bool)]) -> Vec<bool> {
     let mut afresh = vec![false; apps.len()];
     for (i, _, target, _) in asks {
-        if let Some(from) = carried_from(&apps[*i]) {
-            afresh[*i] |= ordinal_of(from, &target.name).is_some();
+        if let Some(carry) = carry_of(&apps[*i]) {
+            afresh[*i] |= ordinal_of(&carry.from, &target.name).is_some();
         }
     }
     afresh
 }
 
-/// The StatefulSet the app's blue/green rollout carries counts from.
-fn carried_from(app: &VisitCounterApp) -> Option<&str> {
-    let blue_green = app.status.as_ref()?.rollout.as_ref()?.blue_green.as_ref()?;
-    Some(blue_green.carry.as_ref()?.from.as_str())
+/// What the app's blue/green rollout carries, as its status says.
+fn carry_of(app: &VisitCounterApp) -> Option<&Carry> {
+    app.status
+        .as_ref()?
+        .rollout
+        .as_ref()?
+        .blue_green
+        .as_ref()?
+        .carry
+        .as_ref()
 }
 
 /// Each app's pods' revisions, by pod name.
@@ -269,11 +287,7 @@ pub fn carries(
     answers: &[(String, Answer)],
     addresses: &HashMap<String, String>,
 ) -> Vec<CarryAsk> {
-    let carry = app
-        .status
-        .as_ref()
-        .and_then(|s| s.rollout.as_ref()?.blue_green.as_ref()?.carry.as_ref());
-    let Some(carry) = carry else { return Vec::new() };
+    let Some(carry) = carry_of(app) else { return Vec::new() };
     answers
         .iter()
         .filter_map(|(name, answer)| {
@@ -366,30 +380,13 @@ impl Poller {
     pub async fn poll_once(&self) {
         let pods = self.pods.state();
         let apps = self.apps.state();
-        let now: HashSet<(String, String)> = apps
-            .iter()
-            .map(|a| (a.namespace().unwrap_or_default(), a.name_any()))
-            .collect();
-        let gone: Vec<_> = {
-            let mut gauged = self.gauged.lock().expect("gauged apps");
-            let gone = gauged.difference(&now).cloned().collect();
-            *gauged = now;
-            gone
-        };
-        for (namespace, name) in gone {
-            self.metrics.forget_visits(&namespace, &name);
-        }
+        self.forget_gone(&apps);
         // Every pod of every app in one stream, so at most PARALLEL_ASKS are
         // asked at once overall and a slow app does not hold up the others.
         let pods_of = pods_by_instance(pods.iter().map(|p| p.as_ref()));
         let asks = asks_of(&apps, &pods_of);
         let revisions_of = revisions_of(&apps, &pods_of);
-        let mut addresses_of: Vec<HashMap<String, String>> = vec![HashMap::new(); apps.len()];
-        for (i, _, target, _) in asks.iter().filter(|a| !a.3) {
-            if let Some(address) = &target.address {
-                addresses_of[*i].insert(target.name.clone(), address.clone());
-            }
-        }
+        let addresses_of = addresses_of(apps.len(), &asks);
         let afresh = afresh(&apps, &asks);
         let afresh = &afresh;
         let answers: Vec<(usize, String, Answer, bool, bool)> = stream::iter(asks)
@@ -442,6 +439,23 @@ impl Poller {
             if let Err(error) = self.write(app, &status).await {
                 tracing::warn!(app = %app.name_any(), %error, "cannot write status.visits");
             }
+        }
+    }
+
+    /// Drops the visit gauges of the apps gone since the last round.
+    fn forget_gone(&self, apps: &[Arc<VisitCounterApp>]) {
+        let now: HashSet<(String, String)> = apps
+            .iter()
+            .map(|a| (a.namespace().unwrap_or_default(), a.name_any()))
+            .collect();
+        let gone: Vec<_> = {
+            let mut gauged = self.gauged.lock().expect("gauged apps");
+            let gone = gauged.difference(&now).cloned().collect();
+            *gauged = now;
+            gone
+        };
+        for (namespace, name) in gone {
+            self.metrics.forget_visits(&namespace, &name);
         }
     }
 
