@@ -137,6 +137,19 @@ impl Followers {
         step(state.as_ref(), afresh)
     }
 
+    /// The count the pod's stream sent last, while it is followed at this
+    /// address and counting; the pod is looked at this round (see `quiet`:
+    /// an app left out of a round still has its pods followed).
+    pub fn count(&self, pod: PodRef<'_>) -> Option<i64> {
+        let mut pods = self.pods.lock().expect("followed pods");
+        let followed = pods.get_mut(pod.uid).filter(|f| f.ip == pod.ip && f.port == pod.port)?;
+        followed.seen = true;
+        match *followed.state.lock().expect("follow state") {
+            Follow::Counting(count) => Some(count),
+            Follow::Opening | Follow::Plain | Follow::Ended => None,
+        }
+    }
+
     /// Follows the pod with the task `start` spawns, in place of any stream
     /// it had; not while as many streams as the bound are open or opening.
     pub fn follow(&self, pod: PodRef<'_>, start: impl FnOnce(Arc<Mutex<Follow>>) -> AbortHandle) {
@@ -307,6 +320,34 @@ mod tests {
             Step::AskThenFollow,
             "re-created, same address"
         );
+    }
+
+    #[test]
+    fn a_followed_pod_s_count_is_its_stream_s_last_and_it_is_kept() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _entered = runtime.enter();
+        let followers = Followers::default();
+        let web_0 = pod("a", "10.0.0.1");
+        assert_eq!(followers.count(web_0), None, "not followed");
+        let mut shared = None;
+        followers.follow(web_0, |state| {
+            *state.lock().unwrap() = Follow::Counting(4);
+            shared = Some(state);
+            tokio::spawn(std::future::pending::<()>()).abort_handle()
+        });
+        let shared = shared.unwrap();
+        followers.end_round();
+        assert_eq!(followers.count(web_0), Some(4));
+        assert_eq!(followers.count(pod("a", "10.0.0.9")), None, "at another address");
+        assert_eq!(
+            followers.end_round(),
+            1,
+            "kept: a pod whose count was read is looked at"
+        );
+        *shared.lock().unwrap() = Follow::Counting(5);
+        assert_eq!(followers.count(web_0), Some(5));
+        *shared.lock().unwrap() = Follow::Ended;
+        assert_eq!(followers.count(web_0), None, "the stream ended");
     }
 
     #[test]

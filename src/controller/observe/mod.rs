@@ -9,6 +9,7 @@ pub mod follow;
 pub mod pod_creation;
 pub mod pod_http;
 pub mod pods;
+pub mod quiet;
 pub mod retained;
 pub mod stuck_pods;
 pub mod unanswered;
