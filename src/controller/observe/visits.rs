@@ -3,7 +3,9 @@
 //! counts changed. A pod is asked for its `/visits` (by pod IP, on the app's
 //! port) until it answered, then followed: its count comes on a stream it
 //! sends (`follow`). A pod that does not answer is reported with the reason,
-//! never counted as zero, and asked less often (`unanswered`).
+//! never counted as zero, and asked less often (`unanswered`). An app
+//! nothing of which changed since a round that asked none of its pods and
+//! wrote nothing is left out of the rounds (`quiet`).
 //!
 //! `visits_status` is pure; `poll_once` does the I/O.
 
@@ -28,6 +30,7 @@ use super::{
     follow::{self, Followers, PodRef, Step},
     pod_http::{self, PodClient},
     pods::{is_ready, ordinal_of},
+    quiet::QuietApps,
     retained::keep_retained,
     unanswered::Unanswered,
 };
@@ -70,21 +73,25 @@ pub fn pod_targets<'a>(
     name: &str,
     pods: impl IntoIterator<Item = &'a SlimPod>,
 ) -> Vec<PodTarget> {
-    let namespace = app.namespace();
+    let namespace = app.metadata.namespace.as_deref();
     let mut targets: Vec<PodTarget> = pods
         .into_iter()
-        .filter(|p| p.namespace() == namespace && p.instance() == Some(name))
-        .map(|pod| {
-            let ip = pod.ip.clone();
-            PodTarget {
-                name: pod.name_any(),
-                address: ip.filter(|_| is_ready(pod) && pod.metadata.deletion_timestamp.is_none()),
-                uid: pod.metadata.uid.clone(),
-            }
+        .filter(|p| p.metadata.namespace.as_deref() == namespace && p.instance() == Some(name))
+        .map(|pod| PodTarget {
+            name: pod.name_any(),
+            address: address_of(pod).map(str::to_owned),
+            uid: pod.metadata.uid.clone(),
         })
         .collect();
     targets.sort_by(|a, b| a.name.cmp(&b.name));
     targets
+}
+
+/// The pod's IP while it can be asked: ready, and not being deleted.
+fn address_of(pod: &SlimPod) -> Option<&str> {
+    pod.ip
+        .as_deref()
+        .filter(|_| is_ready(pod) && pod.metadata.deletion_timestamp.is_none())
 }
 
 /// The status from each pod's answer (pods in name order).
@@ -133,36 +140,61 @@ pub fn summed(pods: Vec<PodVisits>, observed_at: Option<Time>) -> VisitsStatus {
     }
 }
 
-/// The pods of each app instance label, by (namespace, instance).
-type PodsOf<'a> = HashMap<(Option<String>, &'a str), Vec<&'a SlimPod>>;
+/// The pods of each app instance label, by namespace (empty: none) and
+/// instance.
+type PodsOf<'a> = HashMap<&'a str, HashMap<&'a str, Vec<&'a Arc<SlimPod>>>>;
 
-fn pods_by_instance<'a>(pods: impl Iterator<Item = &'a SlimPod>) -> PodsOf<'a> {
-    let mut pods_of: PodsOf<'a> = HashMap::new();
+fn pods_by_instance(pods: &[Arc<SlimPod>]) -> PodsOf<'_> {
+    let mut pods_of: PodsOf<'_> = HashMap::new();
     for pod in pods {
         if let Some(instance) = pod.instance() {
-            pods_of.entry((pod.namespace(), instance)).or_default().push(pod);
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+            pods_of
+                .entry(namespace)
+                .or_default()
+                .entry(instance)
+                .or_default()
+                .push(pod);
         }
     }
     pods_of
 }
 
+/// The instances whose pods count for the app: its own, then its shadow's
+/// (`shadow_name`), which counts apart (`true`).
+fn instances_of(app: &VisitCounterApp) -> impl Iterator<Item = (String, bool)> {
+    let name = app.name_any();
+    // Only under Shadow: another app may be named `<name>-shadow`.
+    let shadow = (app.spec.update_strategy.type_ == UpdateStrategyType::Shadow).then(|| shadow_name(&name));
+    std::iter::once((name, false)).chain(shadow.map(|s| (s, true)))
+}
+
+/// The pods of the app's instance `instance`.
+fn pods_of_instance<'m, 'a>(app: &VisitCounterApp, instance: &str, pods_of: &'m PodsOf<'a>) -> &'m [&'a Arc<SlimPod>] {
+    let namespace = app.metadata.namespace.as_deref().unwrap_or_default();
+    let pods = pods_of.get(namespace).and_then(|instances| instances.get(instance));
+    pods.map_or(&[], |pods| pods.as_slice())
+}
+
+/// Every pod whose count the app's status holds (its shadow's too).
+fn pods_counted<'a>(app: &VisitCounterApp, pods_of: &PodsOf<'a>) -> Vec<&'a Arc<SlimPod>> {
+    instances_of(app)
+        .flat_map(|(instance, _)| pods_of_instance(app, &instance, pods_of).iter().copied())
+        .collect()
+}
+
 /// What to ask, over all apps: (app's index, port, pod, a shadow's pod).
-/// The app's pods, then its shadow's (`shadow_name`), which count apart.
+/// The app's pods, then its shadow's, which count apart.
 fn asks_of(apps: &[Arc<VisitCounterApp>], pods_of: &PodsOf<'_>) -> Vec<(usize, i32, PodTarget, bool)> {
     apps.iter()
         .enumerate()
         .flat_map(|(i, app)| {
-            let name = app.name_any();
-            // Only under Shadow: another app may be named `<name>-shadow`.
-            let shadow = (app.spec.update_strategy.type_ == UpdateStrategyType::Shadow).then(|| shadow_name(&name));
-            std::iter::once((name, false))
-                .chain(shadow.map(|s| (s, true)))
-                .flat_map(move |(instance, shadow)| {
-                    let own = pods_of.get(&(app.namespace(), instance.as_str())).into_iter().flatten();
-                    pod_targets(app, &instance, own.copied())
-                        .into_iter()
-                        .map(move |target| (i, app.spec.port, target, shadow))
-                })
+            instances_of(app).flat_map(move |(instance, shadow)| {
+                let own = pods_of_instance(app, &instance, pods_of).iter().map(|p| p.as_ref());
+                pod_targets(app, &instance, own)
+                    .into_iter()
+                    .map(move |target| (i, app.spec.port, target, shadow))
+            })
         })
         .collect()
 }
@@ -207,8 +239,7 @@ fn carry_of(app: &VisitCounterApp) -> Option<&Carry> {
 fn revisions_of(apps: &[Arc<VisitCounterApp>], pods_of: &PodsOf<'_>) -> Vec<HashMap<String, String>> {
     apps.iter()
         .map(|app| {
-            let name = app.name_any();
-            let own = pods_of.get(&(app.namespace(), name.as_str())).into_iter().flatten();
+            let own = pods_of_instance(app, &app.name_any(), pods_of).iter();
             own.filter_map(|p| Some((p.name_any(), p.revision()?.to_owned())))
                 .collect()
         })
@@ -344,6 +375,59 @@ pub struct Poller {
     unanswered: Mutex<Unanswered>,
     /// Pods whose counts come on a stream, asked nothing while they do.
     followers: Followers,
+    /// Apps left out of rounds while nothing of theirs changes.
+    quiet: QuietApps,
+}
+
+/// One pod's answer in a round.
+struct Answered {
+    /// The app's index in the round.
+    app: usize,
+    pod: String,
+    answer: Answer,
+    /// It could be asked (ready, with an IP).
+    asked: bool,
+    /// Its answer is the count its stream sent last: nothing was asked.
+    streamed: bool,
+    /// A pod of the app's shadow.
+    shadow: bool,
+}
+
+/// A round's answers, by app's index.
+struct ByApp {
+    answers_of: Vec<Vec<(String, Answer)>>,
+    shadow_answers_of: Vec<Vec<(String, Answer)>>,
+    /// Some pod of the app could be asked.
+    asked_any: Vec<bool>,
+    /// No pod of the app was asked: each answer came on a stream, or the
+    /// pod could not be asked (see `quiet`).
+    quiet: Vec<bool>,
+    /// The counts that came on streams, by pod name.
+    streamed_of: Vec<HashMap<String, i64>>,
+}
+
+fn by_app(apps: usize, answers: Vec<Answered>) -> ByApp {
+    let mut by_app = ByApp {
+        answers_of: vec![Vec::new(); apps],
+        shadow_answers_of: vec![Vec::new(); apps],
+        asked_any: vec![false; apps],
+        quiet: vec![true; apps],
+        streamed_of: vec![HashMap::new(); apps],
+    };
+    for answered in answers {
+        let i = answered.app;
+        if let (true, Ok(count)) = (answered.streamed, &answered.answer) {
+            by_app.streamed_of[i].insert(answered.pod.clone(), *count);
+        }
+        let answers = match answered.shadow {
+            true => &mut by_app.shadow_answers_of[i],
+            false => &mut by_app.answers_of[i],
+        };
+        answers.push((answered.pod, answered.answer));
+        by_app.asked_any[i] |= answered.asked;
+        by_app.quiet[i] &= !answered.asked || answered.streamed;
+    }
+    by_app
 }
 
 impl Poller {
@@ -357,6 +441,7 @@ impl Poller {
             gauged: Mutex::default(),
             unanswered: Mutex::default(),
             followers: Followers::default(),
+            quiet: QuietApps::default(),
         }
     }
 
@@ -379,39 +464,29 @@ impl Poller {
 
     pub async fn poll_once(&self) {
         let pods = self.pods.state();
-        let apps = self.apps.state();
-        self.forget_gone(&apps);
-        // Every pod of every app in one stream, so at most PARALLEL_ASKS are
-        // asked at once overall and a slow app does not hold up the others.
-        let pods_of = pods_by_instance(pods.iter().map(|p| p.as_ref()));
+        let all = self.apps.state();
+        self.forget_gone(&all);
+        let pods_of = pods_by_instance(&pods);
+        let apps = self.quiet.due(
+            all,
+            |app| pods_counted(app, &pods_of),
+            |app, pod| self.count_of(app, pod),
+        );
+        self.metrics.polled_for_visits(apps.len());
         let asks = asks_of(&apps, &pods_of);
         let revisions_of = revisions_of(&apps, &pods_of);
         let addresses_of = addresses_of(apps.len(), &asks);
         let afresh = afresh(&apps, &asks);
-        let afresh = &afresh;
-        let answers: Vec<(usize, String, Answer, bool, bool)> = stream::iter(asks)
-            .map(|(i, port, target, shadow)| async move {
-                let answer = match &target.address {
-                    None => Err(NOT_ASKED.to_owned()),
-                    Some(ip) => self.answer(&target, ip, port, afresh[i]).await,
-                };
-                (i, target.name, answer, target.address.is_some(), shadow)
-            })
-            .buffered(PARALLEL_ASKS)
-            .collect()
-            .await;
+        let answers = self.answers(asks, &afresh).await;
         self.unanswered.lock().expect("unanswered pods").end_round();
         self.metrics.followed_for_visits(self.followers.end_round());
-        let mut answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
-        let mut shadow_answers_of: Vec<Vec<(String, Answer)>> = vec![Vec::new(); apps.len()];
-        let mut asked_any = vec![false; apps.len()];
-        for (i, name, answer, asked, shadow) in answers {
-            match shadow {
-                true => shadow_answers_of[i].push((name, answer)),
-                false => answers_of[i].push((name, answer)),
-            }
-            asked_any[i] |= asked;
-        }
+        let ByApp {
+            mut answers_of,
+            mut shadow_answers_of,
+            asked_any,
+            mut quiet,
+            streamed_of,
+        } = by_app(apps.len(), answers);
         for ((app, answers), addresses) in apps.iter().zip(answers_of.iter_mut()).zip(&addresses_of) {
             self.carry(app, answers, addresses).await;
         }
@@ -427,19 +502,54 @@ impl Poller {
             let mut status = keep_retained(visits_status(answers, asked_at.clone()), previous, app);
             status.by_revision = by_revision(&status, revisions);
             status.shadow = shadow_visits(std::mem::take(&mut shadow_answers_of[i]));
-            self.metrics.set_visits(
-                &app.namespace().unwrap_or_default(),
-                &app.name_any(),
-                status.total,
-                status.complete,
-            );
+            let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
+            self.metrics
+                .set_visits(&namespace, &name, status.total, status.complete);
             if !worth_writing(previous, &status, asked_any) && !due_after_a_switch(app, previous) {
                 continue;
             }
+            quiet[i] = false;
             if let Err(error) = self.write(app, &status).await {
-                tracing::warn!(app = %app.name_any(), %error, "cannot write status.visits");
+                tracing::warn!(app = %name, %error, "cannot write status.visits");
             }
         }
+        for ((app, _), streamed) in apps.iter().zip(quiet).zip(&streamed_of).filter(|((_, q), _)| *q) {
+            let counted = pods_counted(app, &pods_of).into_iter();
+            self.quiet
+                .note(app, counted.map(|pod| (pod, streamed.get(&pod.name_any()).copied())));
+        }
+    }
+
+    /// Each pod's answer, every pod of every app in one stream, so at most
+    /// PARALLEL_ASKS are asked at once overall and a slow app does not hold
+    /// up the others.
+    async fn answers(&self, asks: Vec<(usize, i32, PodTarget, bool)>, afresh: &[bool]) -> Vec<Answered> {
+        stream::iter(asks)
+            .map(|(i, port, target, shadow)| async move {
+                let (answer, streamed) = match &target.address {
+                    None => (Err(NOT_ASKED.to_owned()), false),
+                    Some(ip) => self.answer(&target, ip, port, afresh[i]).await,
+                };
+                Answered {
+                    app: i,
+                    asked: target.address.is_some(),
+                    pod: target.name,
+                    answer,
+                    streamed,
+                    shadow,
+                }
+            })
+            .buffered(PARALLEL_ASKS)
+            .collect()
+            .await
+    }
+
+    /// The count the app's pod sent last on its stream, while it can be
+    /// asked and is followed (see `quiet`).
+    fn count_of(&self, app: &VisitCounterApp, pod: &SlimPod) -> Option<i64> {
+        let (ip, uid) = (address_of(pod)?, pod.metadata.uid.as_deref()?);
+        let port = app.spec.port;
+        self.followers.count(PodRef { uid, ip, port })
     }
 
     /// Drops the visit gauges of the apps gone since the last round.
@@ -481,14 +591,20 @@ impl Poller {
     /// followed (unless `afresh`), else what it answers when asked. A pod
     /// skipped this round for not answering before (`Unanswered`) gives its
     /// last error. A pod that answered is followed from then on.
-    async fn answer(&self, target: &PodTarget, ip: &str, port: i32, afresh: bool) -> Answer {
+    async fn answer(&self, target: &PodTarget, ip: &str, port: i32, afresh: bool) -> (Answer, bool) {
         let pod = target.uid.as_deref().map(|uid| PodRef { uid, ip, port });
         // A pod without a uid (none the API server made) is asked each round.
         let step = pod.map_or(Step::Ask, |pod| self.followers.step(pod, afresh));
         if let Step::Use(count) = step {
-            return Ok(count);
+            return (Ok(count), true);
         }
-        let (name, address) = (target.name.as_str(), format!("{ip}:{port}"));
+        (self.ask(&target.name, (ip, port), pod, step).await, false)
+    }
+
+    /// Asks the pod for its count (see `answer`), unless it is skipped
+    /// while it does not answer.
+    async fn ask(&self, name: &str, (ip, port): (&str, i32), pod: Option<PodRef<'_>>, step: Step) -> Answer {
+        let address = format!("{ip}:{port}");
         if let Some(error) = self.unanswered.lock().expect("unanswered pods").skipped(name, &address) {
             return Err(error);
         }
@@ -711,6 +827,33 @@ mod tests {
             [false],
             "the previous pods are gone"
         );
+    }
+
+    #[test]
+    fn an_app_is_quiet_when_no_pod_of_it_was_asked() {
+        let answered = |app, pod: &str, asked, streamed, shadow| Answered {
+            app,
+            pod: pod.into(),
+            answer: if asked { Ok(3) } else { Err(NOT_ASKED.into()) },
+            asked,
+            streamed,
+            shadow,
+        };
+        let by = by_app(
+            3,
+            vec![
+                answered(0, "web-0", true, true, false),
+                answered(0, "web-1", false, false, false),
+                answered(1, "api-0", true, true, false),
+                answered(1, "api-shadow-0", true, false, true),
+                answered(2, "db-0", false, false, false),
+            ],
+        );
+        assert_eq!(by.quiet, [true, false, true], "api's shadow pod was asked");
+        assert_eq!(by.streamed_of[0], HashMap::from([("web-0".to_owned(), 3)]));
+        assert_eq!(by.asked_any, [true, true, false]);
+        assert_eq!(by.answers_of[1].len(), 1);
+        assert_eq!(by.shadow_answers_of[1][0].0, "api-shadow-0");
     }
 
     #[test]

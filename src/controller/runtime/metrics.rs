@@ -49,6 +49,8 @@ pub struct Metrics {
     visits_asks: Counter,
     /// Pods whose counts come on a stream (`observe::follow`).
     visits_followed: Gauge<i64, AtomicI64>,
+    /// Apps whose counts a visits round built (`observe::quiet`).
+    visits_polled: Counter,
 }
 
 impl Default for Metrics {
@@ -105,6 +107,13 @@ impl Metrics {
             "Pods whose visits come on a stream they send, so they are not asked",
             visits_followed.clone(),
         );
+        let visits_polled = Counter::default();
+        registry.register(
+            "visits_apps_polled",
+            "Apps whose visits a round of the poller built; those nothing of which changed since a round \
+             that asked none of their pods are left out",
+            visits_polled.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -117,6 +126,7 @@ impl Metrics {
             visits_complete,
             visits_asks,
             visits_followed,
+            visits_polled,
         }
     }
 
@@ -144,6 +154,11 @@ impl Metrics {
     /// The visits poller asked a pod for its count.
     pub fn asked_for_visits(&self) {
         self.visits_asks.inc();
+    }
+
+    /// A round of the visits poller built the counts of `apps` apps.
+    pub fn polled_for_visits(&self, apps: usize) {
+        self.visits_polled.inc_by(u64::try_from(apps).unwrap_or(u64::MAX));
     }
 
     /// The pods whose counts came on their streams at the end of a round.
