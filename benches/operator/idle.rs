@@ -27,6 +27,8 @@ use crate::{answering::AnsweringPods, audit::ConvergedAt, peer::Peer, with_clust
 const RESYNC: &str = "3600";
 /// The operator's count of pods its visits poller asked.
 const ASKS: &str = "visitcounter_operator_visits_asks_total";
+/// The operator's count of apps whose visits its poller's rounds built.
+const POLLED: &str = "visitcounter_operator_visits_apps_polled_total";
 /// The operator's gauge of pods whose counts come on a stream.
 const FOLLOWED: &str = "visitcounter_operator_visits_followed_pods";
 /// The port the apps' pods serve on: the spec's default.
@@ -141,6 +143,9 @@ pub struct Idle {
     pub reconciles: Option<u64>,
     /// Pods the visits poller asked (`None` from a build without the count).
     pub asks: Option<u64>,
+    /// Apps whose counts the poller's rounds built (`None` from a build
+    /// that builds every app's each round).
+    pub polled: Option<u64>,
     /// Pods whose counts came on a stream at the window's end (`None` from
     /// a build that does not follow).
     pub followed: Option<u64>,
@@ -202,7 +207,9 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let audit = plane.audit();
     let asks = || counter(metrics.as_deref(), ASKS);
-    let (cpu_before, reconciles_before, asks_before) = (cpu_seconds(pid), reconciles(metrics.as_deref()), asks());
+    let polled = || counter(metrics.as_deref(), POLLED);
+    let (cpu_before, reconciles_before) = (cpu_seconds(pid), reconciles(metrics.as_deref()));
+    let (asks_before, polled_before) = (asks(), polled());
     tokio::time::sleep(QUIET_WINDOW).await;
     let idle = Idle {
         state,
@@ -212,6 +219,7 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
             .zip(reconciles_before)
             .map(|(a, b)| a - b),
         asks: asks().zip(asks_before).map(|(a, b)| a - b),
+        polled: polled().zip(polled_before).map(|(a, b)| a - b),
         followed: counter(metrics.as_deref(), FOLLOWED),
         cpu_seconds: cpu_seconds(pid) - cpu_before,
         requests: audit.operator_requests(),
@@ -257,6 +265,11 @@ pub fn print(figures: &[(usize, Idle)]) {
     row(
         "pods asked for their visits in the window",
         &|_, f| f.asks.map_or("n/a".to_owned(), |a| a.to_string()),
+        "",
+    );
+    row(
+        "apps whose visits the poller's rounds built in the window",
+        &|_, f| f.polled.map_or("n/a".to_owned(), |a| a.to_string()),
         "",
     );
     row(
