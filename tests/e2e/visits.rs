@@ -180,7 +180,8 @@ fn sample(exported: &str, name: &str) -> f64 {
 }
 
 /// Once each pod answered, its new counts come on a stream it sends
-/// (`observe::follow`): visits are counted with no more asks. A pod killed
+/// (`observe::follow`): visits are counted with no more asks, and while
+/// none comes, rounds leave the app out. A pod killed
 /// is asked again, reported as not answering, and followed once it is back.
 pub async fn counts_come_on_streams_without_asks(env: &Env) {
     let (metrics, stop, running) = start_polling(env).await;
@@ -190,6 +191,15 @@ pub async fn counts_come_on_streams_without_asks(env: &Env) {
     let mut servers = serve_at(&fixtures, &ips, port).await;
     let followed = || sample(&metrics.encode(), "visitcounter_operator_visits_followed_pods");
     eventually("all three pods followed", || async { followed() == 3.0 }).await;
+    // At rest, rounds build nothing of the app (`observe::quiet`); a
+    // count on a stream brings it back in.
+    let polled = || sample(&metrics.encode(), "visitcounter_operator_visits_apps_polled_total");
+    eventually("rounds leave the app at rest out", || async {
+        let before = polled();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        before > 0.0 && polled() == before
+    })
+    .await;
     let asks = || sample(&metrics.encode(), "visitcounter_operator_visits_asks_total");
     let asked = asks();
     let http = client();
