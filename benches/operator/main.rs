@@ -171,6 +171,12 @@ fn reconciles(address: Option<&str>) -> Option<u64> {
 /// The value of one of the operator's counters, from its `/metrics`; `None`
 /// when it serves none or lacks this one (an older build).
 fn counter(address: Option<&str>, name: &str) -> Option<u64> {
+    sample(scrape(address).as_deref(), name)
+}
+
+/// The operator's `/metrics`, once. Encoding them costs the operator CPU
+/// (a gauge per app), so a window scrapes them outside its CPU readings.
+fn scrape(address: Option<&str>) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address?).ok()?;
     stream
@@ -178,7 +184,13 @@ fn counter(address: Option<&str>, name: &str) -> Option<u64> {
         .ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
-    body.lines()
+    Some(body)
+}
+
+/// The counter `name` in a scrape; `None` when it lacks it.
+fn sample(scraped: Option<&str>, name: &str) -> Option<u64> {
+    scraped?
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
@@ -413,11 +425,14 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     // look at pods that are not created comes after 30 s).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let quiet_window = plane.audit();
-    let (cpu_before, reconciles_before) = (cpu_seconds(pid), reconciles(metrics.as_deref()));
+    // The scrapes fall outside the CPU readings.
+    let reconciles_before = reconciles(metrics.as_deref());
+    let cpu_before = cpu_seconds(pid);
     tokio::time::sleep(QUIET_WINDOW).await;
+    let cpu_seconds = cpu_seconds(pid) - cpu_before;
     let quiet = quiet_window.operator_requests();
     let idle = Idle {
-        cpu_seconds: cpu_seconds(pid) - cpu_before,
+        cpu_seconds,
         reconciles: reconciles(metrics.as_deref())
             .zip(reconciles_before)
             .map(|(a, b)| a - b),
