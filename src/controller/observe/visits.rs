@@ -36,10 +36,12 @@ use super::{
 };
 use crate::{
     children::shadow_name,
-    controller::runtime::{metrics::Metrics, slim_pod::SlimPod, store::ChildStore},
+    controller::{
+        rollout::blue_green::previous_carry,
+        runtime::{metrics::Metrics, slim_pod::SlimPod, store::ChildStore},
+    },
     resource::{
-        API_VERSION, Carry, KIND, PodVisits, RevisionVisits, ShadowVisits, UpdateStrategyType, VisitCounterApp,
-        VisitsStatus,
+        API_VERSION, KIND, PodVisits, RevisionVisits, ShadowVisits, UpdateStrategyType, VisitCounterApp, VisitsStatus,
     },
 };
 
@@ -216,23 +218,11 @@ fn addresses_of(apps: usize, asks: &[(usize, i32, PodTarget, bool)]) -> Vec<Hash
 fn afresh(apps: &[Arc<VisitCounterApp>], asks: &[(usize, i32, PodTarget, bool)]) -> Vec<bool> {
     let mut afresh = vec![false; apps.len()];
     for (i, _, target, _) in asks {
-        if let Some(carry) = carry_of(&apps[*i]) {
+        if let Some(carry) = previous_carry(&apps[*i]) {
             afresh[*i] |= ordinal_of(&carry.from, &target.name).is_some();
         }
     }
     afresh
-}
-
-/// What the app's blue/green rollout carries, as its status says.
-fn carry_of(app: &VisitCounterApp) -> Option<&Carry> {
-    app.status
-        .as_ref()?
-        .rollout
-        .as_ref()?
-        .blue_green
-        .as_ref()?
-        .carry
-        .as_ref()
 }
 
 /// Each app's pods' revisions, by pod name.
@@ -318,7 +308,9 @@ pub fn carries(
     answers: &[(String, Answer)],
     addresses: &HashMap<String, String>,
 ) -> Vec<CarryAsk> {
-    let Some(carry) = carry_of(app) else { return Vec::new() };
+    let Some(carry) = previous_carry(app) else {
+        return Vec::new();
+    };
     answers
         .iter()
         .filter_map(|(name, answer)| {

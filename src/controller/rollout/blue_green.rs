@@ -484,8 +484,9 @@ fn still_to_finish(
         && !(carried(visits, &back.from, &back.to, replicas) && counted_since(visits, switched_at))
 }
 
-/// The carry the last status named.
-fn previous_carry(app: &VisitCounterApp) -> Option<&Carry> {
+/// The carry the last status named (the visits poller carries what it
+/// names).
+pub fn previous_carry(app: &VisitCounterApp) -> Option<&Carry> {
     app.status
         .as_ref()?
         .rollout
