@@ -293,13 +293,14 @@ async fn sigterm_answers_and_commits_what_is_in_flight() {
 
 /// The operator's follower (`observe::follow`) on the real server: the
 /// count at once, then each new one, with no ask; and the stream's end once
-/// the server stops, which a follower does not hold up.
+/// the server stops, which a follower does not hold up. Each is news (what
+/// tells a visits round at rest to look again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_gets_each_new_count_and_the_server_still_stops() {
     use std::sync::{Arc, Mutex};
 
     use visitcounter::controller::observe::{
-        follow::{Follow, follow},
+        follow::{Follow, News, follow},
         pod_http,
     };
 
@@ -308,13 +309,16 @@ async fn a_follower_gets_each_new_count_and_the_server_still_stops() {
     let state = Arc::new(Mutex::new(Follow::Opening));
     let http = pod_http::client(std::time::Duration::from_secs(2));
     let uri = pod_http::uri("127.0.0.1", server.port.into(), "/visits");
-    tokio::spawn(follow(http, uri, Arc::clone(&state)));
+    let news = News::default();
+    tokio::spawn(follow(http, uri, Arc::clone(&state), news.clone()));
     wait_for_follow(&state, Follow::Counting(0)).await;
+    let first = wait_for_news(&news, 1).await;
     let client = client();
     for _ in 0..3 {
         get(&client, server.port, "/").await.unwrap();
     }
     wait_for_follow(&state, Follow::Counting(3)).await;
+    let counted = wait_for_news(&news, first + 1).await;
     let stopped = tokio::task::spawn_blocking(move || server.stop());
     let status = tokio::time::timeout(std::time::Duration::from_secs(20), stopped)
         .await
@@ -322,6 +326,22 @@ async fn a_follower_gets_each_new_count_and_the_server_still_stops() {
         .unwrap();
     assert!(status.success(), "exit after SIGTERM with a follower: {status}");
     wait_for_follow(&state, Follow::Ended).await;
+    wait_for_news(&news, counted + 1).await;
+}
+
+/// Waits until the streams' news reaches `at_least` (a stream counts what
+/// it sent just after writing it); what it reached.
+async fn wait_for_news(news: &visitcounter::controller::observe::follow::News, at_least: u64) -> u64 {
+    let started = std::time::Instant::now();
+    while news.heard() < at_least {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "news stayed at {} below {at_least}",
+            news.heard()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    news.heard()
 }
 
 async fn wait_for_follow(

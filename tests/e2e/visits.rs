@@ -181,7 +181,8 @@ fn sample(exported: &str, name: &str) -> f64 {
 
 /// Once each pod answered, its new counts come on a stream it sends
 /// (`observe::follow`): visits are counted with no more asks, and while
-/// none comes, rounds leave the app out. A pod killed
+/// none comes, rounds leave the app out, then leave themselves out whole
+/// (`observe::rest`) until a count comes on a stream. A pod killed
 /// is asked again, reported as not answering, and followed once it is back.
 pub async fn counts_come_on_streams_without_asks(env: &Env) {
     let (metrics, stop, running) = start_polling(env).await;
@@ -200,6 +201,9 @@ pub async fn counts_come_on_streams_without_asks(env: &Env) {
         before > 0.0 && polled() == before
     })
     .await;
+    let rested = || sample(&metrics.encode(), "visitcounter_operator_visits_rounds_at_rest_total");
+    let at_rest = rested();
+    eventually("whole rounds are left out at rest", || async { rested() > at_rest }).await;
     let asks = || sample(&metrics.encode(), "visitcounter_operator_visits_asks_total");
     let asked = asks();
     let http = client();

@@ -17,7 +17,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -49,6 +52,25 @@ pub enum Follow {
     Plain,
     /// The stream could not be opened, or it ended.
     Ended,
+}
+
+/// What the streams have sent, counted: each count and each end adds one.
+/// A round that finds the same number as the last knows no stream sent
+/// anything since (see `rest`). A stream writes its state first and counts
+/// after, so a round that reads this number before the states cannot miss
+/// a count: one written after the read is counted after it too.
+#[derive(Clone, Debug, Default)]
+pub struct News(Arc<AtomicU64>);
+
+impl News {
+    /// How much the streams have sent so far.
+    pub fn heard(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn tell(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// What a round does for one pod it would ask.
@@ -109,6 +131,8 @@ pub struct Followers {
     /// By pod uid.
     pods: Mutex<HashMap<String, Followed>>,
     most: usize,
+    /// What their streams have sent.
+    news: News,
 }
 
 impl Default for Followers {
@@ -122,7 +146,13 @@ impl Followers {
         Self {
             pods: Mutex::default(),
             most,
+            news: News::default(),
         }
+    }
+
+    /// What the streams have sent, for a stream's task to count into.
+    pub fn news(&self) -> News {
+        self.news.clone()
     }
 
     /// The step for the pod this round. At another address the pod is not
@@ -194,10 +224,10 @@ fn holds_a_connection(state: &Mutex<Follow>) -> bool {
 }
 
 /// Follows the pod at `uri` (its `/visits`) until the stream ends; `state`
-/// says what came.
-pub async fn follow(http: PodClient, uri: String, state: Arc<Mutex<Follow>>) {
+/// says what came, and `news` counts it.
+pub async fn follow(http: PodClient, uri: String, state: Arc<Mutex<Follow>>, news: News) {
     let end = match open(&http, &uri).await {
-        Ok(Some(upgraded)) => read_counts(upgraded, &state).await,
+        Ok(Some(upgraded)) => read_counts(upgraded, &state, &news).await,
         Ok(None) => Follow::Plain,
         Err(error) => {
             tracing::debug!(%uri, %error, "cannot follow the pod's visits");
@@ -205,6 +235,7 @@ pub async fn follow(http: PodClient, uri: String, state: Arc<Mutex<Follow>>) {
         }
     };
     *state.lock().expect("follow state") = end;
+    news.tell();
 }
 
 /// Asks to follow: the upgraded connection, or `None` when the pod answered
@@ -228,9 +259,9 @@ async fn open(http: &PodClient, uri: &str) -> Result<Option<Upgraded>, String> {
         .unwrap_or_else(|_| Err(format!("did not answer within {OPEN_TIMEOUT:?}")))
 }
 
-/// Reads counts, a line each, into `state` until the stream ends or sends
-/// something that is not a count.
-async fn read_counts(upgraded: Upgraded, state: &Mutex<Follow>) -> Follow {
+/// Reads counts, a line each, into `state` (each told to `news`) until the
+/// stream ends or sends something that is not a count.
+async fn read_counts(upgraded: Upgraded, state: &Mutex<Follow>, news: &News) -> Follow {
     let mut reader = BufReader::with_capacity(MOST_LINE as usize, TokioIo::new(upgraded));
     let mut line = Vec::new();
     loop {
@@ -240,7 +271,10 @@ async fn read_counts(upgraded: Upgraded, state: &Mutex<Follow>) -> Follow {
             return Follow::Ended;
         }
         match parse_answer(&line) {
-            Ok(count) => *state.lock().expect("follow state") = Follow::Counting(count),
+            Ok(count) => {
+                *state.lock().expect("follow state") = Follow::Counting(count);
+                news.tell();
+            }
             Err(_) => return Follow::Ended,
         }
     }
@@ -277,8 +311,16 @@ mod tests {
         let (address, _) = crate::controller::observe::pod_http::tests::counting_server().await;
         let state = Arc::new(Mutex::new(Follow::Opening));
         let http = crate::controller::observe::pod_http::client(Duration::from_secs(2));
-        follow(http, format!("http://{address}/visits"), Arc::clone(&state)).await;
+        let news = News::default();
+        follow(
+            http,
+            format!("http://{address}/visits"),
+            Arc::clone(&state),
+            news.clone(),
+        )
+        .await;
         assert_eq!(*state.lock().unwrap(), Follow::Plain);
+        assert_eq!(news.heard(), 1, "its end is news");
     }
 
     fn pod<'a>(uid: &'a str, ip: &'a str) -> PodRef<'a> {

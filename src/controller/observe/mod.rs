@@ -10,6 +10,7 @@ pub mod pod_creation;
 pub mod pod_http;
 pub mod pods;
 pub mod quiet;
+pub mod rest;
 pub mod retained;
 pub mod stuck_pods;
 pub mod unanswered;

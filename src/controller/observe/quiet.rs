@@ -60,7 +60,7 @@ impl QuietApps {
     /// are forgotten until a round finds them quiet again.
     pub fn due<'a>(
         &self,
-        apps: Vec<Arc<VisitCounterApp>>,
+        apps: &[Arc<VisitCounterApp>],
         pods_of: impl Fn(&VisitCounterApp) -> Vec<&'a Arc<SlimPod>>,
         count_of: impl Fn(&VisitCounterApp, &SlimPod) -> Option<i64>,
     ) -> Vec<Arc<VisitCounterApp>> {
@@ -70,10 +70,10 @@ impl QuietApps {
         for app in apps {
             let quiet = app.uid().and_then(|uid| Some((uid.clone(), by_uid.remove(&uid)?)));
             match quiet {
-                Some((uid, seen)) if unchanged(&seen, &app, &pods_of(&app), |pod| count_of(&app, pod)) => {
+                Some((uid, seen)) if unchanged(&seen, app, &pods_of(app), |pod| count_of(app, pod)) => {
                     kept.insert(uid, seen);
                 }
-                _ => due.push(app),
+                _ => due.push(Arc::clone(app)),
             }
         }
         *by_uid = kept;
@@ -126,22 +126,22 @@ mod tests {
         let (web_0, web_1) = (pod("web-0"), pod("web-1"));
         let pods = vec![&web_0, &web_1];
         let apps = || vec![web.clone(), other.clone()];
-        assert_eq!(names(&quiet.due(apps(), |_| pods.clone(), four)), ["web", "other"]);
+        assert_eq!(names(&quiet.due(&apps(), |_| pods.clone(), four)), ["web", "other"]);
         quiet.note(&web, [(&web_1, Some(4)), (&web_0, Some(4))].into_iter());
         assert_eq!(
-            names(&quiet.due(apps(), |_| pods.clone(), four)),
+            names(&quiet.due(&apps(), |_| pods.clone(), four)),
             ["other"],
             "the same versions, in another order"
         );
         let web_0_changed = Arc::new((*web_0).clone());
         let changed = vec![&web_0_changed, &web_1];
         assert_eq!(
-            names(&quiet.due(apps(), |_| changed.clone(), four)),
+            names(&quiet.due(&apps(), |_| changed.clone(), four)),
             ["web", "other"],
             "web-0 changed"
         );
         assert_eq!(
-            names(&quiet.due(apps(), |_| pods.clone(), four)),
+            names(&quiet.due(&apps(), |_| pods.clone(), four)),
             ["web", "other"],
             "forgotten once due, until noted again"
         );
@@ -155,7 +155,7 @@ mod tests {
         let web_1 = pod("web-1");
         let due = |app: &Arc<VisitCounterApp>, pods: Vec<&Arc<SlimPod>>, count: Option<i64>| {
             quiet.note(&web, [(&web_0, Some(4))].into_iter());
-            names(&quiet.due(vec![app.clone()], |_| pods.clone(), |_, _| count))
+            names(&quiet.due(std::slice::from_ref(app), |_| pods.clone(), |_, _| count))
         };
         assert!(due(&web, vec![&web_0], Some(4)).is_empty(), "nothing changed");
         let edited = Arc::new((*web).clone());
@@ -173,7 +173,7 @@ mod tests {
         let shared = pod("web-shadow-0");
         quiet.note(&web, [(&shared, Some(6))].into_iter());
         quiet.note(&shadow, [(&shared, Some(5))].into_iter());
-        let due = quiet.due(vec![web, shadow], |_| vec![&shared], |_, _| Some(6));
+        let due = quiet.due(&[web, shadow], |_| vec![&shared], |_, _| Some(6));
         assert_eq!(names(&due), ["web-shadow"], "it took 5, before the stream sent 6");
     }
 
@@ -182,9 +182,9 @@ mod tests {
         let quiet = QuietApps::default();
         let web = with_uid("web");
         quiet.note(&web, std::iter::empty());
-        assert!(quiet.due(Vec::new(), |_| Vec::new(), four).is_empty());
+        assert!(quiet.due(&[], |_| Vec::new(), four).is_empty());
         assert_eq!(
-            names(&quiet.due(vec![web.clone()], |_| Vec::new(), four)),
+            names(&quiet.due(std::slice::from_ref(&web), |_| Vec::new(), four)),
             ["web"],
             "forgotten once gone"
         );
@@ -192,6 +192,6 @@ mod tests {
         nameless.metadata.uid = None;
         let nameless = Arc::new(nameless);
         quiet.note(&nameless, std::iter::empty());
-        assert_eq!(names(&quiet.due(vec![nameless], |_| Vec::new(), four)), ["web"]);
+        assert_eq!(names(&quiet.due(&[nameless], |_| Vec::new(), four)), ["web"]);
     }
 }

@@ -31,6 +31,7 @@ use super::{
     pod_http::{self, PodClient},
     pods::{is_ready, ordinal_of},
     quiet::QuietApps,
+    rest::Rest,
     retained::keep_retained,
     unanswered::Unanswered,
 };
@@ -369,6 +370,8 @@ pub struct Poller {
     followers: Followers,
     /// Apps left out of rounds while nothing of theirs changes.
     quiet: QuietApps,
+    /// The last round, left out again while nothing at all changes.
+    rest: Rest,
 }
 
 /// One pod's answer in a round.
@@ -434,6 +437,7 @@ impl Poller {
             unanswered: Mutex::default(),
             followers: Followers::default(),
             quiet: QuietApps::default(),
+            rest: Rest::default(),
         }
     }
 
@@ -455,15 +459,22 @@ impl Poller {
     }
 
     pub async fn poll_once(&self) {
+        // Read before any count: a count sent after is news to the next round.
+        let news = self.followers.news().heard();
         let pods = self.pods.state();
         let all = self.apps.state();
+        if self.rest.still(&all, &pods, news) {
+            self.metrics.rested_for_visits();
+            return;
+        }
         self.forget_gone(&all);
         let pods_of = pods_by_instance(&pods);
         let apps = self.quiet.due(
-            all,
+            &all,
             |app| pods_counted(app, &pods_of),
             |app, pod| self.count_of(app, pod),
         );
+        self.rest.note(apps.len(), &all, &pods, news);
         self.metrics.polled_for_visits(apps.len());
         let asks = asks_of(&apps, &pods_of);
         let revisions_of = revisions_of(&apps, &pods_of);
@@ -608,8 +619,9 @@ impl Poller {
             .note(name, &address, &answer);
         if let (Step::AskThenFollow, Some(pod), Ok(_)) = (step, pod, &answer) {
             let (http, uri) = (self.http.clone(), pod_http::uri(ip, port, "/visits"));
+            let news = self.followers.news();
             self.followers.follow(pod, |state| {
-                tokio::spawn(follow::follow(http, uri, state)).abort_handle()
+                tokio::spawn(follow::follow(http, uri, state, news)).abort_handle()
             });
         }
         answer

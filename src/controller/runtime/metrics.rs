@@ -51,6 +51,8 @@ pub struct Metrics {
     visits_followed: Gauge<i64, AtomicI64>,
     /// Apps whose counts a visits round built (`observe::quiet`).
     visits_polled: Counter,
+    /// Visits rounds left out whole (`observe::rest`).
+    visits_rested: Counter,
 }
 
 impl Default for Metrics {
@@ -114,6 +116,13 @@ impl Metrics {
              that asked none of their pods are left out",
             visits_polled.clone(),
         );
+        let visits_rested = Counter::default();
+        registry.register(
+            "visits_rounds_at_rest",
+            "Rounds of the visits poller left out whole: no app, pod or stream changed since a round that \
+             built no app",
+            visits_rested.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -127,6 +136,7 @@ impl Metrics {
             visits_asks,
             visits_followed,
             visits_polled,
+            visits_rested,
         }
     }
 
@@ -159,6 +169,11 @@ impl Metrics {
     /// A round of the visits poller built the counts of `apps` apps.
     pub fn polled_for_visits(&self, apps: usize) {
         self.visits_polled.inc_by(u64::try_from(apps).unwrap_or(u64::MAX));
+    }
+
+    /// A round of the visits poller was left out, as nothing changed.
+    pub fn rested_for_visits(&self) {
+        self.visits_rested.inc();
     }
 
     /// The pods whose counts came on their streams at the end of a round.

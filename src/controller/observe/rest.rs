@@ -1,0 +1,117 @@
+//! Visits rounds left out whole while everything is at rest.
+//!
+//! A round that left every app out (`quiet`: none of them changed since a
+//! round that asked none of their pods and wrote nothing) did nothing but
+//! look. The next one would look at the same things and do the same, unless
+//! an app or a pod changed in its cache or a stream sent something. The
+//! caches put a new `Arc` in place of an object each time it changes, and
+//! list the same map the same way while none does: the same `Arc`s in the
+//! same order are the same objects. The streams count what they send
+//! (`follow::News`). So a round that finds the two lists and that count as
+//! the last round left them, after a round that built no app, leaves itself
+//! out: at rest it costs a look at two lists of pointers, not a walk of
+//! every app and pod with its hashing and copying.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::{controller::runtime::slim_pod::SlimPod, resource::VisitCounterApp};
+
+/// What a round that built no app looked at. Held weakly, as in `quiet`: a
+/// replaced object is freed, but its address is not taken by another while
+/// it is held.
+struct Looked {
+    apps: Vec<Weak<VisitCounterApp>>,
+    pods: Vec<Weak<SlimPod>>,
+    news: u64,
+}
+
+/// The last round, while it built no app.
+#[derive(Default)]
+pub struct Rest(Mutex<Option<Looked>>);
+
+/// Whether `now` holds the objects `held` does, in the same order.
+fn same<T>(held: &[Weak<T>], now: &[Arc<T>]) -> bool {
+    held.len() == now.len()
+        && held
+            .iter()
+            .zip(now)
+            .all(|(held, now)| std::ptr::eq(held.as_ptr(), Arc::as_ptr(now)))
+}
+
+impl Rest {
+    /// Whether this round may be left out: the last one built no app, and
+    /// since it no app or pod changed (`apps`, `pods`, the caches' lists)
+    /// and no stream sent anything (`news`).
+    pub fn still(&self, apps: &[Arc<VisitCounterApp>], pods: &[Arc<SlimPod>], news: u64) -> bool {
+        let last = self.0.lock().expect("last round");
+        last.as_ref()
+            .is_some_and(|l| l.news == news && same(&l.apps, apps) && same(&l.pods, pods))
+    }
+
+    /// Notes the round that looked at `apps`, `pods` and `news`: kept when
+    /// it built no app, forgotten otherwise.
+    pub fn note(&self, built: usize, apps: &[Arc<VisitCounterApp>], pods: &[Arc<SlimPod>], news: u64) {
+        let looked = (built == 0).then(|| Looked {
+            apps: apps.iter().map(Arc::downgrade).collect(),
+            pods: pods.iter().map(Arc::downgrade).collect(),
+            news,
+        });
+        *self.0.lock().expect("last round") = looked;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::tests::app;
+
+    fn apps() -> Vec<Arc<VisitCounterApp>> {
+        ["web", "shop"]
+            .map(|name| Arc::new(app(name, serde_json::json!({}))))
+            .to_vec()
+    }
+
+    fn pods() -> Vec<Arc<SlimPod>> {
+        (0..3).map(|_| Arc::new(SlimPod::default())).collect()
+    }
+
+    #[test]
+    fn a_round_is_left_out_only_after_one_that_built_no_app_and_while_nothing_changed() {
+        let rest = Rest::default();
+        let (apps, pods) = (apps(), pods());
+        assert!(!rest.still(&apps, &pods, 7), "no round yet");
+        rest.note(1, &apps, &pods, 7);
+        assert!(!rest.still(&apps, &pods, 7), "the last round built an app");
+        rest.note(0, &apps, &pods, 7);
+        assert!(rest.still(&apps, &pods, 7));
+        assert!(rest.still(&apps, &pods, 7), "and again, until something changes");
+    }
+
+    #[test]
+    fn a_stream_s_news_an_app_or_a_pod_changed_added_or_gone_brings_the_round_back() {
+        let rest = Rest::default();
+        let (apps, pods) = (apps(), pods());
+        rest.note(0, &apps, &pods, 7);
+        assert!(!rest.still(&apps, &pods, 8), "a stream sent a count");
+        let mut changed = pods.clone();
+        changed[1] = Arc::new((*pods[1]).clone());
+        assert!(!rest.still(&apps, &changed, 7), "a pod changed");
+        assert!(!rest.still(&apps, &pods[..2], 7), "a pod gone");
+        let mut more = pods.clone();
+        more.push(Arc::new(SlimPod::default()));
+        assert!(!rest.still(&apps, &more, 7), "a pod added");
+        let edited = vec![apps[0].clone(), Arc::new((*apps[1]).clone())];
+        assert!(!rest.still(&edited, &pods, 7), "an app changed");
+        let reordered = vec![apps[1].clone(), apps[0].clone()];
+        assert!(!rest.still(&reordered, &pods, 7), "listed another way: looked at again");
+    }
+
+    #[test]
+    fn a_round_that_builds_an_app_forgets_the_rest_noted_before() {
+        let rest = Rest::default();
+        let (apps, pods) = (apps(), pods());
+        rest.note(0, &apps, &pods, 7);
+        rest.note(2, &apps, &pods, 7);
+        assert!(!rest.still(&apps, &pods, 7));
+    }
+}
