@@ -8,7 +8,8 @@
 //! must fire (a stuck rollout, a progress deadline) fires once at its time.
 //!
 //! Per state it prints reconciles, the pods the visits poller asked and the
-//! pods it follows (the operator's own counts), CPU seconds (from `/proc`) and requests over a
+//! pods it follows (the operator's own counts), CPU seconds and the times its
+//! threads ran (each thread's `schedstat`, see `cpu`) and requests over a
 //! window of 60 s, and the operator's resident memory: with no app, at rest
 //! with every app, and the bytes each app adds.
 
@@ -18,8 +19,8 @@ use std::{
 };
 
 use crate::{
-    ControlPlane, Goal, NODE_PORTS, QUIET_WINDOW, app_spec, audit::Requests, cpu_seconds, for_each_app, memory_kib,
-    prepare, sample, scrape, stop, wait_converged, watch_apps,
+    ControlPlane, Goal, NODE_PORTS, QUIET_WINDOW, app_spec, audit::Requests, cpu, for_each_app, memory_kib, prepare,
+    sample, scrape, stop, wait_converged, watch_apps,
 };
 use crate::{answering::AnsweringPods, audit::ConvergedAt, peer::Peer, with_cluster_ip};
 
@@ -31,8 +32,12 @@ const RECONCILES: &str = "visitcounter_operator_reconciles_total";
 const ASKS: &str = "visitcounter_operator_visits_asks_total";
 /// The operator's count of apps whose visits its poller's rounds built.
 const POLLED: &str = "visitcounter_operator_visits_apps_polled_total";
+/// The operator's count of visits rounds left out whole.
+const RESTED: &str = "visitcounter_operator_visits_rounds_at_rest_total";
 /// The operator's gauge of pods whose counts come on a stream.
 const FOLLOWED: &str = "visitcounter_operator_visits_followed_pods";
+/// The longest wait for the visits rounds to build no app.
+const AT_REST_WITHIN: Duration = Duration::from_secs(100);
 /// The port the apps' pods serve on: the spec's default.
 const APP_PORT: u16 = 8080;
 /// The image kwok's pod stages never pull (`tests/cluster/kwok-pod-stages.yaml`).
@@ -148,10 +153,13 @@ pub struct Idle {
     /// Apps whose counts the poller's rounds built (`None` from a build
     /// that builds every app's each round).
     pub polled: Option<u64>,
+    /// Visits rounds left out whole, nothing having changed (`None` from a
+    /// build that leaves none out).
+    pub rested: Option<u64>,
     /// Pods whose counts came on a stream at the window's end (`None` from
     /// a build that does not follow).
     pub followed: Option<u64>,
-    pub cpu_seconds: f64,
+    pub ran: cpu::Ran,
     pub requests: Requests,
     /// Resident memory with no app, and at rest with every app (KiB).
     pub empty_kib: u64,
@@ -207,13 +215,14 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     // The last status writes land, and the StatefulSet controller's last
     // changes reach the caches.
     tokio::time::sleep(Duration::from_secs(10)).await;
+    rounds_build_nothing(metrics.as_deref()).await;
     let audit = plane.audit();
     // One scrape each side, outside the CPU readings: encoding the metrics
     // (two gauges per app) is work the bench asks for, not rest.
     let before = scrape(metrics.as_deref());
-    let cpu_before = cpu_seconds(pid);
+    let threads = cpu::Threads::of(pid);
     tokio::time::sleep(QUIET_WINDOW).await;
-    let cpu_seconds = cpu_seconds(pid) - cpu_before;
+    let ran = cpu::Threads::of(pid).since(&threads);
     let after = scrape(metrics.as_deref());
     let (before, after) = (before.as_deref(), after.as_deref());
     let change = |name| sample(after, name).zip(sample(before, name)).map(|(a, b)| a - b);
@@ -224,8 +233,9 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
         reconciles: change(RECONCILES),
         asks: change(ASKS),
         polled: change(POLLED),
+        rested: change(RESTED),
         followed: sample(after, FOLLOWED),
-        cpu_seconds,
+        ran,
         requests: audit.operator_requests(),
         empty_kib,
         rest_kib: memory_kib(pid, "VmRSS:").unwrap_or(0),
@@ -235,6 +245,25 @@ pub async fn run(count: usize, state: State, build: &Build) -> Idle {
     stop(&mut operator);
     drop(answering);
     idle
+}
+
+/// Waits until a visits round builds no app: the operator's count of apps
+/// built stands over a whole round (its interval is 30 s). The round after
+/// a status write builds that app once more, to find it unchanged. At most
+/// `AT_REST_WITHIN`: with pods that never answer, rounds ask them and never
+/// come to rest.
+async fn rounds_build_nothing(metrics: Option<&str>) {
+    let started = Instant::now();
+    let polled = || sample(scrape(metrics).as_deref(), POLLED);
+    let mut before = polled();
+    while started.elapsed() < AT_REST_WITHIN {
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        let now = polled();
+        if now.is_none() || now == before {
+            return;
+        }
+        before = now;
+    }
 }
 
 /// The table of every count and state.
@@ -277,14 +306,24 @@ pub fn print(figures: &[(usize, Idle)]) {
         "",
     );
     row(
+        "visits rounds left out whole in the window (nothing changed)",
+        &|_, f| f.rested.map_or("n/a".to_owned(), |r| r.to_string()),
+        "",
+    );
+    row(
         "pods whose visits came on a stream at the window's end",
         &|_, f| f.followed.map_or("n/a".to_owned(), |a| a.to_string()),
         "",
     );
     row(
-        "CPU seconds in the window",
-        &|_, f| format!("{:.2}", f.cpu_seconds),
+        "CPU seconds in the window (the threads' own run time)",
+        &|_, f| f.ran.seconds(),
         "0.0",
+    );
+    row(
+        "times the operator's threads were put on a CPU in the window",
+        &|_, f| f.ran.runs.to_string(),
+        "",
     );
     row(
         "requests in the window: reads / writes (of them status.visits)",

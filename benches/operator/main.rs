@@ -33,6 +33,7 @@
 
 mod answering;
 mod audit;
+mod cpu;
 mod idle;
 mod latency;
 mod many;
@@ -139,27 +140,10 @@ impl Drop for ControlPlane {
 /// A memory figure of `/proc/PID/status` in KiB (`VmHWM` is the peak).
 /// What the operator did over the quiet window, with nothing to do.
 struct Idle {
-    cpu_seconds: f64,
+    ran: cpu::Ran,
     /// From its own `visitcounter_operator_reconciles_total` (the kopf
     /// peer serves no such count).
     reconciles: Option<u64>,
-}
-
-/// User and system CPU seconds of `pid` so far, from `/proc`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the name.
-    (ticks(11) + ticks(12)) as f64 / per_second
 }
 
 /// The operator's `visitcounter_operator_reconciles_total`, from its
@@ -427,12 +411,12 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     let quiet_window = plane.audit();
     // The scrapes fall outside the CPU readings.
     let reconciles_before = reconciles(metrics.as_deref());
-    let cpu_before = cpu_seconds(pid);
+    let threads = cpu::Threads::of(pid);
     tokio::time::sleep(QUIET_WINDOW).await;
-    let cpu_seconds = cpu_seconds(pid) - cpu_before;
+    let ran = cpu::Threads::of(pid).since(&threads);
     let quiet = quiet_window.operator_requests();
     let idle = Idle {
-        cpu_seconds,
+        ran,
         reconciles: reconciles(metrics.as_deref())
             .zip(reconciles_before)
             .map(|(a, b)| a - b),
@@ -694,7 +678,7 @@ async fn main() {
         &|f, n| {
             let reconciles = f.idle.reconciles.map_or("n/a".to_owned(), |r| r.to_string());
             let due = n as u64 * QUIET_WINDOW.as_secs() / RESYNC_SECONDS;
-            format!("{reconciles} ({due}), {:.2} s", f.idle.cpu_seconds)
+            format!("{reconciles} ({due}), {} s", f.idle.ran.seconds())
         },
         "no more than the resyncs due",
     );
