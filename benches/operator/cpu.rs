@@ -1,39 +1,38 @@
-//! The CPU a process used over a window, from its threads' own counts.
+//! The CPU a process used over a window, and the times its threads ran.
 //!
 //! `/proc/PID/stat` gives a process's CPU time in clock ticks (10 ms here),
 //! too coarse for a window at rest that costs a few milliseconds: two builds
-//! that differ by half could both print 0.02 s. Each thread's
-//! `/proc/PID/task/TID/schedstat` gives the nanoseconds it ran and the times
-//! it was put on a CPU, so a window is told to the microsecond, and so are
-//! the wake-ups that cost it. A thread that ends inside the window takes its
-//! count with it; the window says how many did, and then also gives the
-//! ticks of `/proc/PID/stat`, which keep an ended thread's time.
+//! that differ by half could both print 0.02 s. The process's CPU clock
+//! (`clock_getcpuclockid`) gives it to the nanosecond, every thread's
+//! included, those that ended too. Each thread's
+//! `/proc/PID/task/TID/schedstat` gives the times it was put on a CPU: the
+//! wake-ups the CPU went to. A thread that ended inside the window takes
+//! its count of those with it, and the window says how many did.
 
 use std::{collections::BTreeMap, time::Duration};
 
-/// Each thread's run time and times run, at one moment.
+/// A process's CPU time and each thread's times run, at one moment.
 pub struct Threads {
-    ran: BTreeMap<u32, (Duration, u64)>,
-    ticks: f64,
+    cpu: Duration,
+    runs: BTreeMap<u32, u64>,
 }
 
-/// What a process's threads did between two moments.
+/// What a process did between two moments.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ran {
     pub cpu: Duration,
     /// The times its threads were put on a CPU (each a wake-up, or a
     /// preemption while running).
     pub runs: u64,
-    /// Threads that ended inside the window: their time is not in `cpu`.
+    /// Threads that ended inside the window: their runs are not in `runs`
+    /// (their CPU is in `cpu`).
     pub ended: usize,
-    /// The CPU seconds of `/proc/PID/stat` over the window (in ticks).
-    pub ticks: f64,
 }
 
 impl Threads {
-    /// The threads of `pid` now; none when it is gone.
+    /// The process `pid` now; nothing when it is gone.
     pub fn of(pid: u32) -> Self {
-        let mut ran = BTreeMap::new();
+        let mut runs = BTreeMap::new();
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
             .into_iter()
             .flatten()
@@ -42,73 +41,68 @@ impl Threads {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                 continue;
             };
-            if let Some(counts) = std::fs::read_to_string(task.path().join("schedstat"))
+            if let Some(ran) = std::fs::read_to_string(task.path().join("schedstat"))
                 .ok()
-                .and_then(|s| schedstat(&s))
+                .and_then(|s| times_run(&s))
             {
-                ran.insert(tid, counts);
+                runs.insert(tid, ran);
             }
         }
         Self {
-            ran,
-            ticks: cpu_seconds(pid),
+            cpu: process_cpu(pid).unwrap_or_default(),
+            runs,
         }
     }
 
-    /// What the threads did since `before`.
+    /// What the process did since `before`.
     pub fn since(&self, before: &Threads) -> Ran {
-        let mut ran = Ran {
-            ticks: self.ticks - before.ticks,
-            ..Ran::default()
-        };
-        for (tid, (cpu, runs)) in &self.ran {
-            let (cpu_before, runs_before) = before.ran.get(tid).copied().unwrap_or_default();
-            ran.cpu += cpu.saturating_sub(cpu_before);
-            ran.runs += runs.saturating_sub(runs_before);
+        let runs = self
+            .runs
+            .iter()
+            .map(|(tid, runs)| runs.saturating_sub(before.runs.get(tid).copied().unwrap_or(0)))
+            .sum();
+        Ran {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            runs,
+            ended: before.runs.keys().filter(|tid| !self.runs.contains_key(tid)).count(),
         }
-        ran.ended = before.ran.keys().filter(|tid| !self.ran.contains_key(tid)).count();
-        ran
     }
 }
 
 impl Ran {
-    /// CPU seconds to the millisecond, with the ticks' figure beside them
-    /// when a thread ended in the window.
+    /// CPU seconds to the millisecond.
     pub fn seconds(&self) -> String {
+        format!("{:.3}", self.cpu.as_secs_f64())
+    }
+
+    /// The times run, saying when threads ended in the window.
+    pub fn runs(&self) -> String {
         match self.ended {
-            0 => format!("{:.3}", self.cpu.as_secs_f64()),
+            0 => self.runs.to_string(),
             n => format!(
-                "{:.3} ({n} threads ended in the window; by /proc/PID/stat: {:.2})",
-                self.cpu.as_secs_f64(),
-                self.ticks
+                "{} ({n} threads ended in the window, their runs not counted)",
+                self.runs
             ),
         }
     }
 }
 
-/// A thread's nanoseconds on a CPU and times run, from its `schedstat`
-/// (the first and third of its three numbers).
-fn schedstat(text: &str) -> Option<(Duration, u64)> {
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-    let ran = fields.next()??;
-    let _waited = fields.next()??;
-    let runs = fields.next()??;
-    Some((Duration::from_nanos(ran), runs))
+/// The times a thread was put on a CPU, the third of its `schedstat`'s
+/// three numbers.
+fn times_run(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// User and system CPU seconds of `pid` so far, from `/proc/PID/stat`.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the name.
-    (ticks(11) + ticks(12)) as f64 / per_second
+/// The CPU time (user and system) of every thread of `pid` so far, those
+/// that ended included.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let mut clock: libc::clockid_t = 0;
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: each call writes only into the value it is given a pointer
+    // to, and reports failure by its return.
+    let read = unsafe {
+        libc::clock_getcpuclockid(libc::pid_t::try_from(pid).ok()?, &mut clock) == 0
+            && libc::clock_gettime(clock, &mut now) == 0
+    };
+    read.then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }

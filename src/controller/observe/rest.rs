@@ -107,6 +107,18 @@ mod tests {
     }
 
     #[test]
+    fn pods_replaced_in_the_cache_are_not_taken_for_those_noted() {
+        let rest = Rest::default();
+        let apps = apps();
+        rest.note(0, &apps, &pods(), 7);
+        // The noted pods are dropped from the cache; new ones cannot take
+        // their addresses while the round holds them.
+        for _ in 0..100 {
+            assert!(!rest.still(&apps, &pods(), 7));
+        }
+    }
+
+    #[test]
     fn a_round_that_builds_an_app_forgets_the_rest_noted_before() {
         let rest = Rest::default();
         let (apps, pods) = (apps(), pods());
