@@ -155,6 +155,11 @@ impl Followers {
         self.news.clone()
     }
 
+    /// How much the streams have sent so far (`News::heard`).
+    pub fn heard(&self) -> u64 {
+        self.news.heard()
+    }
+
     /// The step for the pod this round. At another address the pod is not
     /// followed: the stream it had is closed at the round's end.
     pub fn step(&self, pod: PodRef<'_>, afresh: bool) -> Step {

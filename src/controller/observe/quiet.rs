@@ -18,6 +18,7 @@ use std::{
 
 use kube::ResourceExt;
 
+use super::rest::is_same;
 use crate::{controller::runtime::slim_pod::SlimPod, resource::VisitCounterApp};
 
 /// What a quiet round looked at for one app: the versions of the app and of
@@ -37,13 +38,12 @@ fn unchanged(
     pods: &[&Arc<SlimPod>],
     count_of: impl Fn(&SlimPod) -> Option<i64>,
 ) -> bool {
-    let same = |held: &Weak<SlimPod>, pod: &Arc<SlimPod>| std::ptr::eq(held.as_ptr(), Arc::as_ptr(pod));
-    std::ptr::eq(seen.app.as_ptr(), Arc::as_ptr(app))
+    is_same(&seen.app, app)
         && seen.pods.len() == pods.len()
         && pods.iter().all(|pod| {
             seen.pods
                 .iter()
-                .any(|(held, count)| same(held, pod) && count_of(pod) == *count)
+                .any(|(held, count)| is_same(held, pod) && count_of(pod) == *count)
         })
 }
 

@@ -29,13 +29,15 @@ struct Looked {
 #[derive(Default)]
 pub struct Rest(Mutex<Option<Looked>>);
 
+/// Whether `held` is a handle on `now` itself: the same object, so the
+/// same version of it (caches replace an object's `Arc` when it changes).
+pub(super) fn is_same<T>(held: &Weak<T>, now: &Arc<T>) -> bool {
+    std::ptr::eq(held.as_ptr(), Arc::as_ptr(now))
+}
+
 /// Whether `now` holds the objects `held` does, in the same order.
 fn same<T>(held: &[Weak<T>], now: &[Arc<T>]) -> bool {
-    held.len() == now.len()
-        && held
-            .iter()
-            .zip(now)
-            .all(|(held, now)| std::ptr::eq(held.as_ptr(), Arc::as_ptr(now)))
+    held.len() == now.len() && held.iter().zip(now).all(|(held, now)| is_same(held, now))
 }
 
 impl Rest {
@@ -125,5 +127,76 @@ mod tests {
         rest.note(0, &apps, &pods, 7);
         rest.note(2, &apps, &pods, 7);
         assert!(!rest.still(&apps, &pods, 7));
+    }
+
+    /// The poller's rounds themselves, with an app whose pods cannot be
+    /// asked yet: nothing in them reaches a pod or the API server, so the
+    /// client points nowhere.
+    mod rounds {
+        use kube::{
+            ResourceExt,
+            runtime::{reflector, watcher::Event},
+        };
+
+        use super::*;
+        use crate::controller::{
+            observe::visits::Poller,
+            runtime::{metrics::Metrics, store::ChildStore},
+        };
+
+        /// A counter of the operator's metrics, as it serves them.
+        fn counter(metrics: &Metrics, name: &str) -> u64 {
+            let text = metrics.encode();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("visitcounter_operator_{name}_total ")))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        }
+
+        fn pending_pod(name: &str) -> SlimPod {
+            let mut pod = SlimPod::default();
+            pod.metadata.name = Some(name.into());
+            pod.metadata.namespace = Some("shop".into());
+            pod.instance = Some("web".into());
+            pod
+        }
+
+        #[tokio::test]
+        async fn a_round_rests_until_an_app_or_a_pod_changes() {
+            let (apps, mut app_events) = reflector::store::<VisitCounterApp>();
+            let pods = ChildStore::<SlimPod>::default();
+            let web = app("web", serde_json::json!({}));
+            app_events.apply_watcher_event(&Event::Apply(web.clone()));
+            pods.apply(&Event::Apply(pending_pod("web-0")), SlimPod::clone);
+            let metrics = Arc::new(Metrics::new());
+            let nowhere = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+            let client = kube::Client::try_from(nowhere).unwrap();
+            let poller = Poller::new(client, apps, pods.clone(), Arc::clone(&metrics));
+            let rounds = async |n| {
+                for _ in 0..n {
+                    poller.poll_once().await;
+                }
+                (
+                    counter(&metrics, "visits_apps_polled"),
+                    counter(&metrics, "visits_rounds_at_rest"),
+                )
+            };
+            // The first round builds web and finds it quiet, the second
+            // builds nothing, and the third is left out.
+            assert_eq!(rounds(3).await, (1, 1));
+            assert_eq!(rounds(2).await, (1, 3), "at rest while nothing changes");
+
+            let mut edited = web.clone();
+            edited.labels_mut().insert("team".into(), "blue".into());
+            app_events.apply_watcher_event(&Event::Apply(edited));
+            assert_eq!(rounds(1).await, (2, 3), "an edited app is built again");
+            assert_eq!(rounds(2).await, (2, 4), "then rests again");
+
+            pods.apply(&Event::Apply(pending_pod("web-1")), SlimPod::clone);
+            assert_eq!(rounds(3).await, (3, 5), "a new pod brings its app back, then it rests");
+            pods.apply(&Event::Delete(pending_pod("web-1")), SlimPod::clone);
+            assert_eq!(rounds(1).await, (4, 5), "and so does a pod gone");
+        }
     }
 }

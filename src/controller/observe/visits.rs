@@ -460,7 +460,7 @@ impl Poller {
 
     pub async fn poll_once(&self) {
         // Read before any count: a count sent after is news to the next round.
-        let news = self.followers.news().heard();
+        let news = self.followers.heard();
         let pods = self.pods.state();
         let all = self.apps.state();
         if self.rest.still(&all, &pods, news) {
