@@ -332,32 +332,35 @@ async fn a_follower_gets_each_new_count_and_the_server_still_stops() {
 /// Waits until the streams' news reaches `at_least` (a stream counts what
 /// it sent just after writing it); what it reached.
 async fn wait_for_news(news: &visitcounter::controller::observe::follow::News, at_least: u64) -> u64 {
-    let started = std::time::Instant::now();
-    while news.heard() < at_least {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
-            "news stayed at {} below {at_least}",
-            news.heard()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    news.heard()
+    wait_until(std::time::Duration::from_secs(5), || match news.heard() {
+        heard if heard >= at_least => Ok(heard),
+        heard => Err(format!("news stayed at {heard} below {at_least}")),
+    })
+    .await
 }
 
 async fn wait_for_follow(
     state: &std::sync::Mutex<visitcounter::controller::observe::follow::Follow>,
     wanted: visitcounter::controller::observe::follow::Follow,
 ) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let now = state.lock().unwrap().clone();
-        if now == wanted {
-            return;
+    wait_until(std::time::Duration::from_secs(10), || {
+        match state.lock().unwrap().clone() {
+            now if now == wanted => Ok(()),
+            now => Err(format!("follow is {now:?}, not {wanted:?}")),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "follow is {now:?}, not {wanted:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    })
+    .await
+}
+
+/// Looks every 10 ms until `look` finds what it waits for, at most
+/// `within`; past it, fails with what `look` last saw instead.
+async fn wait_until<T>(within: std::time::Duration, mut look: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match look() {
+            Ok(found) => return found,
+            Err(seen) => assert!(std::time::Instant::now() < deadline, "{seen}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
