@@ -51,9 +51,10 @@ pub type ConvergedAt = HashMap<String, Timestamp>;
 
 /// The operator's writes to each app and its children (found by name: a
 /// child's name is its app's, or starts with it and `-` or `.`), each app
-/// counted only up to when it was first seen converged: the requests it
-/// took to converge, apart from what the operator writes after that (the
-/// StatefulSet controller's progress mirrored in the status).
+/// counted only up to when it converged (its first status write, or when
+/// the bench first saw it converged): the requests it took to converge,
+/// apart from what the operator writes after that (the StatefulSet
+/// controller's progress mirrored in the status).
 #[derive(Default)]
 pub struct PerApp {
     pub mean: f64,
@@ -61,6 +62,26 @@ pub struct PerApp {
     /// Writes whose object names no app (shown, so that a name the audit
     /// log leaves out cannot hide a write).
     pub unattributed: usize,
+}
+
+/// The app of `apps` an audit event's `object` belongs to: the one its name
+/// up to a first `.` names, or that name cut at its last `-`, again and
+/// again (a child's name is its app's, or starts with it and `-` or `.`).
+fn app_of<'a>(apps: &'a ConvergedAt, object: &Value) -> Option<(&'a String, &'a Timestamp)> {
+    let namespace = object["namespace"].as_str().unwrap_or_default();
+    let mut name = object["name"].as_str().unwrap_or_default();
+    name = name.split('.').next().unwrap_or_default();
+    loop {
+        if let Some(found) = apps.get_key_value(&format!("{namespace}/{name}")) {
+            return Some(found);
+        }
+        name = name.rsplit_once('-')?.0;
+    }
+}
+
+/// When an audit event's request completed.
+fn completed(event: &Value) -> Timestamp {
+    event["stageTimestamp"].as_str().unwrap_or_default().parse().unwrap()
 }
 
 /// Whether `verb` on `uri` changes anything: not a read, not a dry run.
@@ -85,35 +106,17 @@ impl AuditLog {
             .filter(|event| event["userAgent"].as_str().is_some_and(|a| self.peer.is_agent(a)))
     }
 
-    pub fn writes_per_app_until(&self, converged_at: &ConvergedAt) -> PerApp {
-        let mut writes: HashMap<&str, usize> = converged_at.keys().map(|k| (k.as_str(), 0)).collect();
+    /// The writes to each app of `ends` (and to its children) up to the
+    /// time `ends` gives it.
+    pub fn writes_per_app_until(&self, ends: &ConvergedAt) -> PerApp {
+        let mut writes: HashMap<&str, usize> = ends.keys().map(|k| (k.as_str(), 0)).collect();
         let mut unattributed = 0;
-        for event in self.operator_events().filter(|e| e["stage"] == "ResponseComplete") {
-            let verb = event["verb"].as_str().unwrap_or_default();
-            let uri = event["requestURI"].as_str().unwrap_or_default();
-            if !is_write(verb, uri) {
-                continue;
-            }
-            let object = &event["objectRef"];
-            let namespace = object["namespace"].as_str().unwrap_or_default();
-            let mut name = object["name"].as_str().unwrap_or_default();
-            name = name.split('.').next().unwrap_or_default();
-            let app = loop {
-                let key = format!("{namespace}/{name}");
-                if let Some((key, until)) = converged_at.get_key_value(&key) {
-                    break Some((key, until));
-                }
-                match name.rsplit_once('-') {
-                    Some((shorter, _)) => name = shorter,
-                    None => break None,
-                }
-            };
-            let Some((key, until)) = app else {
+        for event in self.operator_writes() {
+            let Some((key, end)) = app_of(ends, &event["objectRef"]) else {
                 unattributed += 1;
                 continue;
             };
-            let at: Timestamp = event["stageTimestamp"].as_str().unwrap_or_default().parse().unwrap();
-            if at <= *until {
+            if completed(&event) <= *end {
                 *writes.get_mut(key.as_str()).unwrap() += 1;
             }
         }
@@ -122,6 +125,68 @@ impl AuditLog {
             max: writes.values().copied().max().unwrap_or(0),
             unattributed,
         }
+    }
+
+    /// When the status of each app of `seen` (apps the bench's watch saw
+    /// with their status written for their spec, `Goal::StatusWritten`)
+    /// was written. For this operator, whose every status write names the
+    /// generation it was made for, that is its first successful status
+    /// write to the app, as long as the app was there before the operator
+    /// started and the bench left its spec alone. That time is exact, where
+    /// the watch sees the status later, after more writes once the API
+    /// server is loaded (at 10,000 apps, the next status write, as the
+    /// StatefulSet controller reports the first pod). The kopf peer also
+    /// writes its progress to the status when a handler fails, so for it
+    /// the watch's time stands.
+    pub fn status_written_at(&self, seen: &ConvergedAt) -> ConvergedAt {
+        if self.peer == Peer::Kopf {
+            return seen.clone();
+        }
+        // The API server logs a request's completion after it answered, so
+        // the last lines may follow the watch's news by a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let written = self.first_status_writes(seen);
+            let missing = seen.keys().find(|key| !written.contains_key(*key));
+            match missing {
+                None => return written,
+                Some(key) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "{key} was seen with its status written, and the audit log holds no status write to it"
+                ),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// When the operator's first successful status write to each app of
+    /// `apps` completed.
+    fn first_status_writes(&self, apps: &ConvergedAt) -> ConvergedAt {
+        let mut first = ConvergedAt::new();
+        for event in self.operator_writes() {
+            let object = &event["objectRef"];
+            let succeeded = event["responseStatus"]["code"]
+                .as_u64()
+                .is_some_and(|code| (200..300).contains(&code));
+            if object["subresource"] != "status" || !succeeded {
+                continue;
+            }
+            if let Some((key, _)) = app_of(apps, object) {
+                first.entry(key.clone()).or_insert_with(|| completed(&event));
+            }
+        }
+        first
+    }
+
+    /// The measured operator's completed writes.
+    fn operator_writes(&self) -> impl Iterator<Item = Value> {
+        self.operator_events().filter(|event| {
+            event["stage"] == "ResponseComplete"
+                && is_write(
+                    event["verb"].as_str().unwrap_or_default(),
+                    event["requestURI"].as_str().unwrap_or_default(),
+                )
+        })
     }
 
     pub fn operator_requests(&self) -> Requests {

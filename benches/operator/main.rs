@@ -137,7 +137,6 @@ impl Drop for ControlPlane {
     }
 }
 
-/// A memory figure of `/proc/PID/status` in KiB (`VmHWM` is the peak).
 /// What the operator did over the quiet window, with nothing to do.
 struct Idle {
     ran: cpu::Ran,
@@ -180,6 +179,7 @@ fn sample(scraped: Option<&str>, name: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
+/// A memory figure of `/proc/PID/status` in KiB (`VmHWM` is the peak).
 fn memory_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -391,7 +391,7 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     } else {
         let mut converged_at = ConvergedAt::new();
         let at = wait_converged(&all, count, 2, Goal::StatusWritten, started, &mut converged_at).await;
-        Some((at, audit.operator_requests(), audit.writes_per_app_until(&converged_at)))
+        Some((at, audit.operator_requests(), converged_at))
     };
     // The peer reports neither pods nor readiness: its goal is its status.
     let goal = match (peer, nodes) {
@@ -403,6 +403,14 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     let converge = wait_converged(&all, count, 2, goal, started, &mut converged_at).await;
     let to_converge = audit.operator_requests();
     let converge_per_app = audit.writes_per_app_until(&converged_at);
+    // Read after the wait to converge, which its time would hold.
+    let written = written.map(|(at, requests, seen)| {
+        (
+            at,
+            requests,
+            audit.writes_per_app_until(&audit.status_written_at(&seen)),
+        )
+    });
 
     // Let the last status writes land, then a minute (six resync periods)
     // of nothing: long enough for the timers an app at rest may set (the
