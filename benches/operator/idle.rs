@@ -1,7 +1,9 @@
 //! `-- --idle`: what the operator does while nothing happens. The same apps
 //! are brought to rest in four states, each on a control plane of its own:
-//! pods Ready (kwok's nodes), pods Ready that answer (kwok's nodes and the
-//! app's server at each pod's address, see `answering`), pods that cannot be
+//! pods Ready that do not answer (kwok's nodes: nothing listens at a pod's
+//! address, so the visits poller keeps asking them, ever less often), pods
+//! Ready that answer (kwok's nodes and the app's server at each pod's
+//! address, see `answering`: Ready as on a real node), pods that cannot be
 //! scheduled (no nodes), and pods that cannot start (kwok's nodes, an image
 //! that is never pulled). The operator runs with a resync far beyond the
 //! window, so every reconcile in it is one nothing asked for; a timer that
@@ -56,7 +58,7 @@ impl State {
 
     pub fn name(self) -> &'static str {
         match self {
-            State::Ready => "pods Ready",
+            State::Ready => "pods Ready, not answering",
             State::Answering => "pods Ready and answering",
             State::Unschedulable => "pods unschedulable (no nodes)",
             State::Failing => "pods failing (image never pulled)",
