@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead, Seek},
+    io::{BufRead, Read, Seek},
     path::PathBuf,
 };
 
@@ -16,6 +16,8 @@ use crate::peer::Peer;
 pub struct AuditLog {
     pub path: PathBuf,
     pub offset: u64,
+    /// Where the stretch read ends (`so_far`); else it runs to the end.
+    pub end: Option<u64>,
     /// Whose requests are counted.
     pub peer: Peer,
 }
@@ -46,7 +48,8 @@ impl Requests {
     }
 }
 
-/// When each app (`namespace/name`) was first seen converged.
+/// A time for each app (`namespace/name`): when it was first seen
+/// converged, or when its status was written (`status_written_at`).
 pub type ConvergedAt = HashMap<String, Timestamp>;
 
 /// The operator's writes to each app and its children (found by name: a
@@ -90,11 +93,24 @@ fn is_write(verb: &str, uri: &str) -> bool {
 }
 
 impl AuditLog {
-    /// Every audit event since `offset`, every stage.
+    /// This stretch of the log as it stands now, to read later, when the
+    /// parse does not fall into a timed wait: what is logged after this is
+    /// left out.
+    pub fn so_far(&self) -> AuditLog {
+        AuditLog {
+            path: self.path.clone(),
+            offset: self.offset,
+            end: Some(std::fs::metadata(&self.path).map_or(self.offset, |m| m.len())),
+            peer: self.peer,
+        }
+    }
+
+    /// Every audit event from `offset` to `end`, every stage.
     pub fn events(&self) -> impl Iterator<Item = Value> {
         let mut file = std::fs::File::open(&self.path).unwrap();
         file.seek(std::io::SeekFrom::Start(self.offset)).unwrap();
-        std::io::BufReader::new(file)
+        let length = self.end.map_or(u64::MAX, |end| end.saturating_sub(self.offset));
+        std::io::BufReader::new(file.take(length))
             .lines()
             .map_while(Result::ok)
             .filter_map(|line| serde_json::from_str::<Value>(&line).ok())

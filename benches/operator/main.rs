@@ -123,6 +123,7 @@ impl ControlPlane {
         AuditLog {
             path,
             offset,
+            end: None,
             peer: self.peer,
         }
     }
@@ -391,7 +392,7 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     } else {
         let mut converged_at = ConvergedAt::new();
         let at = wait_converged(&all, count, 2, Goal::StatusWritten, started, &mut converged_at).await;
-        Some((at, audit.operator_requests(), converged_at))
+        Some((at, audit.so_far(), converged_at))
     };
     // The peer reports neither pods nor readiness: its goal is its status.
     let goal = match (peer, nodes) {
@@ -404,12 +405,9 @@ async fn run(count: usize, nodes: bool, peer: Peer) -> Figures {
     let to_converge = audit.operator_requests();
     let converge_per_app = audit.writes_per_app_until(&converged_at);
     // Read after the wait to converge, which its time would hold.
-    let written = written.map(|(at, requests, seen)| {
-        (
-            at,
-            requests,
-            audit.writes_per_app_until(&audit.status_written_at(&seen)),
-        )
+    let written = written.map(|(at, so_far, seen)| {
+        let per_app = audit.writes_per_app_until(&audit.status_written_at(&seen));
+        (at, so_far.operator_requests(), per_app)
     });
 
     // Let the last status writes land, then a minute (six resync periods)

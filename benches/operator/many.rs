@@ -60,9 +60,10 @@ pub async fn run(count: usize) -> Many {
     let pid = operator.id();
     let mut converged_at = ConvergedAt::new();
     let written = wait_converged(&apps, count, 2, Goal::StatusWritten, started, &mut converged_at).await;
-    let requests = audit.operator_requests();
+    let so_far = audit.so_far();
     let first_pods = wait_converged(&apps, count, 2, Goal::FirstPod, started, &mut ConvergedAt::new()).await;
     // Read after the wait for the first pods, which its time would hold.
+    let requests = so_far.operator_requests();
     let per_app = audit.writes_per_app_until(&audit.status_written_at(&converged_at));
     tokio::time::sleep(SETTLE).await;
     let many = Many {
